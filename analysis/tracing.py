@@ -495,6 +495,25 @@ class TraceResult:
                 out[i] = ie[:, positions].mean(dim=1)
         return out
 
+    def with_window(self, window: int) -> "TraceResult":
+        """An attribution trace (traced with window 1) summed over ROME's windows.
+
+        Attribution is linear in the restored states, so a windowed estimate is exactly the sum
+        of the single-state ones; exact traces are not additive and must be traced again.
+        """
+        if self.method != "attribution" or self.window != 1:
+            raise ValueError("Only attribution traces made with window=1 can be re-windowed; "
+                             "trace exact results again with the window you want.")
+        L = self.n_layers
+        restored = {}
+        for h, grid in self.restored.items():
+            if h in WINDOWED:
+                ie = grid - self.corrupted_prob
+                grid = self.corrupted_prob + torch.stack(
+                    [ie[list(window_layers(l, window, L))].sum(0) for l in range(L)])
+            restored[h] = grid
+        return dataclasses.replace(self, restored=restored, window=window)
+
     def labels(self) -> list[str]:
         """Token labels with the subject tokens starred, as in ROME's heatmaps."""
         s, e = self.subject_span
@@ -1217,8 +1236,9 @@ def model_key(model: HookedTransformer) -> str:
 
 def first_token(model: HookedTransformer, target: str) -> str:
     """The first token of an answer (what ROME traces, and what ``filter_known`` checks)."""
-    ids = model.to_tokens(target, prepend_bos=False)[0]
-    return model.to_single_str_token(int(ids[0]))
+    from .evaluate import first_target_token
+
+    return model.to_single_str_token(first_target_token(model, target))
 
 
 @dataclass
@@ -1309,6 +1329,11 @@ class AIEResult:
         tied = [ROLES[i] for i in sel if torch.allclose(m[i], m[r], equal_nan=True)]
         return {"kind": hook_kind(kind), "role": " = ".join(tied), "layer": l,
                 "depth": l / max(1, m.shape[1] - 1), "aie": float(m[r, l]), "ci": float(h[r, l])}
+
+    def with_window(self, window: int) -> "AIEResult":
+        """The same attribution result summed over ROME's windows (see :meth:`TraceResult.with_window`)."""
+        return AIEResult(self.kinds, [t.with_window(window) for t in self.traces], self.skipped,
+                         self.config | {"window": window})
 
     def restrict(self, prompts: Iterable[str]) -> "AIEResult":
         """The same result over the traced facts whose prompt is in ``prompts``."""
@@ -1435,6 +1460,22 @@ class ComponentInformation:
             out.append(spearman(self.per_fact[a].mean(0), self.per_fact[b].mean(0)))
         return torch.tensor(out)
 
+    @classmethod
+    def from_aie(cls, aie: AIEResult, reduce: Literal["max", "sum"] = "max") -> "ComponentInformation":
+        """The score from traces that include ``hook_attn_out`` and ``hook_mlp_out``."""
+        if not aie.traces:
+            raise ValueError("No fact could be traced (all were skipped); see the facts' reasons.")
+        comps = ("hook_attn_out", "hook_mlp_out")
+        missing = [c for c in comps if c not in aie.kinds]
+        if missing:
+            raise ValueError(f"The traces lack {missing}; trace the kinds 'attn' and 'mlp'.")
+        per = []
+        for t in aie.traces:
+            s = t.subject_span[0]
+            ie = torch.stack([t.indirect_effect(c)[:, s:] for c in comps], dim=-1)  # [layer, pos, comp]
+            per.append(ie.amax(1) if reduce == "max" else ie.sum(1))
+        return cls(torch.stack(per), comps, aie, reduce)
+
     def frame(self):
         """A pandas table: one row per layer, scores and levels per component."""
         import pandas as pd
@@ -1473,15 +1514,7 @@ def component_information(
         seed=seed, window=window, replacements=replacements, method=method, max_rows=max_rows,
         cache=cache, desc="component information",
     )
-    if not aie.traces:
-        raise ValueError("No fact could be traced (all were skipped); see the facts' reasons.")
-    comps = ("hook_attn_out", "hook_mlp_out")
-    per = []
-    for t in aie.traces:
-        s = t.subject_span[0]
-        ie = torch.stack([t.indirect_effect(c)[:, s:] for c in comps], dim=-1)  # [layer, pos, comp]
-        per.append(ie.amax(1) if reduce == "max" else ie.sum(1))
-    return ComponentInformation(torch.stack(per), comps, aie, reduce)
+    return ComponentInformation.from_aie(aie, reduce)
 
 
 # --------------------------------------------------------------------------------------

@@ -387,3 +387,15 @@ def test_subject_span_covers_exactly_the_subject(smollm2, prompt, subject):
     assert smollm2.tokenizer.decode(fact.tokens[s:e]).strip() == subject
     assert subject not in smollm2.tokenizer.decode(fact.tokens[s + 1:e])  # no token to spare
     assert subject not in smollm2.tokenizer.decode(fact.tokens[s:e - 1])
+
+
+def test_attribution_windows_are_sums_of_single_states(llama_like):
+    tokens = _tokens(seed=11, n=8)
+    kw = dict(noise=0.5, n_samples=2, method="attribution")
+    single = tracing.trace(llama_like, tokens, (2, 4), None, window=1, **kw)
+    windowed = tracing.trace(llama_like, tokens, (2, 4), None, window=3, **kw)
+    for hook in windowed.kinds:
+        assert torch.allclose(single.with_window(3)[hook], windowed[hook], atol=1e-6)
+    exact = tracing.trace(llama_like, tokens, (2, 4), None, window=1, noise=0.5, n_samples=2)
+    with pytest.raises(ValueError, match="re-windowed"):
+        exact.with_window(3)
