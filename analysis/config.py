@@ -111,3 +111,16 @@ def get_profile(name: str | None = None) -> Profile:
             f"Unknown profile {name!r}. Known profiles: {', '.join(PROFILES)}. "
             f"Set {PROFILE_ENV} to one of them (e.g. `export {PROFILE_ENV}=smoke`)."
         ) from None
+
+
+def study_config(configs: dict, profile, key: str):
+    """A study's sizes for a profile (a :class:`Profile` or its name) from its per-profile table.
+
+    ``configs`` maps profile names to the study's frozen config dataclass; ``profile.extra[key]``
+    (a dict of field values), when present, overrides fields.
+    """
+    name = profile if isinstance(profile, str) else profile.name
+    if name not in configs:
+        raise ValueError(f"No {key} sizes for profile {name!r}; known: {', '.join(configs)}.")
+    overrides = {} if isinstance(profile, str) else dict(getattr(profile, "extra", {}).get(key, {}))
+    return dataclasses.replace(configs[name], **overrides) if overrides else configs[name]

@@ -56,6 +56,7 @@ __all__ = [
     "DATA_VERSION",
     "SOURCES",
     "TASKS",
+    "bigbench_examples",
     "LM_SPLITS",
     "FACT_RELATIONS",
     "fetch",
@@ -326,7 +327,7 @@ def _read_json(source: str, rel: str) -> dict:
     return json.loads(_raw_file(source, rel).read_text(encoding="utf-8"))
 
 
-def _bigbench_examples(task_file: str) -> list[dict]:
+def bigbench_examples(task_file: str) -> list[dict]:
     """The ``examples`` list of a BIG-bench task file (``"<task>/<file>.json"``)."""
     return _read_json("bigbench", task_file)["examples"]
 
@@ -441,7 +442,7 @@ LEAD_SENTENCES = 3
 @lru_cache(maxsize=4)
 def _ps_documents(raw_dir: Path) -> tuple[PSDocument, ...]:
     """All 9,000 paragraph_segmentation documents, in file order."""
-    examples = _bigbench_examples("paragraph_segmentation/task.json")
+    examples = bigbench_examples("paragraph_segmentation/task.json")
     if len(examples) != PS_BLOCK * len(PS_LANGUAGES):
         raise ValueError(f"paragraph_segmentation: expected 9,000 documents, got {len(examples)}")
     docs = []
@@ -660,7 +661,7 @@ def _facts(raw_dir: Path) -> Dataset:
     """All parsed facts: each relation shuffled (seed 0), then interleaved round-robin."""
     import random
 
-    grouped = _fact_rows(_bigbench_examples("qa_wikidata/task.json"))
+    grouped = _fact_rows(bigbench_examples("qa_wikidata/task.json"))
     for relation, rows in grouped.items():
         random.Random(f"facts-{relation}").shuffle(rows)
     rows = _interleave([grouped[r] for r in FACT_RELATIONS])
@@ -891,7 +892,7 @@ AGREEMENT_LABELS = ["ungrammatical", "grammatical"]
 def _agreement(raw_dir: Path) -> Dataset:
     """Linzen et al. (2016) minimal pairs: each prefix + correct verb and + wrong verb."""
     rows = []
-    examples = _bigbench_examples("subject_verb_agreement/linzen2016_english.json")
+    examples = bigbench_examples("subject_verb_agreement/linzen2016_english.json")
     for i, example in enumerate(examples):
         if len(example["target_scores"]) != 2:  # one item has a single continuation
             continue
@@ -983,7 +984,7 @@ TRUTH_LABELS = ["false", "true"]
 def _truthfulqa_mc(raw_dir: Path) -> Dataset:
     """TruthfulQA (BIG-bench MC): each question with its true answer and its first false one."""
     rows = []
-    for i, example in enumerate(_bigbench_examples("truthful_qa/task_mc.json")):
+    for i, example in enumerate(bigbench_examples("truthful_qa/task_mc.json")):
         answers = example["target_scores"]
         true = [a for a, s in answers.items() if s == 1]
         false = [a for a, s in answers.items() if s == 0][:1]

@@ -30,7 +30,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
@@ -391,3 +391,37 @@ def describe(model) -> dict[str, object]:
         "normalization": cfg.normalization_type,
         "dtype": str(cfg.dtype).replace("torch.", ""),
     }
+
+
+def _weights_version(model) -> tuple:
+    """Identity and in-place-modification counters of every parameter (changes when weights do)."""
+    return tuple((p.data_ptr(), p._version) for p in model.parameters())
+
+
+def model_key(model) -> str:
+    """A cache key for a model: its name, shape and a checksum of its weights.
+
+    Remembered on the model until a parameter is replaced or modified in place.
+    """
+    version = _weights_version(model)
+    memo = model.__dict__.get("_model_key")
+    if memo is None or memo[0] != version:
+        with torch.no_grad():
+            checksum = sum(float(p.double().abs().sum()) for p in model.parameters())
+        key = f"{model.cfg.model_name}-L{model.cfg.n_layers}-d{model.cfg.d_model}-{checksum:.6e}"
+        model.__dict__["_model_key"] = memo = (version, key)
+    return memo[1]
+
+
+def first_available(names: Sequence[str], fallback: str) -> tuple[torch.nn.Module, list[str]]:
+    """The first of ``names`` whose weights load (the seeds' models under ``gpu``), else ``fallback``.
+
+    Returns ``(model, notes)``; ``notes`` says, for each name skipped, why its weights were missing.
+    """
+    notes = []
+    for name in names:
+        try:
+            return load_model(name), notes
+        except ModelNotAvailableError as err:
+            notes.append(f"{name}: weights not available ({str(err).splitlines()[0]})")
+    return load_model(fallback), notes

@@ -164,3 +164,165 @@ def component_scores(info, ax: plt.Axes | None = None, title: str | None = None)
                  fontsize=10)
     ax.legend(fontsize=8, frameon=False)
     return ax
+
+
+# --- information-aware compression ---
+
+
+def score_profiles(scores, threshold: float = 0.5) -> plt.Figure:
+    """z-scored per-layer scores of several :class:`analysis.scores.ComponentScores`, one panel
+    per kind, with the seed's medium band (``|z| <= threshold``) shaded."""
+    kinds = scores[0].kinds
+    fig, axes = plt.subplots(1, len(kinds), figsize=(6 * len(kinds), 3.4), sharey=True)
+    for k, (ax, kind) in enumerate(zip(np.atleast_1d(axes), kinds)):
+        layer_curves({s.name: s.zscores()[:, k].numpy() for s in scores}, "z-score",
+                     title=f"{kind}: redundancy scores", hook=f"blocks.{{l}}.{kind}", ax=ax)
+        ax.axhspan(-threshold, threshold, color="0.9", zorder=0, label="medium band")
+    return fig
+
+
+def sweep_heatmaps(frame, value: str = "perplexity", log: bool = True) -> plt.Figure:
+    """The seed's Figure 2: one panel per prune setting; rows are bit settings (low, medium,
+    high), columns allocations; colour and annotation are ``value`` on one shared scale."""
+    prunes = list(dict.fromkeys(frame["prune"]))
+    vals = frame[value].astype(float)
+    vmin, vmax = vals.min(), vals.max()
+    fig, axes = plt.subplots(1, len(prunes), figsize=(5.2 * len(prunes), 0.55 * frame["bits"].nunique() + 2.2),
+                             squeeze=False)
+    for ax, prune in zip(axes[0], prunes):
+        sub = frame[frame["prune"] == prune].pivot(index="bits", columns="allocation", values=value)
+        sub = sub[list(dict.fromkeys(frame["allocation"]))]
+        data = np.log(sub.values.astype(float)) if log else sub.values.astype(float)
+        sns.heatmap(data, ax=ax, annot=sub.values, fmt=".3g", cmap="viridis", cbar=False,
+                    vmin=np.log(vmin) if log else vmin, vmax=np.log(vmax) if log else vmax,
+                    xticklabels=sub.columns, yticklabels=sub.index)
+        ax.set_title(f"prune {prune} (low, medium, high)")
+        ax.set_xlabel("allocation")
+        ax.set_ylabel("bits (low, medium, high)")
+        ax.tick_params(axis="x", rotation=30)
+    fig.suptitle(f"{value} (darker is better)" + (" — colour on a log scale" if log else ""), y=1.02)
+    return fig
+
+
+def pareto(frame, x: str = "model MB", y: str = "perplexity", ax: plt.Axes | None = None) -> plt.Axes:
+    """Size against quality: uniform compression as a line, each allocation's cells as markers,
+    random controls as grey crosses."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4.4))
+    uni = frame[frame["allocation"] == "uniform"].sort_values(x)
+    ax.plot(uni[x], uni[y], "k-o", markersize=4, label="uniform", zorder=3)
+    rand = frame[frame["allocation"].str.startswith("random:")]
+    ax.scatter(rand[x], rand[y], marker="x", color="0.55", label="random allocation (control)", zorder=2)
+    others = frame[~frame["allocation"].str.startswith("random:") & (frame["allocation"] != "uniform")]
+    for (name, sub), marker in zip(others.groupby("allocation", sort=False), "osD^vP*X<>"):
+        ax.scatter(sub[x], sub[y], marker=marker, s=40, label=name, zorder=4)
+    ax.set_yscale("log")
+    ax.set_xlabel(f"{x} (compressed weights + the rest at 16 bits)")
+    ax.set_ylabel(f"{y} (log scale)")
+    ax.legend(frameon=False, fontsize=8)
+    return ax
+
+
+# --- attention heads (capability density) ---
+
+
+def head_heatmaps(maps: dict, keys: Sequence[str], titles: Sequence[str] | None = None,
+                  cmap: str = "viridis") -> plt.Figure:
+    """One layer × head heatmap per entry of ``maps`` (each ``[n_layers, n_heads]``), side by side."""
+    fig, axes = plt.subplots(1, len(keys), figsize=(2.3 * len(keys) + 0.6, 5.2), constrained_layout=True)
+    for ax, key, title in zip(np.atleast_1d(axes), keys, titles or keys):
+        grid = np.asarray(maps[key], dtype=float)
+        im = ax.imshow(grid, aspect="auto", cmap=cmap, interpolation="nearest", origin="lower")
+        ax.set_xlabel("head h")
+        ax.set_title(title, fontsize=10)
+        ax.set_xticks(range(grid.shape[1]))
+        ax.tick_params(labelsize=7)
+        ax.grid(False)
+        plt.colorbar(im, ax=ax, fraction=0.08, pad=0.03)
+    np.atleast_1d(axes)[0].set_ylabel("layer l  (blocks.l.attn.hook_z)")
+    return fig
+
+
+def transition_curves(levels: Sequence[float], curves, density, ablation, ax: plt.Axes | None = None) -> plt.Axes:
+    """Loss increase against one head's sparsity (ablation at 1.0), coloured by the head's density."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.0, 3.8))
+    curves, density, ablation = (np.asarray(v, dtype=float) for v in (curves, density, ablation))
+    xs = [0.0, *levels, 1.0]
+    norm = plt.Normalize(density.min(), density.max())
+    cmap = plt.get_cmap("viridis")
+    for c, d, a in zip(curves, density, ablation):
+        ax.plot(xs, [0.0, *c, a], color=cmap(norm(d)), lw=1.0, alpha=0.8, marker="o", markersize=2)
+    ax.set_xlabel("sparsity of one head (W_Q columns and W_O rows; 1.0 = ablated)")
+    ax.set_ylabel("ΔCE (nats/token)")
+    ax.set_yscale("symlog", linthresh=1e-3)
+    plt.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="capability density")
+    return ax
+
+
+def budget_bars(frame, metrics: Sequence[str] = ("perplexity", "fact recall", "probe accuracy")) -> plt.Figure:
+    """One panel per metric: each allocation strategy at each mean sparsity, the dense model as a line."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), constrained_layout=True)
+    dense = frame[frame["strategy"] == "dense"].iloc[0]
+    rest = frame[frame["strategy"] != "dense"]
+    for ax, metric in zip(np.atleast_1d(axes), metrics):
+        sns.barplot(data=rest, x="mean sparsity", y=metric, hue="strategy", ax=ax)
+        ax.axhline(dense[metric], color="0.3", ls="--", lw=1, label="dense")
+        ax.set_title(metric, fontsize=10)
+        ax.legend(fontsize=7, frameon=False)
+    return fig
+
+
+# --- factorization (seed 002) ---
+
+
+def method_grid(frame, columns, logy=(), title: str | None = None) -> plt.Figure:
+    """One panel per column of a (method, ratio) grid: a line per method, the uncompressed model dashed."""
+    fig, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 3.3), constrained_layout=True)
+    for ax, col in zip(np.atleast_1d(axes), columns):
+        base = frame.loc[frame["method"] == "none", col]
+        for m, g in frame[frame["method"] != "none"].groupby("method", sort=False):
+            x, y = list(100 * g["ratio"]), list(g[col])
+            if len(base):  # every method starts from the uncompressed model at 0 %
+                x, y = [0.0, *x], [float(base.iloc[0]), *y]
+            ax.plot(x, y, marker="o", markersize=3, label=m)
+        if len(base):
+            ax.axhline(float(base.iloc[0]), color="0.3", ls="--", lw=0.9, label="uncompressed")
+        if col in logy:
+            ax.set_yscale("log")
+        ax.set_xlabel("MLP parameters removed (%)")
+        ax.set_ylabel(col)
+    np.atleast_1d(axes)[0].legend(fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def probe_layer_panels(grid, method: str, kind: str = "mlp", title: str | None = None) -> plt.Figure:
+    """The seed's per-layer figure: for each task, probe accuracy (solid) and control (dotted) by layer,
+    one colour per compression ratio of ``method``; and selectivity (task - control) beside it."""
+    cells = [c for c in grid if c[0] in ("none", method)]
+    tasks = list(grid[cells[0]])
+    fig, axes = plt.subplots(2, len(tasks), figsize=(4.3 * len(tasks), 6.0), constrained_layout=True, sharex=True)
+    axes = np.asarray(axes).reshape(2, len(tasks))
+    colours = sns.color_palette("viridis", len(cells))
+    for t, task in enumerate(tasks):
+        for c, cell in enumerate(cells):
+            res = grid[cell][task]
+            layers = np.arange(res.acc[kind]["task"].shape[0])
+            label = "uncompressed" if cell[0] == "none" else f"{cell[1]:.0%} removed"
+            mean, sd = res.mean(kind).numpy(), res.std(kind).numpy()
+            axes[0, t].plot(layers, mean, color=colours[c], marker="o", markersize=3, label=label)
+            axes[0, t].fill_between(layers, mean - sd, mean + sd, color=colours[c], alpha=0.15)
+            axes[0, t].plot(layers, res.mean(kind, "control").numpy(), color=colours[c], ls=":", lw=1)
+            sel = res.selectivity(kind).mean(1).numpy()
+            axes[1, t].plot(layers, sel, color=colours[c], marker="o", markersize=3)
+        axes[0, t].set_title(task, fontsize=10)
+        axes[0, t].set_ylabel(f"{kind} probe accuracy (dotted: control)")
+        axes[1, t].set_ylabel("selectivity (task - control)")
+        axes[1, t].axhline(0, color="0.5", lw=0.8)
+        axes[1, t].set_xlabel(f"layer l  ({res.hooks[0].replace('blocks.0', 'blocks.l') if res.hooks else 'layer'})",
+                              fontsize=8)
+    axes[0, 0].legend(fontsize=7, frameon=False)
+    fig.suptitle(title or f"{method}: probes per layer", fontsize=11)
+    return fig

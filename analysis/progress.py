@@ -12,7 +12,12 @@ import os
 import sys
 from typing import Iterable, TypeVar
 
-from tqdm.auto import tqdm
+try:  # widget bars in Jupyter when ipywidgets is there (make lab installs it), text bars otherwise
+    import ipywidgets  # noqa: F401
+
+    from tqdm.auto import tqdm
+except ImportError:  # tqdm.auto would warn "IProgress not found" into every executed page
+    from tqdm.std import tqdm
 
 T = TypeVar("T")
 

@@ -52,6 +52,7 @@ from transformer_lens import HookedTransformer  # noqa: E402
 from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry  # noqa: E402
 
 from analysis.progress import progress  # noqa: E402
+from analysis.models import _weights_version, model_key  # noqa: E402
 
 # --------------------------------------------------------------------------------------
 # Vocabulary: hook names, windows, token roles
@@ -193,12 +194,9 @@ def trace_config_for(profile: Any) -> TraceConfig:
 
     ``profile.extra["tracing"]`` (a dict of field values), when present, overrides fields.
     """
-    name = profile if isinstance(profile, str) else profile.name
-    if name not in TRACE_CONFIGS:
-        raise ValueError(f"No tracing sizes for profile {name!r}; known: {', '.join(TRACE_CONFIGS)}.")
-    cfg = TRACE_CONFIGS[name]
-    overrides = {} if isinstance(profile, str) else dict(getattr(profile, "extra", {}).get("tracing", {}))
-    return dataclasses.replace(cfg, **overrides) if overrides else cfg
+    from analysis.config import study_config
+
+    return study_config(TRACE_CONFIGS, profile, "tracing")
 
 
 # --------------------------------------------------------------------------------------
@@ -852,11 +850,6 @@ class _FastBlocks(_TLBlocks):
         return True
 
 
-def _weights_version(model: HookedTransformer) -> tuple:
-    """Identity and in-place-modification counters of every parameter (changes when weights do)."""
-    return tuple((p.data_ptr(), p._version) for p in model.parameters())
-
-
 def _engine(model: HookedTransformer, fast: bool | None = None) -> _TLBlocks:
     """The block runner for a model: the fast one where it reproduces the model, else TL's.
 
@@ -1217,21 +1210,6 @@ def _fields(fact: Any) -> dict:
                 "id": fact.get("id")}
     prompt, subject, *rest = fact
     return {"prompt": prompt, "subject": subject, "target": rest[0] if rest else None, "id": None}
-
-
-def model_key(model: HookedTransformer) -> str:
-    """A cache key for a model: its name, shape and a checksum of its weights.
-
-    Remembered on the model until a parameter is replaced or modified in place.
-    """
-    version = _weights_version(model)
-    memo = model.__dict__.get("_tracing_key")
-    if memo is None or memo[0] != version:
-        with torch.no_grad():
-            checksum = sum(float(p.double().abs().sum()) for p in model.parameters())
-        key = f"{model.cfg.model_name}-L{model.cfg.n_layers}-d{model.cfg.d_model}-{checksum:.6e}"
-        model.__dict__["_tracing_key"] = memo = (version, key)
-    return memo[1]
 
 
 def first_token(model: HookedTransformer, target: str) -> str:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 
-import pytest
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads; see the Makefile
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 os.environ.setdefault("ANALYSIS_PROFILE", "smoke")
 os.environ.setdefault("ANALYSIS_QUIET", "1")
@@ -47,3 +49,39 @@ def tiny_model():
         act_fn="gelu", normalization_type="LN", seed=0,
     )
     return HookedTransformer(cfg).eval()
+
+
+def _save_tiny(tmp_path, kind: str):
+    """A tiny random HF checkpoint (llama or gpt2) in a temp folder; returns (folder, hf model)."""
+    import transformers as tr
+
+    torch.manual_seed(0)
+    if kind == "llama":
+        cfg = tr.LlamaConfig(
+            vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+        )
+        model = tr.LlamaForCausalLM(cfg)
+    else:
+        # the hub's gpt2 config.json carries n_ctx, which TransformerLens reads
+        cfg = tr.GPT2Config(vocab_size=128, n_embd=64, n_layer=2, n_head=4, n_positions=64, n_ctx=64)
+        model = tr.GPT2LMHeadModel(cfg)
+    folder = tmp_path / f"tiny-{kind.replace('llama', 'lm')}"  # a path naming "llama" changes TL's branch
+    model.eval().save_pretrained(folder)
+    return folder, model
+
+
+@pytest.fixture()
+def save_tiny():
+    """``save_tiny(folder, kind)``: a tiny random HF checkpoint ("llama" or "gpt2") saved in
+    ``folder``; returns ``(checkpoint folder, the transformers model)``."""
+    return _save_tiny
+
+
+@pytest.fixture()
+def one_thread():
+    """Run a test on one thread (small linear algebra is faster so on a shared 2-core machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

