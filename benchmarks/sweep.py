@@ -11,7 +11,7 @@ Cells run in the chapter's order, and every cell counts, the first ones included
 first (prune, bits) pair is computed, later cells that give it the same pair are served from
 the compression memo (one copy), as in the chapter's sweep. Last line: ``cell_s=<mean seconds per cell> apply_share=<apply / cell>``.
 
-Run: ``.venv/bin/python benchmarks/sweep.py`` (about 2 minutes on 2 CPU cores).
+Run: ``.venv/bin/python benchmarks/sweep.py`` (about 4 minutes on 2 CPU cores).
 """
 
 from __future__ import annotations
@@ -43,8 +43,11 @@ def main() -> None:
     reference, _, _ = sweep.reference_for(model, cfg, profile)
     print(f"reference built in {time.perf_counter() - t0:.1f} s: {reference.base.n_tokens} tokens, "
           f"{reference.base.n_facts} facts")
-    # a slice of the chapter's grid, in its order (setting-major, as sweep.grid lays it out)
-    names = ["weight magnitude", "random:weight magnitude:0", "constant low", "constant high", "uniform"]
+    # two setting blocks of the chapter's grid, in its order (setting-major, as sweep.grid lays
+    # it out): a score, its tercile version, their random controls and the three constant ones
+    wm, wmt = "weight magnitude", "weight magnitude" + sweep.TERCILES
+    names = [wm, wmt] + [f"random:{a}:{s}" for a in (wm, wmt) for s in cfg.random_seeds] + [
+        "constant low", "constant high", "uniform"]
     cells = sweep.grid(names, cfg.prunes[:1], cfg.bits[1:3])
     apply_s = eval_s = 0.0
     for cell in cells:
