@@ -112,18 +112,27 @@ def weights_of(model, name: str, params: Mapping[str, Tensor] | None = None) -> 
     return out
 
 
-def input_hook(weight: str) -> str:
+def _is_encoder(model) -> bool:
+    """BERT-style post-LN blocks (TransformerLens ``HookedEncoder``)."""
+    return model is not None and getattr(getattr(model, "cfg", None), "original_architecture", "") in (
+        "BertForMaskedLM", "BertForPreTraining", "BertModel")
+
+
+def input_hook(weight: str, model=None) -> str:
     """The TransformerLens hook whose activations are the input ``x`` of ``x @ W`` for ``weight``.
 
     Q/K/V read ``ln1.hook_normalized``, ``W_O`` reads ``attn.hook_z`` (heads concatenated),
     the MLP's input weights read ``ln2.hook_normalized`` and ``W_out`` reads ``mlp.hook_post``.
-    Two cautions: ``hook_normalized`` precedes the norm's weight (apply :func:`norm_output`),
+    A BERT encoder (``model`` a ``HookedEncoder``) is post-LN: Q/K/V read ``hook_resid_pre``
+    and the MLP's input weights ``ln1.hook_normalized``. Two cautions: ``hook_normalized`` precedes the norm's weight (apply :func:`norm_output`),
     and ``ln1`` runs once each for Q, K and V, so its hook fires three times per forward.
     """
     m = _COMPONENT.match(weight)
     if m is None or m.group(3) is None:
         raise ValueError(f"{weight!r} is not a weight name such as 'blocks.0.mlp.W_in'.")
-    l, w = m.group(1), m.group(3)
+    l, w = m.group(1), m.group(3).lstrip("_")
+    if _is_encoder(model) and w in ("W_Q", "W_K", "W_V", "W_in", "W_gate"):
+        return f"blocks.{l}.hook_resid_pre" if w in ("W_Q", "W_K", "W_V") else f"blocks.{l}.ln1.hook_normalized"
     return {
         "W_Q": f"blocks.{l}.ln1.hook_normalized",
         "W_K": f"blocks.{l}.ln1.hook_normalized",
@@ -316,17 +325,16 @@ class Quantize:
     def __call__(self, stored: Stored, *, name: str = "", context: Context | None = None) -> Stored:
         # float32 represents every level of up to 16 bits exactly enough; wider grids need float64
         w = stored.weight.detach().to(torch.float64 if self.bits > 16 else torch.float32)
-        dims = (0,) if self.granularity == "channel" else (0, 1)
-        groups = w.shape[1] if self.granularity == "channel" else 1
+        channel = self.granularity == "channel"
+        groups = w.shape[1] if channel else 1
+        lo, hi = torch.aminmax(w, dim=0, keepdim=True) if channel else w.aminmax()  # per group
         if self.symmetric:
             qmax = 2 ** (self.bits - 1) - 1
-            lo, hi = torch.aminmax(w, dim=0, keepdim=True) if dims == (0,) else w.aminmax()
             scale = (torch.maximum(-lo, hi) / qmax).clamp(min=1e-30)  # max |w| without an |w| copy
             out = (w / scale).round_().clamp_(-qmax - 1, qmax).mul_(scale)  # in place: one buffer
             overhead = groups * SCALE_BITS
         else:
             qmax = 2**self.bits - 1
-            lo, hi = torch.aminmax(w, dim=0, keepdim=True) if dims == (0,) else w.aminmax()
             scale = ((hi - lo) / qmax).clamp(min=1e-30)
             zero = (-lo / scale).round()
             out = (w / scale).round_().add_(zero).clamp_(0, qmax).sub_(zero).mul_(scale)
@@ -633,7 +641,7 @@ class HeadSparsity:
         w = stored.weight.detach()
         score = w.abs()
         if self.criterion == "wanda":
-            norm = context.require(f"xnorm:{input_hook(name)}", "HeadSparsity(criterion='wanda')")
+            norm = context.require(f"xnorm:{input_hook(name, getattr(context, 'model', None))}", "HeadSparsity(criterion='wanda')")
             score = score * norm.to(score)[:, None]
         su = _unit_view(score, kind, d_head)
         keep_u = torch.ones_like(su, dtype=torch.bool)
@@ -707,24 +715,6 @@ def factor_params(d_in: int, d_out: int, rank: int) -> int:
     return rank * (d_in + d_out)
 
 
-def _is_encoder(model) -> bool:
-    """BERT-style post-LN blocks (TransformerLens ``HookedEncoder``)."""
-    return model is not None and getattr(getattr(model, "cfg", None), "original_architecture", "") in (
-        "BertForMaskedLM", "BertForPreTraining", "BertModel")
-
-
-def input_hook_of(model, weight: str) -> str:
-    """:func:`input_hook` for ``model``: BERT's MLP reads ``ln1.hook_normalized`` and Q/K/V ``hook_resid_pre``."""
-    hook = input_hook(weight)
-    if _is_encoder(model):
-        l, w = weight.split(".")[1], weight.rsplit(".", 1)[-1].lstrip("_")
-        if w in ("W_in", "W_gate"):
-            return f"blocks.{l}.ln1.hook_normalized"
-        if w in ("W_Q", "W_K", "W_V"):
-            return f"blocks.{l}.hook_resid_pre"
-    return hook
-
-
 STAT_KINDS = ("xtx", "absmean", "grad2")
 """Calibration statistics: ``xtx:{hook}`` mean ``x x^T`` [d_in, d_in] (SVD-LLM), ``absmean:{hook}``
 mean ``|x|`` [d_in] (ASVD), ``grad2:{weight}`` per-example squared gradient summed over the
@@ -769,7 +759,7 @@ def calibration_stats(
     if attention_mask is None:
         attention_mask = torch.ones_like(tokens)
     weights = list(weights)
-    hooks = sorted({input_hook_of(model, w) for w in weights})
+    hooks = sorted({input_hook(w, model) for w in weights})
     device = next(model.parameters()).device
     sums: dict[str, Tensor] = {}
     count = 0
@@ -943,7 +933,7 @@ class ASVD(SVD):
 
     def decompose(self, w, name, context):
         ctx = context or Context()
-        hook = input_hook_of(ctx.model, name)
+        hook = input_hook(name, ctx.model)
         s = _channel_scale(ctx.require(f"absmean:{hook}", "ASVD"), f"ASVD activations at {hook!r}")
         s = s.pow(self.alpha).float()
         U, S, Vh = torch.linalg.svd(s[:, None] * w.float(), full_matrices=False)
@@ -974,7 +964,7 @@ class SVDLLM(SVD):
 
     def decompose(self, w, name, context):
         ctx = context or Context()
-        hook = input_hook_of(ctx.model, name)
+        hook = input_hook(name, ctx.model)
         L, lam = whitening_factor(ctx.require(f"xtx:{hook}", "SVD-LLM"))
         U, S, Vh = torch.linalg.svd(L.T @ w.double(), full_matrices=False)
         left = torch.linalg.solve_triangular(L.T, U, upper=True)  # L^{-T} U

@@ -73,7 +73,7 @@ def test_activation_aware_methods_beat_svd_on_calibration_data(smollm2):
     params = dict(smollm2.named_parameters())
     for w in weights:
         W = params[w].detach()
-        xtx = ctx.stats[f"xtx:{compress.input_hook_of(smollm2, w)}"].double()
+        xtx = ctx.stats[f"xtx:{compress.input_hook(w, smollm2)}"].double()
 
         def out_err(W2):
             D = (W2 - W).double()
@@ -149,7 +149,7 @@ def minilm():
 def test_encoder_round_trips_and_is_calibrated(minilm):
     """The HookedEncoder: MLP weights found, ratio 0 is exact, statistics skip padding."""
     assert compress.weights_of(minilm, "blocks.0.mlp") == ["blocks.0.mlp.W_in", "blocks.0.mlp.W_out"]
-    assert compress.input_hook_of(minilm, "blocks.1.mlp.W_in") == "blocks.1.ln1.hook_normalized"
+    assert compress.input_hook("blocks.1.mlp.W_in", minilm) == "blocks.1.ln1.hook_normalized"
     enc = minilm.tokenizer(["A short one.", "The cat that the dogs chase is black."], return_tensors="pt", padding=True)
     ids, mask = enc["input_ids"], enc["attention_mask"]
     names = lambda n: n.endswith("hook_normalized_resid_post")  # noqa: E731
