@@ -14,10 +14,11 @@ export TOKENIZERS_PARALLELISM ?= false
 # idle OpenMP threads sleep instead of spinning: on a shared machine spinning slows small ops several-fold
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: help venv data test book lab benchmarks clean-cache clean
+.PHONY: help venv data lint test book lab benchmarks clean-cache clean
 
 help:
-	@echo "make test         build .venv, fetch data, run the tests (chapters run under the smoke profile)"
+	@echo "make test         build .venv, fetch data, lint (ruff), run the tests (chapters run under the smoke profile)"
+	@echo "make lint         ruff check and ruff format --check"
 	@echo "make book         build .venv, fetch data, execute every chapter (cpu profile) into _build/html"
 	@echo "make lab          Jupyter Lab on the chapters (they open as notebooks through jupytext)"
 	@echo "make benchmarks   run benchmarks/*.py"
@@ -38,12 +39,21 @@ venv: $(STAMP)
 data: venv
 	$(BIN)/python -m analysis.data fetch
 
-test: data
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint data
 	ANALYSIS_QUIET=1 $(BIN)/python -m pytest tests
 
+# Jupyter Book's execution cache knows a chapter's code, not the profile it ran under: any profile
+# other than cpu builds into its own folder, _build/<profile>/_build/html, with its own cache.
+PROFILE_NAME := $(or $(ANALYSIS_PROFILE),cpu)
+BOOK_OUT := $(if $(filter cpu,$(PROFILE_NAME)),.,_build/$(PROFILE_NAME))
+
 book: data
-	ANALYSIS_PROFILE=$${ANALYSIS_PROFILE:-cpu} ANALYSIS_QUIET=1 $(BIN)/jupyter-book build -W -n --keep-going .
-	@echo "Open _build/html/index.html"
+	ANALYSIS_PROFILE=$(PROFILE_NAME) ANALYSIS_QUIET=1 $(BIN)/jupyter-book build -W -n --keep-going --path-output $(BOOK_OUT) .
+	@echo "Open $(BOOK_OUT)/_build/html/index.html"
 
 lab: data
 	$(BIN)/python -m pip install -q jupyterlab==4.6.6 ipywidgets==8.1.9

@@ -15,6 +15,7 @@ disk error) is reported with a warning and recomputed. A sweep caches each cell 
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import json
@@ -30,6 +31,10 @@ from analysis.config import CACHE_DIR, DATA_VERSION
 from analysis.progress import progress
 
 T = TypeVar("T")
+
+COUNTS: collections.Counter = collections.Counter()
+"""Cache hits and misses of :func:`cached` in this process (``"hit"``, ``"miss"``); the book's
+build appendix reports them per chapter."""
 
 
 class CacheError(RuntimeError):
@@ -56,6 +61,20 @@ def cache_key(name: str, config: Any = None, model: str | None = None) -> str:
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+def tensors_hash(tensors: Iterable[torch.Tensor]) -> str:
+    """A content hash (BLAKE2b, 16 bytes, hex) of tensors' dtypes, shapes and bytes, in order.
+
+    Equal only when every tensor is bit-for-bit equal: unlike a sum it tells apart two weights
+    whose entries are a permutation of each other.
+    """
+    h = hashlib.blake2b(digest_size=16)
+    for t in tensors:
+        t = t.detach()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -132,7 +151,9 @@ def cached(
     if not refresh:
         hit, value = cache.load(name, key)
         if hit:
+            COUNTS["hit"] += 1
             return value
+    COUNTS["miss"] += 1
     cache.check_writable()  # fail before, not after, an hour of work
     value = compute()
     cache.save(name, key, value)

@@ -41,7 +41,7 @@ class Profile:
 
     name: str
     model: str = "smollm2-135m"
-    """Decoder model name in :data:`analysis.models.REGISTRY` (or a hub name)."""
+    """Decoder model name: an embedded model, a hub name (:data:`analysis.models.HUB_MODELS`) or a local folder."""
     encoder: str = "minilm-l6"
     """Encoder model name, for probing chapters."""
     device: str = "cpu"

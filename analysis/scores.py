@@ -1,29 +1,38 @@
 """Per-component redundancy and importance scores behind one interface.
 
 Every score here is a :class:`ComponentScores`: one number per ``(layer, kind)`` with
-``kind`` in ``("attn", "mlp")``, named as :func:`analysis.compress.component` names them, so
-scores from different methods line up, correlate, and turn into the seed's density levels the
-same way. High means *much information, compress least*.
+``kind`` in :data:`analysis.components.KINDS` (``"attn"``, ``"mlp"``), named as
+:func:`analysis.components.component` names them, so scores from different methods line up,
+correlate, and turn into the seed's density levels the same way. High means *much
+information, compress least*.
 
-- :func:`causal_information`: causal tracing (ROME), the seed's main signal;
+- :meth:`ComponentScores.from_aie`: causal tracing (ROME), the seed's main signal: how much
+  restoring one layer's attention or MLP output recovers known facts
+  (:meth:`analysis.tracing.AIEResult.component_effects`);
 - :func:`weight_magnitude`: ``sum_W ||W||_F^2`` over the component's weight matrices;
 - :func:`gradient_magnitude`: ``sum_W ||dL/dW||_F^2`` of the language-model loss on calibration text.
 
 :meth:`ComponentScores.levels` z-scores and buckets them into low/medium/high at ``±0.5``,
-exactly as the seed does.
+exactly as the seed (Scarlatescu & Mehta, "Information-Aware Compression Schemes Using Causal
+Tracing") does: within each kind by default, or pooled over all components (``by_kind=False``,
+the seed's own pooling, which the causal tracing chapter reports).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from analysis.compress import KINDS, component, parameter_name, weights_of
+from analysis import stats
+from analysis.cache import cached, tensors_hash
+from analysis.components import KINDS, component, parameter_name, weights_of
+from analysis.models import model_key
 from analysis.progress import progress
+from analysis.tracing import AIEResult
 
 LEVELS = ("low", "medium", "high")
 
@@ -33,8 +42,10 @@ def zscores(values: Tensor) -> Tensor:
     v = values.double()
     std = v.std()
     if v.numel() < 2 or not torch.isfinite(std) or std == 0:
-        raise ValueError(f"Cannot z-score {v.numel()} values with std {float(std) if v.numel() > 1 else 'undefined'}; "
-                         "give at least two distinct scores.")
+        raise ValueError(
+            f"Cannot z-score {v.numel()} values with std {float(std) if v.numel() > 1 else 'undefined'}; "
+            "give at least two distinct scores."
+        )
     return ((v - v.mean()) / std).to(values.dtype)
 
 
@@ -47,17 +58,36 @@ def levels_from_z(z: Tensor, threshold: float = 0.5) -> list[str]:
 
 @dataclass
 class ComponentScores:
-    """One score per layer and component kind: ``values[layer, k]`` for ``kinds[k]``."""
+    """One score per layer and component kind: ``values[layer, k]`` for ``kinds[k]``.
+
+    ``samples``, when the score is a mean over units (facts, for causal tracing), holds the
+    per-unit scores ``[unit, layer, kind]`` whose mean is ``values``.
+    """
 
     name: str
     values: Float[Tensor, "layer kind"]
     kinds: tuple[str, ...] = KINDS
+    samples: Float[Tensor, "unit layer kind"] | None = None
 
     def __post_init__(self):
         if self.values.ndim != 2 or self.values.shape[1] != len(self.kinds):
             raise ValueError(f"values must be [n_layers, {len(self.kinds)}], got {tuple(self.values.shape)}.")
         if not torch.isfinite(self.values).all():
             raise ValueError(f"Score {self.name!r} has non-finite values.")
+        if self.samples is not None and tuple(self.samples.shape[1:]) != tuple(self.values.shape):
+            raise ValueError(
+                f"samples must be [n, {self.values.shape[0]}, {len(self.kinds)}], got {tuple(self.samples.shape)}."
+            )
+
+    @classmethod
+    def from_aie(
+        cls, aie: AIEResult, reduce: Literal["max", "sum"] = "max", name: str = "causal tracing"
+    ) -> "ComponentScores":
+        """The causal-tracing score from traces of ``hook_attn_out`` and ``hook_mlp_out``: each
+        fact's effect of restoring a component's output, reduced over positions from the subject
+        on (``max`` or ``sum``), averaged over facts (the per-fact scores are :attr:`samples`)."""
+        per_fact = aie.component_effects(reduce)
+        return cls(name, per_fact.mean(0).double(), KINDS, per_fact)
 
     @property
     def components(self) -> list[str]:
@@ -95,11 +125,27 @@ class ComponentScores:
         """Ranks within each kind (0 = lowest score; ties by layer), ``[layer, kind]``."""
         return self.values.argsort(dim=0, stable=True).argsort(dim=0, stable=True)
 
-    def frame(self):
+    def split_half(self, n_splits: int = 200, seed: int = 0) -> Float[Tensor, " split"]:
+        """Spearman correlation between the mean scores of two random halves of :attr:`samples`:
+        how much of the ranking is a property of the model rather than of the units sampled."""
+        if self.samples is None:
+            raise ValueError(f"Score {self.name!r} has no per-unit samples to split.")
+        n = self.samples.shape[0]
+        if n < 4:
+            raise ValueError(f"Split-half stability needs at least 4 samples (have {n}).")
+        gen = torch.Generator().manual_seed(seed)
+        out = []
+        for _ in progress(range(n_splits), desc="split halves"):
+            perm = torch.randperm(n, generator=gen)
+            a, b = perm[: n // 2], perm[n // 2 : 2 * (n // 2)]
+            out.append(stats.spearman(self.samples[a].mean(0), self.samples[b].mean(0)))
+        return torch.tensor(out)
+
+    def frame(self, threshold: float = 0.5, by_kind: bool = True):
         """A pandas table: a row per layer, a score and a level column per kind."""
         import pandas as pd
 
-        lv = self.levels()
+        lv = self.levels(threshold, by_kind)
         cols = {}
         for k, kind in enumerate(self.kinds):
             cols[f"{kind}"] = self.values[:, k].numpy()
@@ -126,22 +172,16 @@ def weight_magnitude(model) -> ComponentScores:
     return ComponentScores("weight magnitude", _per_component(model, lambda p: float(p.detach().double().pow(2).sum())))
 
 
-def gradient_magnitude(
-    model, tokens: Int[Tensor, " n"], context: int = 256, batch_size: int = 4
-) -> ComponentScores:
-    """``sum_W ||dL/dW||_F^2``, with ``L`` the mean next-token loss over disjoint windows of ``tokens``.
-
-    The gradient is of the loss averaged over every window (one gradient, accumulated over
-    batches), as the seed's "magnitude of the gradient of the weights with respect to the cost".
-    The model's parameters are left unchanged and their ``.grad`` cleared afterwards.
-    """
-    n = (tokens.numel() // context) * context
-    if n == 0:
-        raise ValueError(f"Need at least context={context} calibration tokens for gradients, got {tokens.numel()}.")
-    windows = tokens[:n].view(-1, context)
+def _squared_gradients(model, windows: Tensor, batch_size: int) -> Tensor:
+    """``[n_layers, 2]``: ``sum_W ||dL/dW||_F^2`` of the mean loss over ``windows``; the model's
+    ``requires_grad`` flags are restored and its ``.grad`` cleared afterwards."""
     params = dict(model.named_parameters())
-    wanted = {parameter_name(model, w, params) for l in range(model.cfg.n_layers) for kind in KINDS
-              for w in weights_of(model, component(l, kind), params)}
+    wanted = {
+        parameter_name(model, w, params)
+        for l in range(model.cfg.n_layers)
+        for kind in KINDS
+        for w in weights_of(model, component(l, kind), params)
+    }
     flags = {name: p.requires_grad for name, p in params.items()}
     for name, p in params.items():
         p.requires_grad_(name in wanted)
@@ -151,46 +191,49 @@ def gradient_magnitude(
             x = windows[i : i + batch_size].to(model.cfg.device)
             loss = model(x, return_type="loss") * len(x) / len(windows)
             loss.backward()
-        scores = _per_component(model, lambda p: float(p.grad.double().pow(2).sum()))
+        return _per_component(model, lambda p: float(p.grad.double().pow(2).sum()))
     finally:
         for name, p in params.items():
             p.grad = None
             p.requires_grad_(flags[name])
-    return ComponentScores("gradient magnitude", scores)
 
 
-def causal_information(model, profile_name: str | None = None, cache: bool = True) -> ComponentScores:
-    """The causal-tracing score exactly as the causal tracing chapter computes it (same facts,
-    noise and samples, so its cached traces are reused): the single-state (window 1) indirect
-    effect of each layer's attention and MLP output, max over positions from the subject on,
-    averaged over the known facts traced exactly. See :func:`analysis.tracing.component_information`.
+def gradient_magnitude(
+    model, tokens: Int[Tensor, " n"], context: int = 256, batch_size: int = 4, cache: bool = True
+) -> ComponentScores:
+    """``sum_W ||dL/dW||_F^2``, with ``L`` the mean next-token loss over disjoint windows of ``tokens``.
+
+    The gradient is of the loss averaged over every window (one gradient, accumulated over
+    batches), as the seed's "magnitude of the gradient of the weights with respect to the cost".
+    The model's parameters are left unchanged and their ``.grad`` cleared afterwards. With
+    ``cache`` the result is stored per model (:func:`analysis.models.model_key`), tokens
+    (their content hash), context and batch size.
     """
-    from analysis import tracing
-    from analysis.config import get_profile
-    from analysis.data import lm_tokens
-
-    profile = get_profile(profile_name)
-    cfg = tracing.trace_config_for(profile)
-    known, _ = tracing.known_facts(model, cfg.n_screen, cache=cache)
-    exact = known.select(range(min(cfg.n_exact, len(known))))
-    noise = tracing.noise_scale(model, lm_tokens(model.tokenizer, "eval", n_tokens=cfg.noise_tokens),
-                                factor=cfg.noise_factor)
-    info = tracing.component_information(model, exact, n_samples=cfg.n_samples, noise=noise, seed=cfg.seed,
-                                         max_rows=cfg.max_rows, cache=cache)
-    # info.components is (hook_attn_out, hook_mlp_out), the order of KINDS
-    return ComponentScores("causal tracing", info.scores.double())
+    n = (tokens.numel() // context) * context
+    if n == 0:
+        raise ValueError(f"Need at least context={context} calibration tokens for gradients, got {tokens.numel()}.")
+    windows = tokens[:n].view(-1, context)
+    compute = lambda: _squared_gradients(model, windows, batch_size)  # noqa: E731
+    if cache:
+        config = {"tokens": tensors_hash([windows]), "context": context, "batch_size": batch_size}
+        values = cached("scores/gradient", compute, config, model_key(model))
+    else:
+        values = compute()
+    return ComponentScores("gradient magnitude", values)
 
 
 def rank_correlations(scores: Sequence[ComponentScores], by_kind: bool = True):
     """Spearman correlations between scores: a table per kind (and pooled when ``by_kind=False``)."""
     import pandas as pd
-    from scipy.stats import spearmanr
 
     names = [s.name for s in scores]
-    groups = {kind: [s.values[:, k] for s in scores] for k, kind in enumerate(KINDS)} if by_kind else {
-        "all": [s.flat() for s in scores]}
+    groups = (
+        {kind: [s.values[:, k] for s in scores] for k, kind in enumerate(KINDS)}
+        if by_kind
+        else {"all": [s.flat() for s in scores]}
+    )
     out = {}
     for g, vals in groups.items():
-        m = torch.tensor([[spearmanr(a.numpy(), b.numpy()).statistic for b in vals] for a in vals])
-        out[g] = pd.DataFrame(m.numpy(), index=names, columns=names)
+        m = [[stats.spearman(a, b) for b in vals] for a in vals]
+        out[g] = pd.DataFrame(m, index=names, columns=names)
     return out

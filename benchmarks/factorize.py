@@ -66,26 +66,33 @@ def main(argv: list[str] | None = None) -> None:
     weights = compress.mlp_weights(model)
     d_in, d_out = compress.to_linear(weights[0], model.blocks[0].mlp.W_in).shape
     rank = compress.rank_for_ratio(d_in, d_out, args.ratio)
-    print(f"model {model.cfg.model_name}: {len(weights)} MLP matrices; ratio {args.ratio} -> rank {rank} of "
-          f"{min(d_in, d_out)}; torch threads {torch.get_num_threads()}")
+    print(
+        f"model {model.cfg.model_name}: {len(weights)} MLP matrices; ratio {args.ratio} -> rank {rank} of "
+        f"{min(d_in, d_out)}; torch threads {torch.get_num_threads()}"
+    )
 
     tokens = lm_tokens(model.tokenizer, "calib", args.calib_tokens)
     t0 = time.perf_counter()
     ctx = compress.calibration_stats(model, tokens, weights, kinds=("xtx", "absmean"), context=256)
     fwd_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    grads = compress.calibration_stats(model, tokens, weights, kinds=("grad2",), context=256,
-                                       max_grad_examples=args.grad_examples)
+    grads = compress.calibration_stats(
+        model, tokens, weights, kinds=("grad2",), context=256, max_grad_examples=args.grad_examples
+    )
     bwd_s = time.perf_counter() - t0
     ctx.stats.update(grads.stats)
-    print(f"calibration: X^T X and mean |x| over {len(tokens)} tokens {fwd_s:.1f} s; "
-          f"Fisher rows from {args.grad_examples} backward passes {bwd_s:.1f} s")
+    print(
+        f"calibration: X^T X and mean |x| over {len(tokens)} tokens {fwd_s:.1f} s; "
+        f"Fisher rows from {args.grad_examples} backward passes {bwd_s:.1f} s"
+    )
 
     times, products = {}, {}
     for method in compress.FACTOR_METHODS:
         times[method], products[method] = factorize_all(model, method, args.ratio, ctx)
-        print(f"{compress.FACTORIZATIONS[method].__name__:>7}: {times[method]:6.1f} s for {len(weights)} matrices "
-              f"({1000 * times[method] / len(weights):.0f} ms each)")
+        print(
+            f"{compress.FACTORIZATIONS[method].__name__:>7}: {times[method]:6.1f} s for {len(weights)} matrices "
+            f"({1000 * times[method] / len(weights):.0f} ms each)"
+        )
 
     params = dict(model.named_parameters())
     t0 = time.perf_counter()
@@ -96,8 +103,10 @@ def main(argv: list[str] | None = None) -> None:
         ref = (U[:, :rank] * S[:rank]) @ Vh[:rank]
         worst = max(worst, float((products["svd"][w].double() - ref).norm() / ref.norm()))
     f64_s = time.perf_counter() - t0
-    print(f"plain SVD in float64: {f64_s:.1f} s ({f64_s / times['svd']:.2f}x float32); largest relative "
-          f"difference of the float32 products from float64: {worst:.1e}")
+    print(
+        f"plain SVD in float64: {f64_s:.1f} s ({f64_s / times['svd']:.2f}x float32); largest relative "
+        f"difference of the float32 products from float64: {worst:.1e}"
+    )
 
     encoder = load_model("minilm-l6")
     ds = load_task("sentiment", n=args.probe_examples, seed=0)
@@ -108,11 +117,18 @@ def main(argv: list[str] | None = None) -> None:
     cfg = probing.ProbeConfig(seeds=(0,))
     for kind in ("linear", "mlp"):
         t0 = time.perf_counter()
-        probing.probe_layers(feats, ds["label"][:], ds["group"][:], ds["text"][:],
-                             probing.ProbeConfig(seeds=(0,), kinds=(kind,), steps=cfg.steps, hidden=cfg.hidden))
+        probing.probe_layers(
+            feats,
+            ds["label"][:],
+            ds["group"][:],
+            ds["text"][:],
+            probing.ProbeConfig(seeds=(0,), kinds=(kind,), steps=cfg.steps, hidden=cfg.hidden),
+        )
         s = time.perf_counter() - t0
-        print(f"{kind} probe + control, {len(ds)} examples, {cfg.steps} steps: {1000 * s / L:.0f} ms per layer "
-              f"({L} layers trained as one batch in {s:.2f} s)")
+        print(
+            f"{kind} probe + control, {len(ds)} examples, {cfg.steps} steps: {1000 * s / L:.0f} ms per layer "
+            f"({L} layers trained as one batch in {s:.2f} s)"
+        )
     print(f"features for {len(ds)} texts from {encoder.cfg.model_name}: {feat_s:.1f} s")
     print(" ".join(f"{m}_s={times[m]:.2f}" for m in compress.FACTOR_METHODS))
 

@@ -36,29 +36,43 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 warnings.filterwarnings("ignore")
 
-from analysis import sae as S  # noqa: E402
+from analysis import hooks, sae  # noqa: E402
 from analysis.data import lm_tokens  # noqa: E402
 from analysis.models import load_model  # noqa: E402
 
 
-def run_sae_lens(model, tokens: torch.Tensor, cfg: S.SAETrainConfig, layer: int, out: Path):
+def run_sae_lens(model, tokens: torch.Tensor, cfg: sae.SAETrainConfig, layer: int, out: Path):
     """sae-lens's own runner for one layer, on our model and our tokens."""
     from datasets import Dataset
     from sae_lens import LanguageModelSAERunnerConfig, LanguageModelSAETrainingRunner, LoggingConfig
     from sae_lens.saes.topk_sae import TopKTrainingSAEConfig
 
-    seqs = S.sequences(tokens, cfg.context)
+    seqs = sae.sequences(tokens, cfg.context)
     ds = Dataset.from_dict({"input_ids": seqs.tolist()})
     d_in = model.cfg.n_heads * model.cfg.d_head
     runner_cfg = LanguageModelSAERunnerConfig(
         sae=TopKTrainingSAEConfig(d_in=d_in, d_sae=cfg.expansion * d_in, k=cfg.k),
-        model_name=model.cfg.model_name, hook_name=S.hook_z(layer), dataset_path="local",
-        is_dataset_tokenized=True, streaming=False, context_size=cfg.context,
-        training_tokens=seqs.numel(), train_batch_size_tokens=cfg.batch_tokens,
-        store_batch_size_prompts=cfg.forward_batch, n_batches_in_buffer=cfg.buffer_batches,
-        lr=cfg.lr, device=str(model.cfg.device), seed=cfg.seed, prepend_bos=False,
-        logger=LoggingConfig(log_to_wandb=False), checkpoint_path=str(out / "ckpt"),
-        output_path=str(out / "out"), save_final_checkpoint=False, n_checkpoints=0, verbose=False)
+        model_name=model.cfg.model_name,
+        hook_name=hooks.z(layer),
+        dataset_path="local",
+        is_dataset_tokenized=True,
+        streaming=False,
+        context_size=cfg.context,
+        training_tokens=seqs.numel(),
+        train_batch_size_tokens=cfg.batch_tokens,
+        store_batch_size_prompts=cfg.forward_batch,
+        n_batches_in_buffer=cfg.buffer_batches,
+        lr=cfg.lr,
+        device=str(model.cfg.device),
+        seed=cfg.seed,
+        prepend_bos=False,
+        logger=LoggingConfig(log_to_wandb=False),
+        checkpoint_path=str(out / "ckpt"),
+        output_path=str(out / "out"),
+        save_final_checkpoint=False,
+        n_checkpoints=0,
+        verbose=False,
+    )
     return LanguageModelSAETrainingRunner(runner_cfg, override_dataset=ds, override_model=model).run()
 
 
@@ -72,24 +86,37 @@ def main() -> None:
 
     model = load_model("smollm2-135m")
     layers = list(range(args.layers or model.cfg.n_layers))
-    cfg = S.SAETrainConfig(train_tokens=args.tokens, context=128, batch_tokens=256, expansion=2, k=16,
-                           forward_batch=8, buffer_batches=2, skip_first=0)  # every position, as sae-lens
+    cfg = sae.SAETrainConfig(
+        train_tokens=args.tokens,
+        context=128,
+        batch_tokens=256,
+        expansion=2,
+        k=16,
+        forward_batch=8,
+        buffer_batches=2,
+        skip_first=0,
+    )  # every position, as sae-lens
     tokens = lm_tokens(model.tokenizer, "train", n_tokens=args.tokens)
-    n = S.sequences(tokens, cfg.context).numel()
-    print(f"{len(layers)} layers of hook_z SAEs, d_in={model.cfg.n_heads * model.cfg.d_head}, "
-          f"d_sae={cfg.expansion * model.cfg.n_heads * model.cfg.d_head}, k={cfg.k}, {n} tokens each, "
-          f"batch {cfg.batch_tokens}, torch threads {torch.get_num_threads()}")
+    n = sae.sequences(tokens, cfg.context).numel()
+    print(
+        f"{len(layers)} layers of hook_z SAEs, d_in={model.cfg.n_heads * model.cfg.d_head}, "
+        f"d_sae={cfg.expansion * model.cfg.n_heads * model.cfg.d_head}, k={cfg.k}, {n} tokens each, "
+        f"batch {cfg.batch_tokens}, torch threads {torch.get_num_threads()}"
+    )
 
     seen = [0]  # tokens entering the model's embedding: the forward work each side does
-    model.hook_embed.add_hook(lambda x, hook: seen.__setitem__(0, seen[0] + x.shape[0] * x.shape[1]), dir="fwd",
-                              is_permanent=True)
+    model.hook_embed.add_hook(
+        lambda x, hook: seen.__setitem__(0, seen[0] + x.shape[0] * x.shape[1]), dir="fwd", is_permanent=True
+    )
     try:
         t0 = time.perf_counter()
-        ours = S.train_saes(model, tokens, cfg, layers)
+        ours = sae.train_saes(model, tokens, cfg, layers)
         t_ours = time.perf_counter() - t0
         ours_fwd, seen[0] = seen[0], 0
-        print(f"ours (one shared stream, sae-lens MultiSAETrainer): {t_ours:.1f} s, {n / t_ours:.1f} tokens/s "
-              f"({ours_fwd} tokens through the model)")
+        print(
+            f"ours (one shared stream, sae-lens MultiSAETrainer): {t_ours:.1f} s, {n / t_ours:.1f} tokens/s "
+            f"({ours_fwd} tokens through the model)"
+        )
 
         t0 = time.perf_counter()
         theirs = {}
@@ -97,17 +124,19 @@ def main() -> None:
             for l in layers:
                 theirs[l] = run_sae_lens(model, tokens, cfg, l, Path(tmp) / str(l))
         t_ref = time.perf_counter() - t0
-        print(f"sae-lens LanguageModelSAETrainingRunner x {len(layers)}: {t_ref:.1f} s, {n / t_ref:.1f} tokens/s "
-              f"({seen[0]} tokens through the model)")
+        print(
+            f"sae-lens LanguageModelSAETrainingRunner x {len(layers)}: {t_ref:.1f} s, {n / t_ref:.1f} tokens/s "
+            f"({seen[0]} tokens through the model)"
+        )
     finally:
         model.hook_embed.remove_hooks("fwd", including_permanent=True)
 
     check = lm_tokens(model.tokenizer, "eval", n_tokens=1024)
     last = layers[-1]
-    pair = {"ours": ours[S.sae_key(last)], "sae-lens": theirs[last]}
-    for name, sae in pair.items():
-        stats = S.latent_stats(model, {S.sae_key(last): sae.eval()}, {"eval": check}, context=cfg.context)
-        print(f"explained variance, layer {last}, {name}: {stats.ev(S.sae_key(last)):.3f}")
+    pair = {"ours": ours[sae.sae_key(last)], "sae-lens": theirs[last]}
+    for name, trained in pair.items():
+        stats = sae.latent_stats(model, {sae.sae_key(last): trained.eval()}, {"eval": check}, context=cfg.context)
+        print(f"explained variance, layer {last}, {name}: {stats.ev(sae.sae_key(last)):.3f}")
     print(f"ratio={(n / t_ours) / (n / t_ref):.2f}")
 
 

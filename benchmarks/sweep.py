@@ -29,9 +29,10 @@ from pathlib import Path  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 warnings.filterwarnings("ignore")
 
-from analysis import scores, sweep  # noqa: E402
+from analysis import scores  # noqa: E402
 from analysis.config import get_profile  # noqa: E402
 from analysis.models import load_model  # noqa: E402
+from analysis.studies import sweep  # noqa: E402
 
 
 def main() -> None:
@@ -41,13 +42,18 @@ def main() -> None:
     by_name = {"weight magnitude": scores.weight_magnitude(model)}
     t0 = time.perf_counter()
     reference, _, _ = sweep.reference_for(model, cfg, profile)
-    print(f"reference built in {time.perf_counter() - t0:.1f} s: {reference.base.n_tokens} tokens, "
-          f"{reference.base.n_facts} facts")
+    print(
+        f"reference built in {time.perf_counter() - t0:.1f} s: {reference.base.n_tokens} tokens, "
+        f"{reference.base.n_facts} facts"
+    )
     # two setting blocks of the chapter's grid, in its order (setting-major, as sweep.grid lays
     # it out): a score, its tercile version, their random controls and the three constant ones
     wm, wmt = "weight magnitude", "weight magnitude" + sweep.TERCILES
-    names = [wm, wmt] + [f"random:{a}:{s}" for a in (wm, wmt) for s in cfg.random_seeds] + [
-        "constant low", "constant high", "uniform"]
+    names = (
+        [wm, wmt]
+        + [f"random:{a}:{s}" for a in (wm, wmt) for s in cfg.random_seeds]
+        + ["constant low", "constant high", "uniform"]
+    )
     cells = sweep.grid(names, cfg.prunes[:1], cfg.bits[1:3])
     apply_s = eval_s = 0.0
     for cell in cells:
@@ -57,8 +63,10 @@ def main() -> None:
         restore = total - r.apply_s - r.eval_s
         apply_s += r.apply_s + restore
         eval_s += r.eval_s
-        print(f"{cell.label:70s} apply+restore {r.apply_s + restore:5.2f} s  eval {r.eval_s:5.2f} s  "
-              f"ppl {r.perplexity:9.3f}  {r.model_mb:6.1f} MB")
+        print(
+            f"{cell.label:70s} apply+restore {r.apply_s + restore:5.2f} s  eval {r.eval_s:5.2f} s  "
+            f"ppl {r.perplexity:9.3f}  {r.model_mb:6.1f} MB"
+        )
     n = len(cells)
     print(f"cell_s={(apply_s + eval_s) / n:.2f} apply_share={apply_s / (apply_s + eval_s):.3f}")
 

@@ -106,8 +106,15 @@ def run_engine(model, fast: bool | None) -> tuple[tracing.TraceResult, float, fl
     with PeakMemory() as mem:
         t0 = time.perf_counter()
         result = tracing.trace(
-            model, PROMPT, SUBJECT, TARGET, kinds=tuple(TL_FUNCTIONS), corruption="tokens",
-            replacement=REPLACEMENT, window=1, fast=fast,
+            model,
+            PROMPT,
+            SUBJECT,
+            TARGET,
+            kinds=tuple(TL_FUNCTIONS),
+            corruption="tokens",
+            replacement=REPLACEMENT,
+            window=1,
+            fast=fast,
         )
         seconds = time.perf_counter() - t0
     return result, seconds, mem.extra_mb
@@ -123,9 +130,11 @@ def main(argv: list[str] | None = None) -> None:
     corrupt = model.to_tokens(PROMPT.replace(SUBJECT, REPLACEMENT))
     target_id = int(model.to_tokens(TARGET, prepend_bos=False)[0, 0])
     L, T = model.cfg.n_layers, clean.shape[1]
-    print(f"model {model.cfg.model_name}: {L} layers; prompt {T} tokens; corrupted prompt "
-          f"{model.to_string(corrupt[0, 1:])!r}; torch threads {torch.get_num_threads()}; "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
+    print(
+        f"model {model.cfg.model_name}: {L} layers; prompt {T} tokens; corrupted prompt "
+        f"{model.to_string(corrupt[0, 1:])!r}; torch threads {torch.get_num_threads()}; "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}"
+    )
     print(f"work: 3 kinds x {L} layers x {T} positions = {3 * L * T} restored states")
 
     run_engine(model, None)  # warm-up: builds the fused weights once, touches every code path
@@ -143,10 +152,14 @@ def main(argv: list[str] | None = None) -> None:
     base = rss_mb()
     print(f"clean p={result.clean_prob:.4f}  corrupted p={result.corrupted_prob:.4f}")
     print(f"TransformerLens patching : {tl_s:8.2f} s   peak extra memory {tl_mem:7.1f} MiB")
-    print(f"engine, TL blocks + hooks: {blocks_s:8.2f} s   peak extra memory {blocks_mem:7.1f} MiB   "
-          f"({tl_s / blocks_s:.1f}x, maxdiff {maxdiff_blocks:.2e})")
-    print(f"engine, fast blocks      : {ours_s:8.2f} s   peak extra memory {max(engine_mem):7.1f} MiB   "
-          f"(median of {args.repeats}: {', '.join(f'{t:.2f}' for t in engine_times)})")
+    print(
+        f"engine, TL blocks + hooks: {blocks_s:8.2f} s   peak extra memory {blocks_mem:7.1f} MiB   "
+        f"({tl_s / blocks_s:.1f}x, maxdiff {maxdiff_blocks:.2e})"
+    )
+    print(
+        f"engine, fast blocks      : {ours_s:8.2f} s   peak extra memory {max(engine_mem):7.1f} MiB   "
+        f"(median of {args.repeats}: {', '.join(f'{t:.2f}' for t in engine_times)})"
+    )
     print(f"process resident memory  : {base:8.1f} MiB (model weights included)")
     print(f"speedup={tl_s / ours_s:.1f} maxdiff={maxdiff:.2e}")
 

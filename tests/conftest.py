@@ -45,8 +45,41 @@ def tiny_model():
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     cfg = HookedTransformerConfig(
-        n_layers=2, d_model=32, d_head=8, n_heads=4, d_mlp=64, n_ctx=64, d_vocab=50,
-        act_fn="gelu", normalization_type="LN", seed=0,
+        n_layers=2,
+        d_model=32,
+        d_head=8,
+        n_heads=4,
+        d_mlp=64,
+        n_ctx=64,
+        d_vocab=50,
+        act_fn="gelu",
+        normalization_type="LN",
+        seed=0,
+    )
+    return HookedTransformer(cfg).eval()
+
+
+@pytest.fixture()
+def gqa_model():
+    """A 2-layer random llama-like HookedTransformer: grouped-query attention (4 query heads share
+    2 K/V heads), RMSNorm, rotary positions, a gated MLP."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    cfg = HookedTransformerConfig(
+        n_layers=2,
+        d_model=32,
+        d_head=8,
+        n_heads=4,
+        n_key_value_heads=2,
+        d_mlp=64,
+        n_ctx=64,
+        d_vocab=50,
+        act_fn="silu",
+        normalization_type="RMS",
+        positional_embedding_type="rotary",
+        rotary_dim=8,
+        gated_mlp=True,
+        seed=0,
     )
     return HookedTransformer(cfg).eval()
 
@@ -58,8 +91,13 @@ def _save_tiny(tmp_path, kind: str):
     torch.manual_seed(0)
     if kind == "llama":
         cfg = tr.LlamaConfig(
-            vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+            vocab_size=128,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
         )
         model = tr.LlamaForCausalLM(cfg)
     else:

@@ -1,0 +1,263 @@
+"""Low-rank factorization: SVD, FWSVD, ASVD and SVD-LLM.
+
+Low-rank factorization replaces a weight ``W`` (``[d_in, d_out]`` in the linear view) by two
+factors ``A`` ``[d_in, r]`` and ``B`` ``[r, d_out]``, so that the layer computes ``(x @ A) @ B``
+and stores ``r * (d_in + d_out)`` values instead of ``d_in * d_out``. A *compression ratio* is
+the fraction of the weight's parameters removed; the rank it allows is the largest ``r`` with
+``r * (d_in + d_out) <= (1 - ratio) * d_in * d_out`` (:func:`rank_for_ratio`). Because the
+factors of a full-rank matrix cost more than the matrix, even 5 % fewer parameters means a rank
+far below full: for SmolLM2's 576 x 1536 MLP matrices, ratio 0.05 keeps rank 398 of 576.
+Ratio 0 leaves the weight dense and untouched.
+
+Four ways to choose the factors, all "truncate an SVD of a rescaled W, then undo the scaling":
+
+- **SVD**: truncate ``W = U S V^T`` to its top ``r`` singular triplets; by Eckart-Young this
+  minimises ``||W - A B||_F`` (the error is the root of the sum of the discarded ``s_i^2``).
+- **FWSVD** (Hsu et al. 2022): weight each *output* channel (a row of PyTorch's [out, in]
+  weight, a column of our linear view) by the root of its summed Fisher information,
+  ``d_j = sqrt(sum_i E[(dL/dW_ij)^2])`` from squared gradients on calibration text, truncate
+  the SVD of ``W diag(d)`` and divide ``d`` back out; this minimises ``||(W - A B) diag(d)||_F``.
+- **ASVD** (Yuan et al. 2023): scale each *input* channel by its mean absolute activation to
+  the power ``alpha = 0.5``, ``s_i = mean|x_i|^alpha``, truncate the SVD of ``diag(s) W`` and
+  undo the scaling on the left factor, so channels with large activations (outliers) are
+  approximated more faithfully.
+- **SVD-LLM** (Wang et al. 2024): truncation-aware whitening. With ``X^T X = L L^T``
+  (Cholesky), ``||X (W - W')||_F = ||L^T (W - W')||_F``, so truncating the SVD of ``L^T W`` and
+  mapping back with ``L^{-T}`` gives the rank-``r`` matrix with the *least output error on the
+  calibration activations*; each discarded singular value is exactly the loss it causes.
+
+The statistics the data-aware methods read (:data:`STATS_NEEDED`) come from
+:func:`analysis.compress.calibration.calibration_stats`. Whitening runs in float64 (``X^T X``
+squares the condition number of ``X``); the other SVDs run in float32, which reproduces float64
+factors to about 1e-6 relative here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from analysis.cache import tensors_hash
+from analysis.components import component, weights_of
+from analysis.compress.plan import CompressionPlan, Context, Stored, check_fraction
+from analysis.hooks import input_hook
+
+FACTOR_METHODS = ("svd", "fwsvd", "asvd", "svdllm")
+"""Factorization methods by name (see :func:`factorization`)."""
+
+FACTOR_EPS = 1e-6
+"""Floor, relative to the largest, for FWSVD and ASVD channel scales: a channel with zero
+Fisher information or zero activation is weighted ``FACTOR_EPS * max`` instead of 0, so the
+scaling stays invertible and the factors finite."""
+
+WHITEN_DAMPING = (0.0, 1e-8, 1e-6, 1e-4, 1e-2, 1e-1, 1.0)
+"""SVD-LLM's regularization ladder: when ``X^T X`` is not positive definite, ``lam * mean(diag)
+* I`` is added with the first ``lam`` of this ladder for which the Cholesky factorization
+succeeds (:func:`whitening_factor` returns it). An all-zero ``X^T X`` (a weight that no
+calibration token reached) thereby becomes the identity, i.e. plain SVD."""
+
+Decomposition = tuple[Float[Tensor, "d_in k"], Float[Tensor, " k"], Float[Tensor, "k d_out"]]
+"""``(left, s, right)`` with ``W ~ left[:, :r] diag(s[:r]) right[:r]`` for every rank ``r <= k``."""
+
+
+def rank_for_ratio(d_in: int, d_out: int, ratio: float) -> int:
+    """Largest rank ``r`` whose factors, ``r * (d_in + d_out)`` values, keep ``(1 - ratio)`` of ``d_in * d_out``."""
+    check_fraction(ratio, "Factorization ratio")
+    return int(((1.0 - float(ratio)) * d_in * d_out + 1e-6) // (d_in + d_out))  # 1e-6: float slack
+
+
+def factor_params(d_in: int, d_out: int, rank: int) -> int:
+    """Values stored by rank-``rank`` factors of a ``[d_in, d_out]`` matrix."""
+    return rank * (d_in + d_out)
+
+
+@dataclass(frozen=True)
+class SVD:
+    """Truncated SVD to the rank that removes ``ratio`` of the weight's parameters (or to ``rank``).
+
+    The ``cache`` dict (optional, shared between operations of one sweep) keeps each weight's
+    full decomposition, keyed by the method, the weight's name and content hash and the
+    calibration statistics' identities, so a sweep over ratios decomposes every matrix once per method.
+    """
+
+    ratio: float = 0.0
+    rank: int | None = None
+    cache: dict | None = field(default=None, compare=False, repr=False)
+    method = "svd"
+
+    def __post_init__(self):
+        check_fraction(self.ratio, "Factorization ratio")
+        if self.rank is not None and (not isinstance(self.rank, int) or self.rank < 1):
+            raise ValueError(f"rank must be a positive integer, got {self.rank!r}.")
+
+    def target_rank(self, d_in: int, d_out: int) -> int | None:
+        """The rank to keep, or ``None`` to leave the weight dense (ratio 0 and no rank)."""
+        if self.rank is not None:
+            if self.rank > min(d_in, d_out):
+                raise ValueError(
+                    f"rank {self.rank} is larger than a [{d_in}, {d_out}] matrix allows (at most {min(d_in, d_out)})."
+                )
+            return self.rank
+        if self.ratio == 0:
+            return None
+        r = rank_for_ratio(d_in, d_out, self.ratio)
+        if r < 1:
+            raise ValueError(f"ratio {self.ratio} leaves no rank for a [{d_in}, {d_out}] matrix.")
+        return min(r, min(d_in, d_out))
+
+    def _key(self) -> tuple:
+        return (self.method,)
+
+    def decompose(self, w: Float[Tensor, "d_in d_out"], name: str, context: Context | None) -> Decomposition:
+        """The full (cacheable) decomposition of ``w``; subclasses rescale before and after the SVD."""
+        U, S, Vh = torch.linalg.svd(w.float(), full_matrices=False)
+        return U, S, Vh
+
+    def factors(
+        self, w: Float[Tensor, "d_in d_out"], rank: int, name: str = "", context: Context | None = None
+    ) -> tuple[Float[Tensor, "d_in rank"], Float[Tensor, "rank d_out"]]:
+        """``(A, B)`` with ``W ~ A @ B``, the singular values split evenly (sqrt) between them."""
+        dec = None
+        if self.cache is not None:
+            key = (
+                *self._key(),
+                name,
+                tensors_hash([w]),
+                tuple(sorted((k, id(v)) for k, v in (context.stats.items() if context else ()))),
+            )
+            dec = self.cache.get(key)
+        if dec is None:
+            dec = self.decompose(w.detach(), name, context)
+            if self.cache is not None:
+                self.cache[key] = dec
+        left, s, right = dec
+        root = s[:rank].clamp(min=0).sqrt()
+        return left[:, :rank] * root, root[:, None] * right[:rank]
+
+    def __call__(self, stored: Stored, *, name: str = "", context: Context | None = None) -> Stored:
+        w = stored.weight
+        d_in, d_out = w.shape
+        r = self.target_rank(d_in, d_out)
+        if r is None:
+            return stored
+        A, B = self.factors(w, r, name, context)
+        out = (A @ B).to(w.dtype)
+        if not torch.isfinite(out).all():
+            raise FloatingPointError(f"{type(self).__name__} of {name!r} produced non-finite values.")
+        return dataclasses.replace(
+            stored,
+            weight=out,
+            n_values=factor_params(d_in, d_out, r),
+            mask=None,
+            notes=[*stored.notes, f"{self.method} rank {r}"],
+        )
+
+
+def _channel_scale(v: Float[Tensor, " channel"], what: str) -> Float[Tensor, " channel"]:
+    """``v`` in float64 with every entry at least ``FACTOR_EPS * max(v)``."""
+    v = v.detach().double()
+    if not torch.isfinite(v).all() or float(v.max()) <= 0:
+        raise ValueError(f"{what} is zero or not finite everywhere; the calibration data gave no signal.")
+    return v.clamp(min=FACTOR_EPS * float(v.max()))
+
+
+@dataclass(frozen=True)
+class FWSVD(SVD):
+    """Fisher-weighted SVD (Hsu et al. 2022): output channels weighted by root summed Fisher (``grad2:{name}``)."""
+
+    method = "fwsvd"
+
+    def decompose(self, w: Float[Tensor, "d_in d_out"], name: str, context: Context | None) -> Decomposition:
+        ctx = context or Context()
+        d = _channel_scale(ctx.require(f"grad2:{name}", "FWSVD"), f"FWSVD Fisher for {name!r}").sqrt().float()
+        U, S, Vh = torch.linalg.svd(w.float() * d, full_matrices=False)
+        return U, S, Vh / d
+
+
+@dataclass(frozen=True)
+class ASVD(SVD):
+    """Activation-aware SVD (Yuan et al. 2023): input channels scaled by ``mean|x|^alpha`` (``absmean:{hook}``)."""
+
+    alpha: float = 0.5
+    method = "asvd"
+
+    def _key(self) -> tuple:
+        return (self.method, self.alpha)
+
+    def decompose(self, w: Float[Tensor, "d_in d_out"], name: str, context: Context | None) -> Decomposition:
+        ctx = context or Context()
+        hook = input_hook(name, ctx.model)
+        s = _channel_scale(ctx.require(f"absmean:{hook}", "ASVD"), f"ASVD activations at {hook!r}")
+        s = s.pow(self.alpha).float()
+        U, S, Vh = torch.linalg.svd(s[:, None] * w.float(), full_matrices=False)
+        return U / s[:, None], S, Vh
+
+
+def whitening_factor(xtx: Float[Tensor, "d_in d_in"]) -> tuple[Float[Tensor, "d_in d_in"], float]:
+    """Lower Cholesky factor ``L`` of ``X^T X`` (float64), regularized per :data:`WHITEN_DAMPING`; and the ``lam`` used."""
+    xtx = xtx.detach().double()
+    if not torch.isfinite(xtx).all():
+        raise ValueError("X^T X is not finite; cannot whiten.")
+    xtx = (xtx + xtx.T) / 2
+    scale = float(xtx.diagonal().mean())
+    scale = scale if scale > 0 else 1.0
+    eye = torch.eye(len(xtx), dtype=xtx.dtype, device=xtx.device)
+    for lam in WHITEN_DAMPING:
+        L, info = torch.linalg.cholesky_ex(xtx + lam * scale * eye)
+        if int(info) == 0 and torch.isfinite(L).all() and float(L.diagonal().min()) > 0:
+            return L, lam
+    raise ValueError("X^T X could not be made positive definite even with damping 1.0 x mean(diag).")
+
+
+@dataclass(frozen=True)
+class SVDLLM(SVD):
+    """SVD-LLM (Wang et al. 2024): truncate the SVD of ``L^T W`` where ``L L^T = X^T X`` (``xtx:{hook}``)."""
+
+    method = "svdllm"
+
+    def decompose(self, w: Float[Tensor, "d_in d_out"], name: str, context: Context | None) -> Decomposition:
+        ctx = context or Context()
+        hook = input_hook(name, ctx.model)
+        L, _ = whitening_factor(ctx.require(f"xtx:{hook}", "SVD-LLM"))
+        U, S, Vh = torch.linalg.svd(L.T @ w.double(), full_matrices=False)
+        left = torch.linalg.solve_triangular(L.T, U, upper=True)  # L^{-T} U
+        return left.float(), S.float(), Vh.float()
+
+
+FACTORIZATIONS: dict[str, type[SVD]] = {"svd": SVD, "fwsvd": FWSVD, "asvd": ASVD, "svdllm": SVDLLM}
+"""Factorization operations by method name."""
+
+STATS_NEEDED: dict[str, tuple[str, ...]] = {"svd": (), "fwsvd": ("grad2",), "asvd": ("absmean",), "svdllm": ("xtx",)}
+"""The calibration statistics each method reads."""
+
+
+def factorization(method: str, ratio: float = 0.0, **kw) -> SVD:
+    """The factorization operation called ``method`` (one of :data:`FACTOR_METHODS`) at ``ratio``."""
+    if method not in FACTORIZATIONS:
+        raise ValueError(f"Unknown factorization method {method!r}; choose one of {FACTOR_METHODS}.")
+    return FACTORIZATIONS[method](ratio=ratio, **kw)
+
+
+def mlp_weights(model, layers: Sequence[int] | None = None) -> list[str]:
+    """Every MLP weight (``W_in``, ``W_gate``, ``W_out``; BERT: intermediate and output) of ``layers``."""
+    layers = range(model.cfg.n_layers) if layers is None else layers
+    return [w for l in layers for w in weights_of(model, component(l, "mlp"))]
+
+
+def factorization_plan(
+    model,
+    method: str,
+    ratio: float | Mapping[int, float],
+    context: Context | None = None,
+    cache: dict | None = None,
+    **kw,
+) -> CompressionPlan:
+    """Factorize every MLP at one ``ratio``, or per layer from ``{layer: ratio}`` (layers left out stay dense)."""
+    per_layer = dict(ratio) if isinstance(ratio, Mapping) else {l: ratio for l in range(model.cfg.n_layers)}
+    ops = {component(l, "mlp"): [factorization(method, r, cache=cache, **kw)] for l, r in sorted(per_layer.items())}
+    return CompressionPlan(ops, context=context or Context(model=model))

@@ -1,0 +1,132 @@
+"""What every decoder cell of the factorization study is scored on: held-out text, known facts,
+and multiple choice (Wikidata facts, the seed's MMLU stand-in, and TruthfulQA).
+
+A multiple-choice question is scored as MMLU is for a base model: the summed log-probability of
+each choice after the prompt, the highest one being the model's answer (chance ``1 / choices``).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from analysis import data
+from analysis.evaluate import pad_id, right_pad
+from analysis.studies.factorization.config import FactorConfig
+
+
+def mc_items(n: int, choices: int = 4) -> list[dict]:
+    """TruthfulQA multiple choice (BIG-bench ``truthful_qa/task_mc.json``): prompt, choices, answer 0.
+
+    Each item keeps the true answer (first) and the first ``choices - 1`` false ones, in file order;
+    the prompt is ``"Q: <question>\\nA:"``.
+    """
+    items = []
+    for ex in data.bigbench_examples("truthful_qa/task_mc.json"):
+        scores = ex["target_scores"]
+        true = [a for a, s in scores.items() if s == 1][:1]
+        false = [a for a, s in scores.items() if s == 0][: choices - 1]
+        if len(true) == 1 and len(false) == choices - 1:
+            items.append({"prompt": f"Q: {ex['input']}\nA:", "choices": true + false, "answer": 0})
+        if len(items) == n:
+            break
+    if len(items) < n:
+        raise ValueError(f"Only {len(items)} TruthfulQA questions have {choices} choices; asked for {n}.")
+    return items
+
+
+def fact_mc_items(n: int, offset: int, choices: int = 4, seed: int = 0) -> list[dict]:
+    """Wikidata facts as multiple choice: the prompt, its answer and ``choices - 1`` distractors.
+
+    Facts ``offset .. offset + n`` of :func:`analysis.data.facts` (relation-balanced order; pass the
+    screening size as ``offset`` to keep them disjoint from the screened facts). Distractors are
+    answers of other facts of the same relation (never one of this fact's accepted answers), drawn
+    with ``seed``. The true answer comes first.
+    """
+    every = data.facts()
+    pool: dict[str, list[str]] = {}
+    for rel, target in zip(every["relation"][:], every["target"][:]):
+        pool.setdefault(rel, [])
+        if target.strip() not in pool[rel]:
+            pool[rel].append(target.strip())
+    rows = every.select(range(offset, min(len(every), offset + n)))
+    rng = random.Random(seed)
+    items = []
+    for row in rows:
+        accepted = {a.strip() for a in row["answers"]}
+        others = [a for a in pool[row["relation"]] if a not in accepted]
+        if len(others) < choices - 1:
+            continue
+        items.append(
+            {
+                "prompt": row["prompt"],
+                "choices": [row["target"].strip(), *rng.sample(others, choices - 1)],
+                "answer": 0,
+                "relation": row["relation"],
+            }
+        )
+    return items
+
+
+@torch.inference_mode()
+def choice_logprobs(model, items: Sequence[dict], batch_size: int = 16) -> Float[Tensor, "item choice"]:
+    """Summed log-probability of each choice (after a space) following its item's prompt, ``[n_items, n_choices]``."""
+    seqs, spans = [], []
+    for it in items:
+        prefix = model.to_tokens(it["prompt"], prepend_bos=True)[0]
+        for c in it["choices"]:
+            full = torch.cat([prefix, model.to_tokens(" " + c.strip(), prepend_bos=False)[0]])
+            seqs.append(full)
+            spans.append((len(prefix), len(full)))
+    out = torch.zeros(len(seqs))
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))  # similar lengths share a batch
+    device = next(model.parameters()).device
+    for i in range(0, len(order), batch_size):
+        idx = order[i : i + batch_size]
+        ids, _ = right_pad([seqs[j] for j in idx], pad_id(model))
+        logp = model(ids.to(device), return_type="logits").float().log_softmax(-1).cpu()
+        for k, j in enumerate(idx):
+            a, b = spans[j]
+            out[j] = logp[k, a - 1 : b - 1].gather(-1, ids[k, a:b, None]).sum()
+    return out.view(len(items), -1)
+
+
+def mc_accuracy(model, items: Sequence[dict], batch_size: int = 16) -> float:
+    """Fraction of questions whose highest-likelihood choice is the true one."""
+    lp = choice_logprobs(model, items, batch_size)
+    return float((lp.argmax(-1) == torch.tensor([it["answer"] for it in items])).float().mean())
+
+
+@dataclass
+class DecoderData:
+    """What every decoder cell is scored on."""
+
+    eval_tokens: Tensor
+    calib_tokens: Tensor
+    known: Any
+    """The screened facts the uncompressed model knows (``datasets.Dataset``)."""
+    screen: dict
+    mc: list[dict]
+    fact_mc: list[dict]
+
+
+def decoder_data(model, cfg: FactorConfig) -> DecoderData:
+    """Evaluation text, calibration text, known facts and multiple-choice items for ``model``.
+
+    The known facts are the first ``cfg.n_facts`` facts screened by :func:`analysis.data.known_facts`
+    (cached by model); the fact questions are the ``cfg.n_fact_mc`` facts after them.
+    """
+    known, stats = data.known_facts(model, cfg.n_facts)
+    return DecoderData(
+        data.lm_tokens(model.tokenizer, "eval", cfg.eval_tokens),
+        data.lm_tokens(model.tokenizer, "calib", cfg.calib_tokens),
+        known,
+        stats,
+        mc_items(cfg.n_mc, cfg.mc_choices),
+        fact_mc_items(cfg.n_fact_mc, cfg.n_facts, cfg.mc_choices),
+    )

@@ -1,0 +1,81 @@
+"""Wanda importance per attention head: weight magnitude times the size of the input it multiplies.
+
+Wanda (Sun et al. 2023, "A Simple and Effective Pruning Approach for Large Language Models")
+scores a weight ``W_ij`` of ``y = x @ W`` by ``|W_ij| · ‖X_i‖₂``, where ``X_i`` is input
+feature ``i`` over a set of calibration tokens. A large weight on a feature that is always near
+zero matters little; a small weight on a feature with huge activations (LLMs have a few such
+outlier features) matters a lot. Magnitude pruning sees only the first factor.
+
+A head's score sums this over every weight that belongs to it: its columns of ``W_Q``, its
+rows of ``W_O`` (whose input is the head's own ``hook_z``), and the columns of ``W_K`` and
+``W_V`` of its key-value group. Under grouped-query attention one K/V slice serves ``g`` query
+heads, so each of them is credited ``1/g`` of that slice's score and the scores of all heads
+still add up to the Wanda score of the whole attention block.
+
+The inputs are read where :func:`analysis.hooks.input_hook` says: ``ln1.hook_normalized``
+(with the norm's own weight applied, :func:`analysis.hooks.norm_output`) for Q, K and V, and
+``attn.hook_z`` for ``W_O``.
+"""
+
+from __future__ import annotations
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from analysis import hooks
+from analysis.components import ATTN_WEIGHTS, parameter_name
+from analysis.progress import progress
+from analysis.sae.stream import sequences
+
+
+@torch.no_grad()
+def input_norms(
+    model, tokens: Int[Tensor, " n"], context: int = 128, batch_size: int = 8
+) -> dict[str, Float[Tensor, " d_in"]]:
+    """``‖X_i‖₂`` of every input feature of the attention weights over calibration tokens,
+    keyed by :func:`analysis.hooks.input_hook` (``ln1.hook_normalized`` and ``attn.hook_z``).
+
+    ``ln1.hook_normalized`` sits *before* the norm's weight (and bias), so the norm's affine map
+    is applied here: ``X`` is what ``W_Q``, ``W_K`` and ``W_V`` really multiply.
+    """
+    seqs = sequences(tokens, context)
+    names = [hooks.input_hook(f"blocks.{l}.attn.{w}", model) for l in range(model.cfg.n_layers) for w in ("W_Q", "W_O")]
+    sq: dict[str, Tensor] = {}
+    last: dict[str, Tensor] = {}
+
+    def grab(act, hook):  # ln1 runs once each for Q, K and V: keep one copy per forward
+        last[hook.name] = act
+
+    for i in progress(range(0, len(seqs), batch_size), desc="Wanda norms"):
+        model.run_with_hooks(
+            seqs[i : i + batch_size].to(model.cfg.device), return_type=None, fwd_hooks=[(h, grab) for h in names]
+        )
+        for name, act in last.items():
+            x = act.flatten(-2) if act.ndim == 4 else act  # hook_z: heads concatenated
+            x = hooks.norm_output(model, name, x)
+            sq[name] = sq.get(name, 0) + x.double().pow(2).flatten(0, -2).sum(0)
+    return {k: v.sqrt().float().cpu() for k, v in sq.items()}
+
+
+def wanda_head_scores(model, norms: dict[str, Tensor]) -> Float[Tensor, "layer head"]:
+    """Per head: ``Σ |W_ij| · ‖X_i‖₂`` over its W_Q columns, W_O rows, and W_K/W_V columns of
+    its key-value group divided by the group size (Sun et al. 2023, aggregated per head)."""
+    cfg = model.cfg
+    H = cfg.n_heads
+    group = H // (cfg.n_key_value_heads or H)
+    params = dict(model.named_parameters())
+    out = torch.zeros(cfg.n_layers, H)
+    for l in range(cfg.n_layers):
+        for w in ATTN_WEIGHTS:
+            name = f"blocks.{l}.attn.{w}"
+            weight = params[parameter_name(model, name, params)].detach().float().cpu().abs()
+            x = norms[hooks.input_hook(name, model)]
+            if w == "W_O":  # [head, d_head, d_model]; input: hook_z, heads concatenated
+                out[l] += (weight * x.view(H, -1, 1)).sum((1, 2))
+            else:  # [head or kv group, d_model, d_head]; input: the normalised residual
+                per_head = (weight * x.view(1, -1, 1)).sum((1, 2))
+                if w != "W_Q":  # one K/V slice per group: each of its heads gets 1/g
+                    per_head = per_head.repeat_interleave(group) / group
+                out[l] += per_head
+    return out

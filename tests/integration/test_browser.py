@@ -1,0 +1,107 @@
+"""The book a reader opens: built under the smoke profile, every page checked in headless Chromium.
+
+Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them when run as root);
+without them the test skips and says so. Screenshots of every page land in ``_build/screenshots/``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from analysis.config import ROOT
+
+STUDY_CHAPTERS = ("causal_tracing", "information_aware_compression", "factorization", "capability_density")
+BUILD = ROOT / "_build" / "smoke"  # its own jupyter cache: smoke outputs never reach the cpu book
+SHOTS = ROOT / "_build" / "screenshots"
+BAD_OUTPUT = re.compile(r"Traceback \(most recent call last\)|\b[A-Z]\w*Warning\b|\b[A-Z]\w*Error\b:|IProgress")
+NEEDS = "headless Chromium: install Debian's packages `chromium` and `chromium-driver` (apt-get install chromium chromium-driver)"
+
+
+def toc_pages() -> list[str]:
+    toc = (ROOT / "_toc.yml").read_text()
+    return [p.rsplit("/", 1)[-1] for p in re.findall(r"^\s*(?:root|-\s*file):\s*(\S+)\s*$", toc, flags=re.M)]
+
+
+@pytest.fixture(scope="module")
+def driver():
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        pytest.skip(f"needs {NEEDS}")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = shutil.which("chromium")
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,2000",
+    ):
+        opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    drv = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
+    yield drv
+    drv.quit()
+
+
+@pytest.fixture(scope="module")
+def html(driver):
+    """The book built under the smoke profile (results come from the disk cache the chapter tests filled)."""
+    env = {**os.environ, "ANALYSIS_PROFILE": "smoke", "ANALYSIS_QUIET": "1"}
+    jb = ROOT / ".venv" / "bin" / "jupyter-book"
+    out = subprocess.run(
+        [
+            str(jb if jb.exists() else "jupyter-book"),
+            "build",
+            "-W",
+            "-n",
+            "--keep-going",
+            "--path-output",
+            str(BUILD),
+            str(ROOT),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
+    assert out.returncode == 0, f"the smoke book did not build:\n{out.stdout[-3000:]}\n{out.stderr[-2000:]}"
+    return BUILD / "_build" / "html"
+
+
+@pytest.mark.parametrize("page", toc_pages())
+def test_page_in_a_browser(driver, html, page):
+    path = html / "book" / f"{page}.html"
+    assert path.exists(), f"{path} was not built"
+    driver.get(path.as_uri())
+    driver.get_log("browser")  # the log holds this page's messages from here on
+    driver.refresh()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(SHOTS / f"{page}.png"))
+    errors = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, f"console errors on {page}: {errors[:3]}"
+    outputs = driver.execute_script(
+        "return Array.from(document.querySelectorAll('.cell_output')).map(e => e.innerText)"
+    )
+    bad = [m.group(0) for text in outputs for m in [BAD_OUTPUT.search(text)] if m]
+    assert not bad, f"{page}: an output cell shows {bad[:3]}"
+    widths = driver.execute_script(
+        "return Array.from(document.images).map(i => [i.getAttribute('src'), i.complete ? i.naturalWidth : 0])"
+    )
+    broken = [src for src, w in widths if not w]
+    assert not broken, f"{page}: images that did not load: {broken[:3]}"
+    if page in STUDY_CHAPTERS:
+        figures = driver.execute_script("return document.querySelectorAll('.cell_output img').length")
+        assert figures >= 1, f"{page} shows no figure"

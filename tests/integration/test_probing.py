@@ -1,0 +1,35 @@
+"""analysis.probing on the embedded models: the features a probe reads, against direct computations."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from analysis import probing
+from analysis.hooks import resid_post
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_encoder_features_are_masked_means_of_the_layer_outputs():
+    from analysis.models import load_model
+
+    enc = load_model("minilm-l6")
+    texts = ["A short one.", "The keys to the cabinet are on the table."]
+    feats = probing.hidden_states(enc, texts, batch_size=2)
+    assert feats.shape == (enc.cfg.n_layers, 2, enc.cfg.d_model)
+    for i, t in enumerate(texts):  # one at a time: no padding at all
+        ids = enc.tokenizer([t], return_tensors="pt")["input_ids"]
+        _, cache = enc.run_with_cache(ids)
+        for l in (0, enc.cfg.n_layers - 1):
+            ref = cache[f"blocks.{l}.hook_normalized_resid_post"][0].mean(0)
+            assert torch.allclose(feats[l, i], ref, atol=1e-5)
+
+
+def test_decoder_features_are_last_token_states(smollm2):
+    texts = ["The keys to the cabinet are", "Paris is"]
+    feats = probing.hidden_states(smollm2, texts, batch_size=2)  # right-padded together
+    for i, t in enumerate(texts):
+        _, cache = smollm2.run_with_cache(smollm2.to_tokens(t), names_filter=lambda n: n.endswith("resid_post"))
+        for l in (0, 29):
+            assert torch.allclose(feats[l, i], cache[resid_post(l)][0, -1], atol=1e-4)

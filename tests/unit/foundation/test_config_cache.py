@@ -1,0 +1,98 @@
+"""analysis.config profiles and the analysis.cache disk cache."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+import torch
+
+from analysis.cache import CacheError, DiskCache, cache_key, cached, cached_map
+from analysis.config import PROFILES, Profile, get_profile
+
+
+def test_profiles_scale_up():
+    smoke, cpu, gpu = (PROFILES[n] for n in ("smoke", "cpu", "gpu"))
+    for field in ("eval_tokens", "calib_tokens", "n_facts", "n_probe_examples"):
+        assert getattr(smoke, field) < getattr(cpu, field) < getattr(gpu, field), field
+
+
+def test_profile_from_environment(monkeypatch):
+    monkeypatch.setenv("ANALYSIS_PROFILE", "gpu")
+    assert get_profile().name == "gpu"
+    monkeypatch.delenv("ANALYSIS_PROFILE")
+    assert get_profile().name == "cpu"
+    assert get_profile("smoke") is PROFILES["smoke"]
+
+
+def test_unknown_profile_says_what_to_do(monkeypatch):
+    monkeypatch.setenv("ANALYSIS_PROFILE", "laptop")
+    with pytest.raises(ValueError, match="smoke, cpu, gpu.*ANALYSIS_PROFILE"):
+        get_profile()
+
+
+def test_key_depends_on_every_input():
+    base = cache_key("f", {"a": 1}, "m")
+    assert base == cache_key("f", {"a": 1}, "m")
+    assert len({base, cache_key("g", {"a": 1}, "m"), cache_key("f", {"a": 2}, "m"), cache_key("f", {"a": 1}, "n")}) == 4
+    assert cache_key("p", PROFILES["smoke"]) != cache_key("p", PROFILES["cpu"])
+    assert cache_key("p", Profile("x")) == cache_key("p", Profile("x"))
+
+
+def test_cached_computes_once(tmp_path):
+    cache, calls = DiskCache(tmp_path), []
+
+    def compute():
+        calls.append(1)
+        return {"t": torch.arange(3)}
+
+    a = cached("thing", compute, {"n": 3}, cache=cache)
+    b = cached("thing", compute, {"n": 3}, cache=cache)
+    assert len(calls) == 1 and torch.equal(a["t"], b["t"])
+    assert not list(tmp_path.rglob("*.tmp"))  # nothing half-written left behind
+
+
+def test_corrupt_entry_is_recomputed_with_a_warning(tmp_path):
+    cache = DiskCache(tmp_path)
+    cached("x", lambda: 1, cache=cache)
+    path = cache.path("x", cache_key("x"))
+    path.write_bytes(b"\x80garbage")
+    with pytest.warns(UserWarning, match="unreadable"):
+        assert cached("x", lambda: 2, cache=cache) == 2
+    assert cached("x", lambda: 3, cache=cache) == 2
+
+
+def test_interrupted_sweep_resumes(tmp_path):
+    cache, seen = DiskCache(tmp_path), []
+
+    def cell(i):
+        if i == 3 and not seen.count("failed"):
+            seen.append("failed")
+            raise KeyboardInterrupt
+        seen.append(i)
+        return i * i
+
+    with pytest.raises(KeyboardInterrupt):
+        cached_map("sweep", range(5), cell, cache=cache)
+    assert seen == [0, 1, 2, "failed"]
+    assert cached_map("sweep", range(5), cell, cache=cache) == [0, 1, 4, 9, 16]
+    assert seen == [0, 1, 2, "failed", 3, 4]  # cells 0-2 came from disk
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_cache_dir_says_what_to_do(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    with pytest.raises(CacheError, match="ANALYSIS_CACHE_DIR"):
+        cached("x", lambda: 1, cache=DiskCache(ro / "cache"))
+
+
+def test_cache_dir_that_is_a_file_says_what_to_do(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    calls = []
+    with pytest.raises(CacheError, match="ANALYSIS_CACHE_DIR"):
+        cached("x", lambda: calls.append(1), cache=DiskCache(blocker / "cache"))
+    assert not calls  # refused before the expensive work, not after

@@ -1,0 +1,72 @@
+"""analysis.models: the registry, the embedded checkpoints, and the hub path."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from analysis.models import (
+    EMBEDDED,
+    ModelNotAvailableError,
+    known_models,
+    load_model,
+    model_card,
+)
+
+
+def test_unknown_model_lists_known_names():
+    with pytest.raises(ValueError) as err:
+        load_model("gpt5-mega")
+    for name in ["smollm2-135m", "minilm-l6", "gpt2", "gpt2-xl", "gemma-2-2b", "mistral-7b", "llama-2-7b"]:
+        assert name in str(err.value)
+    assert set(EMBEDDED) <= set(known_models())
+
+
+def test_hub_name_without_weights_says_what_to_do(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # an empty cache
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(ModelNotAvailableError) as err:
+        load_model("gpt2-xl", device="cpu")
+    msg = str(err.value)
+    assert "smollm2-135m" in msg and "minilm-l6" in msg and "huggingface-cli download" in msg
+    assert model_card("gpt2-xl").embedded is False
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_hub_path_loads_local_checkpoint(tmp_path, kind, save_tiny):
+    folder, hf = save_tiny(tmp_path, kind)
+    model = load_model(str(folder), device="cpu")
+    ids = torch.randint(0, 128, (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        ours = model(ids, return_type="logits")
+        ref = hf(ids).logits
+    assert (ours - ref).abs().max().item() < 1e-4
+
+
+def test_model_key_tells_apart_weights_with_equal_sums(tiny_model):
+    from analysis.models import model_key
+
+    key = model_key(tiny_model)
+    w = tiny_model.blocks[0].mlp.W_in
+    with torch.no_grad():
+        w[0, :2] = torch.tensor([1.0, 2.0])
+    one = model_key(tiny_model)
+    with torch.no_grad():
+        w[0, :2] = torch.tensor([2.0, 1.0])  # same sum, same |sum|, other weights
+    two = model_key(tiny_model)
+    assert len({key, one, two}) == 3
+    with torch.no_grad():
+        w[0, :2] = torch.tensor([1.0, 2.0])
+    assert model_key(tiny_model) == one  # content, not identity or version, decides
+
+
+def test_is_encoder_tells_encoders_from_decoders(tiny_model):
+    from transformer_lens import HookedEncoder
+
+    from analysis.models import is_encoder
+
+    enc = HookedEncoder(tiny_model.cfg.__class__(**{**tiny_model.cfg.to_dict(), "act_fn": "gelu"}))
+    assert is_encoder(enc) and not is_encoder(tiny_model) and not is_encoder(None)

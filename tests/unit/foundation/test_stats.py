@@ -1,0 +1,94 @@
+"""analysis.stats against scipy, closed forms and constructed data whose answer is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from analysis import stats
+
+
+def test_spearman_and_pearson_equal_scipy():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=50), rng.normal(size=50)
+    y[:10] = x[:10]
+    assert stats.spearman(x, y) == pytest.approx(sps.spearmanr(x, y).statistic, rel=1e-12)
+    assert stats.pearson(x, y) == pytest.approx(sps.pearsonr(x, y).statistic, rel=1e-12)
+    assert np.isnan(stats.spearman(np.ones(5), np.arange(5)))
+
+
+def test_rank_test_finds_a_monotone_relation_and_not_noise():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=80)
+    strong = stats.rank_test(x, np.exp(x) + 0.1 * rng.normal(size=80), n_boot=500, n_perm=500)
+    assert strong["rho"] > 0.9 and strong["ci_low"] > 0.8 and strong["p_perm"] < 0.01
+    null = stats.rank_test(x, rng.normal(size=80), n_boot=500, n_perm=500)
+    assert null["ci_low"] < 0 < null["ci_high"] and null["p_perm"] > 0.05
+    with pytest.raises(ValueError, match="at least 3"):
+        stats.rank_test([1, 2], [1, 2])
+    flat = stats.rank_test(np.ones(20), x[:20], n_boot=100, n_perm=100)
+    assert all(np.isnan(flat[k]) for k in ("rho", "ci_low", "ci_high", "p_perm"))  # not "significant"
+
+
+def test_bootstrap_drops_resamples_without_a_value():
+    x = np.array([0.0] * 6 + [1.0, 2.0])  # many resamples of x are constant: ρ undefined there
+    y = np.arange(8.0)
+    lo, hi = stats.bootstrap_ci((x, y), stats._spearman_stat, n_boot=300)
+    assert not np.isnan(lo) and lo <= hi
+
+
+def test_stratified_permutation_ignores_between_group_differences():
+    rng = np.random.default_rng(2)
+    groups = np.repeat(np.arange(10), 9)
+    level = rng.normal(size=10)[groups] * 10  # both depend on the group only
+    x, y = level + rng.normal(size=90), level + rng.normal(size=90)
+    assert stats.rank_test(x, y, n_boot=200, n_perm=200)["rho"] > 0.8  # pooled: strong
+    within = stats.stratified_permutation_test(x, y, groups, n_perm=500)
+    assert abs(within["rho"]) < 0.3 and within["p_perm"] > 0.05 and within["n_groups"] == 10
+    z = rng.normal(size=90)
+    related = stats.stratified_permutation_test(z, z + 0.3 * rng.normal(size=90), groups, n_perm=500)
+    assert related["rho"] > 0.8 and related["p_perm"] < 0.01
+
+
+def test_cluster_bootstrap_is_wider_than_the_iid_one_when_clusters_share_noise():
+    rng = np.random.default_rng(3)
+    clusters = np.repeat(np.arange(8), 20)
+    x = rng.normal(size=8)[clusters] + 0.1 * rng.normal(size=160)
+    y = rng.normal(size=8)[clusters] + 0.1 * rng.normal(size=160)
+    lo_c, hi_c = stats.cluster_bootstrap_ci(x, y, clusters, n_boot=500)
+    lo_i, hi_i = stats.bootstrap_ci((x, y), stats._spearman_stat, n_boot=500)
+    assert hi_c - lo_c > 2 * (hi_i - lo_i)
+    with pytest.raises(ValueError, match="at least 2 clusters"):
+        stats.cluster_bootstrap_ci(x, y, np.zeros(160))
+
+
+def test_partial_spearman_removes_a_common_cause():
+    rng = np.random.default_rng(4)
+    z = rng.normal(size=300)
+    x, y = z + 0.3 * rng.normal(size=300), z + 0.3 * rng.normal(size=300)
+    assert stats.spearman(x, y) > 0.7
+    assert abs(stats.partial_spearman(x, y, z)) < 0.15
+
+
+def test_tost_concludes_equivalence_only_with_enough_data():
+    assert stats.tost_correlation(0.01, n=2000, margin=0.1).equivalent
+    assert not stats.tost_correlation(0.01, n=30, margin=0.1).equivalent  # too few to exclude 0.1
+    assert not stats.tost_correlation(0.3, n=2000, margin=0.1).equivalent  # a real relation
+    rng = np.random.default_rng(5)
+    assert stats.tost_mean(rng.normal(0, 1, 2000), margin=0.2).equivalent
+    assert not stats.tost_mean(rng.normal(0.5, 1, 2000), margin=0.2).equivalent
+    with pytest.raises(ValueError, match="margin"):
+        stats.tost_correlation(0.0, n=100, margin=1.5)
+
+
+def test_holm_matches_the_step_down_definition():
+    assert stats.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert stats.holm([0.5, 0.001]) == pytest.approx([0.5, 0.002])
+
+
+def test_mean_ci_and_layer_share():
+    mean, lo, hi = stats.mean_ci([1.0, 2.0, 3.0, 4.0, float("nan")], n_boot=500)
+    assert mean == 2.5 and lo < mean < hi
+    assert stats.layer_share(np.array([[1.0, 1.0], [3.0, 3.0]])) == pytest.approx(1.0)
+    assert stats.layer_share(np.array([[1.0, 3.0], [1.0, 3.0]])) == pytest.approx(0.0)

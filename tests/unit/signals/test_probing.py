@@ -1,0 +1,176 @@
+"""analysis.probing: probes, control tasks and splits, checked against direct computations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from analysis import probing
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _toy(n=200, d=16, seed=0):
+    """Layer 0: noise; layer 1: linearly separable; layer 2: XOR of two coordinates (needs the MLP)."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 2, (n,), generator=g)
+    noise = torch.randn(3, n, d, generator=g)
+    feats = noise.clone()
+    feats[1, :, 0] += 4 * (y.float() * 2 - 1)
+    a = torch.randint(0, 2, (n,), generator=g)
+    b = a ^ y
+    feats[2, :, 0] = (a.float() * 2 - 1) * 2 + 0.1 * noise[2, :, 0]
+    feats[2, :, 1] = (b.float() * 2 - 1) * 2 + 0.1 * noise[2, :, 1]
+    texts = [f"sentence number {i} ends with w{i % 7}" for i in range(n)]
+    groups = [f"g{i // 2}" for i in range(n)]
+    return feats, y, texts, groups
+
+
+def test_probes_read_what_is_there():
+    feats, y, texts, groups = _toy()
+    res = probing.probe_layers(
+        feats, y.tolist(), groups, texts, probing.ProbeConfig(seeds=(0, 1), steps=200, hidden=32, lr=2e-2)
+    )
+    lin, mlp = res.mean("linear"), res.mean("mlp")
+    assert lin[0] < 0.7 and mlp[0] < 0.7  # noise: near chance
+    assert lin[1] > 0.95 and mlp[1] > 0.95  # linearly separable
+    assert mlp[2] > 0.9 and lin[2] < 0.7  # XOR: only the 2-layer probe reads it
+    assert res.acc["mlp"]["task"].shape == (3, 2)
+    sel = res.selectivity("mlp")
+    assert torch.allclose(sel, res.acc["mlp"]["task"] - res.acc["mlp"]["control"])
+    assert res.n_train[0] + res.n_test[0] == len(y)
+    # the control labels (a function of the last word, 7 types) cannot be read from these features
+    assert float(res.mean("mlp", "control")[1]) < 0.8
+    assert float(res.summary("mlp", [1])["selectivity"]) > 0.15
+
+
+def test_batched_probe_equals_single_probe():
+    """Training layers together gives each layer a probe as good as training it alone (they share nothing)."""
+    feats, y, _, _ = _toy(n=80)
+    Y = y.expand(3, -1)
+    together = probing.train_probes(feats, Y, 2, hidden=8, steps=30, seed=0)(feats)
+    alone = probing.train_probes(feats[1:2], Y[1:2], 2, hidden=8, steps=30, seed=0)(feats[1:2])
+    assert together.shape == (3, 80, 2)
+    acc_t = (together[1].argmax(-1) == y).float().mean()
+    acc_a = (alone[0].argmax(-1) == y).float().mean()
+    assert abs(float(acc_t - acc_a)) < 0.05
+
+
+def _reference_logistic(X, y, k, l2):
+    """The same objective (mean cross-entropy + l2 * ||W||^2 on standardised features), minimised by scipy."""
+    from scipy.optimize import minimize
+    from scipy.special import logsumexp
+
+    n, d = X.shape
+    onehot = np.eye(k)[y]
+
+    def f(theta):
+        W, b = theta[: d * k].reshape(d, k), theta[d * k :]
+        z = X @ W + b
+        lse = logsumexp(z, axis=1)
+        p = np.exp(z - lse[:, None])
+        loss = np.mean(lse - (z * onehot).sum(1)) + l2 * (W**2).sum()
+        gz = (p - onehot) / n
+        return loss, np.concatenate([(X.T @ gz + 2 * l2 * W).ravel(), gz.sum(0)])
+
+    res = minimize(f, np.zeros(d * k + k), jac=True, method="L-BFGS-B", options={"maxiter": 2000, "gtol": 1e-10})
+    return res.x[: d * k].reshape(d, k), res.x[d * k :]
+
+
+def test_fit_probe_is_l2_logistic_regression():
+    """fit_probe's L-BFGS logistic regression reaches scipy's optimum of the same objective."""
+    g = torch.Generator().manual_seed(0)
+    n, d, k = 120, 5, 3
+    centers = torch.randn(k, d, generator=g) * 1.5
+    y = torch.randint(0, k, (n,), generator=g)
+    X = centers[y] + torch.randn(n, d, generator=g)
+    tr, te = torch.arange(90), torch.arange(90, n)
+    l2 = 1e-2
+    probe = probing.train_probes(X[None, tr], y[None, tr], k, steps=200, solver="lbfgs", l2=l2)
+    Xtr = X[tr].double()
+    Z = ((Xtr - Xtr.mean(0)) / Xtr.std(0)).numpy()
+    W, b = _reference_logistic(Z, y[tr].numpy(), k, l2)
+    Zte = ((X[te].double() - Xtr.mean(0)) / Xtr.std(0)).numpy()
+    ref = Zte @ W + b
+    ours = probe(X[None, te])[0].double().numpy()
+    # logits agree up to a per-row constant (softmax is shift invariant); compare probabilities
+    p_ref = np.exp(ref - ref.max(1, keepdims=True))
+    p_ref /= p_ref.sum(1, keepdims=True)
+    p_ours = np.exp(ours - ours.max(1, keepdims=True))
+    p_ours /= p_ours.sum(1, keepdims=True)
+    assert np.abs(p_ref - p_ours).max() < 1e-3
+    acc = probing.fit_probe(X, y, tr, te, l2=l2)
+    assert acc == pytest.approx(float((ref.argmax(1) == y[te].numpy()).mean()))
+    assert acc > 0.6  # the classes are separable well above chance (1/3)
+
+
+def test_fit_probe_reads_only_what_is_there():
+    g = torch.Generator().manual_seed(1)
+    y = torch.randint(0, 2, (200,), generator=g)
+    noise = torch.randn(200, 8, generator=g)
+    signal = noise.clone()
+    signal[:, 3] += 3 * (y.float() * 2 - 1)
+    tr, te = torch.arange(100), torch.arange(100, 200)
+    assert probing.fit_probe(signal, y, tr, te) > 0.9
+    assert probing.fit_probe(noise, y, tr, te) < 0.7
+    assert probing.fit_probe(signal, y, tr, te, hidden=16, steps=100) > 0.9  # the MLP probe reads it too
+    with pytest.raises(ValueError, match=r"features \[n, d\]"):
+        probing.fit_probe(signal, y[:10], tr, te)
+    with pytest.raises(ValueError, match="one training"):
+        probing.fit_probe(signal, y, tr[:0], te)
+    with pytest.raises(ValueError, match="solver"):
+        probing.train_probes(signal[None], y[None], 2, solver="sgd")
+
+
+def test_control_labels_are_a_function_of_the_word_type():
+    texts = ["the cat sat", "a dog sat", "it ran", "we ran", "they sat!", "Ran"]
+    labels = [0, 1, 0, 1, 0, 1]
+    ctrl = probing.control_labels(texts, labels, by="last_word", seed=3)
+    by_type: dict[str, set] = {}
+    for t, c in zip(texts, ctrl.tolist()):
+        by_type.setdefault(probing.word_type(t), set()).add(c)
+    assert all(len(v) == 1 for v in by_type.values())
+    assert set(by_type) == {"sat", "ran"}
+    assert torch.equal(ctrl, probing.control_labels(texts, labels, seed=3))  # deterministic
+    # over many types the control labels follow the task's label distribution
+    many = [f"w{i}" for i in range(4000)]
+    lab = [0] * 3000 + [1] * 1000
+    frac = probing.control_labels(many, lab, seed=0).float().mean()
+    assert 0.22 < float(frac) < 0.28
+
+
+def test_group_split_keeps_groups_together():
+    groups = [f"g{i // 3}" for i in range(99)]
+    for seed in (0, 1):
+        tr, te = probing.group_split(groups, 0.8, seed)
+        assert set(tr.tolist()).isdisjoint(te.tolist())
+        assert len(tr) + len(te) == 99
+        assert {groups[i] for i in tr}.isdisjoint({groups[i] for i in te})
+        assert 0.7 < len(tr) / 99 <= 0.8
+    assert not torch.equal(probing.group_split(groups, 0.8, 0)[0], probing.group_split(groups, 0.8, 1)[0])
+    with pytest.raises(ValueError):
+        probing.group_split(groups, 1.0)
+
+
+def test_decoder_features_are_last_token_states(tiny_model):
+    """Right-padded batches give each text its own last real position (a tiny model, no tokenizer needed)."""
+    from analysis.hooks import resid_post
+
+    seqs = {"ab": torch.tensor([[1, 7, 9]]), "abcdef": torch.tensor([[1, 3, 4, 5, 6, 8]])}
+    tiny_model.to_tokens = lambda t, prepend_bos=True, truncate=False: seqs[t]
+    feats = probing.hidden_states(tiny_model, list(seqs), batch_size=2)
+    assert feats.shape == (2, 2, 32)
+    for i, toks in enumerate(seqs.values()):
+        _, cache = tiny_model.run_with_cache(toks)
+        for l in (0, 1):
+            assert torch.allclose(feats[l, i], cache[resid_post(l)][0, -1], atol=1e-5)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="no texts"):
+        probing.hidden_states(None, [])
+    with pytest.raises(ValueError, match="labels"):
+        probing.probe_layers(torch.zeros(2, 5, 3), [0, 1], ["a", "b"], ["x", "y"])
+    with pytest.raises(ValueError, match="control type"):
+        probing.word_type("a b", by="middle")

@@ -1,0 +1,61 @@
+"""Tiny random decoders for the tracing unit tests (seconds on one thread)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+
+@pytest.fixture(autouse=True)
+def _tiny_models_run_on_one_thread(one_thread):
+    """Tiny models gain nothing from threads, and on a shared machine spinning threads cost a lot."""
+    yield
+
+
+def tiny(**kw) -> HookedTransformer:
+    cfg = dict(
+        n_layers=4,
+        d_model=32,
+        d_head=8,
+        n_heads=4,
+        d_mlp=64,
+        n_ctx=32,
+        d_vocab=50,
+        act_fn="gelu",
+        normalization_type="LN",
+        seed=0,
+        initializer_range=0.4,
+    )
+    cfg.update(kw)
+    return HookedTransformer(HookedTransformerConfig(**cfg)).eval()
+
+
+@pytest.fixture(scope="module")
+def gpt2_like() -> HookedTransformer:
+    """4 layers, LayerNorm, learned positions, plain GELU MLP."""
+    return tiny()
+
+
+@pytest.fixture(scope="module")
+def llama_like() -> HookedTransformer:
+    """4 layers, RMSNorm, rotary, grouped-query attention, gated SiLU MLP (SmolLM2's shape)."""
+    return tiny(
+        normalization_type="RMS",
+        positional_embedding_type="rotary",
+        rotary_dim=8,
+        n_key_value_heads=2,
+        gated_mlp=True,
+        act_fn="silu",
+        original_architecture="LlamaForCausalLM",
+    )
+
+
+@pytest.fixture(scope="session")
+def random_tokens():
+    """``random_tokens(seed, n)``: ``n`` seeded random token ids of the tiny vocabulary."""
+
+    def make(seed: int = 1, n: int = 10) -> torch.Tensor:
+        return torch.randint(0, 50, (n,), generator=torch.Generator().manual_seed(seed))
+
+    return make
