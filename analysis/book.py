@@ -16,7 +16,7 @@ export it), the TransformerLens deprecation notices and tqdm's "IProgress not fo
 silenced, and pandas prints wide tables.
 
 Every table a chapter shows through :func:`table` (and every verdict table, also as JSON) is
-written under ``<html>/results/<chapter>/`` and linked from the page, so a reader can take the
+written as CSV, copied by the book build to ``<html>/results/<chapter>/`` and linked from the page, so a reader can take the
 numbers without rerunning anything. :func:`finish` writes a run record (runtime, profile, cache
 hits and misses, machine, package versions) that the "How this book was built" appendix reads.
 """
@@ -33,10 +33,7 @@ from importlib import metadata
 from pathlib import Path
 
 from analysis import cache
-from analysis.config import CACHE_DIR, ROOT, Profile, get_profile
-
-HTML_ENV = "ANALYSIS_BOOK_HTML"
-"""Overrides where the built book's HTML goes; results are written under it."""
+from analysis.config import CACHE_DIR, Profile, get_profile
 
 PINNED = (
     "torch",
@@ -102,18 +99,12 @@ def current() -> Chapter:
     return _CURRENT
 
 
-def html_dir(profile: str | None = None) -> Path:
-    """The built book's HTML folder, as `make book` lays it out: ``_build/html`` for the ``cpu``
-    book, ``_build/<profile>/_build/html`` for any other profile (``$ANALYSIS_BOOK_HTML`` overrides)."""
-    if os.environ.get(HTML_ENV):
-        return Path(os.environ[HTML_ENV])
-    name = profile or current().profile.name
-    return ROOT / "_build" / "html" if name == "cpu" else ROOT / "_build" / name / "_build" / "html"
-
-
-def results_dir(chapter: str | None = None) -> Path:
-    """``<html>/results/<chapter>/``, where a chapter's tables are written."""
-    return html_dir() / "results" / (chapter or current().name)
+def results_dir(chapter: str | None = None, profile: str | None = None) -> Path:
+    """Where a chapter's tables are written: ``<cache>/book_results/<profile>/<chapter>/``. The book
+    build copies ``<cache>/book_results/<profile>/`` to ``<html>/results/`` (book/_ext/atlas_sphinx.py),
+    so a page whose execution Jupyter Book took from its cache still finds its files."""
+    chap = current() if chapter is None or profile is None else None
+    return CACHE_DIR / "book_results" / (profile or chap.profile.name) / (chapter or chap.name)
 
 
 def _safe(name: str) -> str:
@@ -130,7 +121,7 @@ def table(frame, name: str, verdicts: bool = False):
 
     chapter = current()
     stem = _safe(name)
-    folder = results_dir(chapter.name)
+    folder = results_dir(chapter.name, chapter.profile.name)
     folder.mkdir(parents=True, exist_ok=True)
     frame.to_csv(folder / f"{stem}.csv")
     files = [f"{stem}.csv"]

@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
@@ -41,10 +42,27 @@ class LMScore:
     accuracy: float
     """Next-token top-1 accuracy."""
     n_tokens: int
+    window_nll: tuple[float, ...] = ()
+    """Summed NLL of each scored window (in window order), for intervals."""
+    window_tokens: tuple[int, ...] = ()
+    """Tokens scored in each window."""
 
     @property
     def perplexity(self) -> float:
         return math.exp(self.nll)
+
+    def perplexity_interval(self, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+        """A percentile bootstrap interval of the perplexity, resampling whole windows (tokens of one
+        window are not independent)."""
+        if len(self.window_nll) < 2:
+            raise ValueError("A perplexity interval needs at least 2 scored windows; score more text.")
+        nll = np.asarray(self.window_nll)
+        n = np.asarray(self.window_tokens, dtype=float)
+        idx = np.random.default_rng(seed).integers(0, len(nll), (n_boot, len(nll)))
+        boots = np.exp(nll[idx].sum(1) / n[idx].sum(1))
+        alpha = (1 - level) / 2
+        lo, hi = np.quantile(boots, [alpha, 1 - alpha])
+        return float(lo), float(hi)
 
 
 def _cached_on(model, tokens: Tensor, name: str, compute, **config):
@@ -119,6 +137,7 @@ def lm_score(
     windows = sliding_windows(tokens.numel(), context, stride)
     device = model.cfg.device
     total_nll, total_correct, total = 0.0, 0, 0
+    per_window: dict[int, tuple[float, int]] = {}
     # windows of equal length share a batch; only the last one can be shorter
     groups: dict[int, list[tuple[int, int, int]]] = {}
     for w in windows:
@@ -130,10 +149,19 @@ def lm_score(
         for row, (b, e, n_scored) in enumerate(batch):
             pred = logits[row, e - b - 1 - n_scored : e - b - 1].float()  # [n_scored, d_vocab]
             target = inputs[row, e - b - n_scored :]
-            total_nll += F.cross_entropy(pred, target, reduction="sum").item()
+            nll = F.cross_entropy(pred, target, reduction="sum").item()
+            total_nll += nll
             total_correct += (pred.argmax(-1) == target).sum().item()
             total += n_scored
-    return LMScore(total_nll / total, total_correct / total, total)
+            per_window[b] = (nll, n_scored)
+    order = sorted(per_window)
+    return LMScore(
+        total_nll / total,
+        total_correct / total,
+        total,
+        tuple(per_window[b][0] for b in order),
+        tuple(per_window[b][1] for b in order),
+    )
 
 
 def perplexity(

@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -57,7 +58,10 @@ def driver():
 
 @pytest.fixture(scope="module")
 def html(driver):
-    """The book built under the smoke profile (results come from the disk cache the chapter tests filled)."""
+    """The book built under the smoke profile (results come from the disk cache the chapter tests filled),
+    or an already built book's HTML folder named by $BOOK_HTML (e.g. the cpu book: `BOOK_HTML=_build/html`)."""
+    if os.environ.get("BOOK_HTML"):
+        return Path(os.environ["BOOK_HTML"]).resolve()
     env = {**os.environ, "ANALYSIS_PROFILE": "smoke", "ANALYSIS_QUIET": "1"}
     jb = ROOT / ".venv" / "bin" / "jupyter-book"
     out = subprocess.run(
@@ -102,6 +106,12 @@ def test_page_in_a_browser(driver, html, page):
     )
     broken = [src for src, w in widths if not w]
     assert not broken, f"{page}: images that did not load: {broken[:3]}"
+    links = driver.execute_script(
+        'return Array.from(document.querySelectorAll(\'a[href$=".csv"], a[href$=".json"]\')).map(a => a.href)'
+    )
+    missing = [href for href in links if href.startswith("file://") and not os.path.exists(href[len("file://") :])]
+    assert not missing, f"{page}: download links to files that do not exist: {missing[:3]}"
     if page in STUDY_CHAPTERS:
+        assert links, f"{page} offers no table for download"
         figures = driver.execute_script("return document.querySelectorAll('.cell_output img').length")
         assert figures >= 1, f"{page} shows no figure"

@@ -8,13 +8,11 @@ import pandas as pd
 import pytest
 
 from analysis import book, cache
-from analysis.config import ROOT
 
 
 @pytest.fixture()
 def sandbox(tmp_path, monkeypatch):
     monkeypatch.setattr(book, "CACHE_DIR", tmp_path / "cache")
-    monkeypatch.setenv(book.HTML_ENV, str(tmp_path / "html"))
     return tmp_path
 
 
@@ -40,7 +38,7 @@ def test_table_writes_csv_and_verdict_json(sandbox):
     book.start("demo", "smoke", banner=False)
     frame = pd.DataFrame({"claim": ["a", "b"], "verdict": ["reproduced", "not reproduced"]}).set_index("claim")
     book.table(frame, "verdicts", verdicts=True)
-    folder = sandbox / "html" / "results" / "demo"
+    folder = sandbox / "cache" / "book_results" / "smoke" / "demo"
     assert pd.read_csv(folder / "verdicts.csv", index_col=0).equals(frame)
     assert [r["verdict"] for r in json.loads((folder / "verdicts.json").read_text())] == [
         "reproduced",
@@ -48,12 +46,6 @@ def test_table_writes_csv_and_verdict_json(sandbox):
     ]
     with pytest.raises(ValueError, match="needs a name"):
         book.table(frame, "  ")
-
-
-def test_html_dir_follows_the_makefile_layout(monkeypatch):
-    monkeypatch.delenv(book.HTML_ENV, raising=False)
-    assert book.html_dir("cpu") == ROOT / "_build" / "html"
-    assert book.html_dir("smoke") == ROOT / "_build" / "smoke" / "_build" / "html"
 
 
 def test_versions_name_the_pinned_packages():

@@ -87,3 +87,14 @@ def test_final_logits_finish_the_forward(tiny_model):
         logits, cache = tiny_model.run_with_cache(tokens)
         got = final_logits(tiny_model, cache["blocks.1.hook_resid_post"])
     torch.testing.assert_close(got, logits, rtol=1e-5, atol=1e-5)
+
+
+def test_perplexity_interval_resamples_windows(tiny_model):
+    tokens = torch.randint(0, 50, (640,), generator=torch.Generator().manual_seed(5))
+    score = lm_score(tiny_model, tokens, context=32)
+    assert len(score.window_nll) == 20 and sum(score.window_tokens) == score.n_tokens
+    assert sum(score.window_nll) / score.n_tokens == pytest.approx(score.nll, rel=1e-6)
+    lo, hi = score.perplexity_interval(n_boot=500)
+    assert lo < score.perplexity < hi
+    with pytest.raises(ValueError, match="at least 2"):
+        lm_score(tiny_model, tokens[:32], context=32).perplexity_interval()

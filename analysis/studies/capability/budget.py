@@ -1,0 +1,160 @@
+"""Budget allocation: a fixed mean sparsity spread over heads by an importance signal, each
+allocation scored by perplexity, fact recall and a probe on pooled features."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import pandas as pd
+import torch
+from jaxtyping import Float
+from scipy.stats import rankdata
+from torch import Tensor
+
+from analysis import compress, probing
+from analysis.components import component
+from analysis.evaluate import fact_recall, lm_score, prompt_batch
+from analysis.studies.capability.config import DensityConfig
+
+# ---- Budget allocation ---------------------------------------------------------------------------
+
+
+def allocate(
+    importance: Float[Tensor, "layer head"] | None,
+    mean: float,
+    spread: float = 0.5,
+    shape: tuple[int, int] | None = None,
+    seed: int | None = None,
+) -> Tensor:
+    """Per-head sparsities with mean exactly ``mean``: linear in the importance rank, from
+    ``mean + δ`` (least important) to ``mean - δ`` (most important), ``δ = min(spread·mean, 0.99 - mean, mean)``.
+
+    ``importance=None`` gives the uniform allocation; ``seed`` shuffles the ranks (random).
+    """
+    if importance is None:
+        return torch.full(shape, float(mean))
+    n = importance.numel()
+    ranks = torch.as_tensor(rankdata(importance.flatten().double().numpy()) - 1)  # 0 = least important
+    if seed is not None:
+        ranks = ranks[torch.randperm(n, generator=torch.Generator().manual_seed(seed))]
+    delta = min(spread * mean, 0.99 - mean, mean)
+    s = mean + delta * (1 - 2 * ranks / max(1, n - 1))
+    return (s - s.mean() + mean).view(importance.shape).float()
+
+
+def allocations(
+    density: Tensor, wanda: Tensor, mean: float, spread: float, n_random: int = 1, seed: int = 0
+) -> dict[str, Tensor]:
+    """The four strategies at a matched mean sparsity: capability-guided, Wanda-guided, uniform, random."""
+    out = {
+        "capability": allocate(density, mean, spread),
+        "wanda": allocate(wanda, mean, spread),
+        "uniform": allocate(None, mean, shape=tuple(density.shape)),
+    }
+    for r in range(n_random):
+        out["random" if n_random == 1 else f"random {r}"] = allocate(density, mean, spread, seed=seed + r)
+    return out
+
+
+def head_sparsity_plan(fractions: Float[Tensor, "layer head"]) -> compress.CompressionPlan:
+    """A plan giving every layer's attention :class:`analysis.compress.HeadSparsity` at ``fractions``."""
+    return compress.CompressionPlan(
+        {component(l, "attn"): [compress.HeadSparsity(tuple(map(float, row)))] for l, row in enumerate(fractions)}
+    )
+
+
+PROBE_HOOK = "ln_final.hook_normalized"
+"""The probe's features: the final-norm residual, mean-pooled over each text's tokens."""
+
+
+@torch.no_grad()
+def pooled_features(model, texts: Sequence[str], batch_size: int = 8, max_len: int = 128) -> Float[Tensor, "n d"]:
+    """Mean over each text's tokens (BOS included, at most ``max_len``) of :data:`PROBE_HOOK`."""
+    feats = []
+    for i in range(0, len(texts), batch_size):
+        toks, last = prompt_batch(model, list(texts[i : i + batch_size]), max_len)
+        _, cache = model.run_with_cache(toks, names_filter=PROBE_HOOK, return_type=None)
+        x = cache[PROBE_HOOK].float().cpu()
+        mask = (torch.arange(x.shape[1])[None] <= last[:, None]).float()[..., None]
+        feats.append((x * mask).sum(1) / (last + 1)[:, None])
+    return torch.cat(feats)
+
+
+def probe_accuracy(features: Float[Tensor, "n d"], labels: Sequence[int], n_train: int, seed: int = 0) -> float:
+    """Held-out accuracy of an L2-regularised logistic probe (:func:`analysis.probing.fit_probe`)
+    trained on the first ``n_train`` rows and tested on the rest."""
+    n = len(features)
+    return probing.fit_probe(
+        features, torch.as_tensor(list(labels)).long(), torch.arange(n_train), torch.arange(n_train, n), seed=seed
+    )
+
+
+@torch.no_grad()
+def evaluate_model(
+    model,
+    eval_tokens: Tensor,
+    prompts: Sequence[str],
+    targets: Sequence[str],
+    probe_texts: Sequence[str],
+    probe_labels: Sequence[int],
+    context: int = 128,
+) -> dict[str, float]:
+    """Perplexity, fact recall (known facts) and probe accuracy of ``model`` as it stands."""
+    score = lm_score(model, eval_tokens, context=context, desc="perplexity")
+    recall = fact_recall(model, list(prompts), list(targets)).float().mean().item()
+    acc = probe_accuracy(pooled_features(model, probe_texts), probe_labels, n_train=len(probe_texts) // 2)
+    return {"perplexity": score.perplexity, "fact recall": recall, "probe accuracy": acc}
+
+
+def budget_comparison(
+    model,
+    density: Tensor,
+    wanda: Tensor,
+    cfg: DensityConfig,
+    eval_tokens: Tensor,
+    prompts: Sequence[str],
+    targets: Sequence[str],
+    probe_texts: Sequence[str],
+    probe_labels: Sequence[int],
+    context: int = 128,
+) -> pd.DataFrame:
+    """Each allocation strategy at each mean sparsity, applied to every head, then evaluated."""
+    args = (eval_tokens, prompts, targets, probe_texts, probe_labels, context)
+    rows = [{"mean sparsity": 0.0, "strategy": "dense", **evaluate_model(model, *args)}]
+    for mean in cfg.budget_sparsities:
+        for name, fr in allocations(density, wanda, mean, cfg.budget_spread, cfg.n_random, cfg.seed).items():
+            with head_sparsity_plan(fr).applied(model) as report:
+                rows.append(
+                    {
+                        "mean sparsity": mean,
+                        "strategy": name,
+                        **evaluate_model(model, *args),
+                        "attention bits / dense": report.ratio,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+BUDGET_METRICS = {"perplexity": "min", "fact recall": "max", "probe accuracy": "max"}
+"""The budget table's metrics and whether lower or higher is better."""
+
+
+def budget_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per mean sparsity: the best strategies by each metric (ties kept) and, per metric, whether
+    capability-guided or Wanda-guided allocation did better."""
+    rows = {}
+    for mean, b in frame[frame["strategy"] != "dense"].groupby("mean sparsity"):
+        b = b.set_index("strategy")
+        row = {}
+        for m, how in BUDGET_METRICS.items():
+            target = b[m].min() if how == "min" else b[m].max()
+            row[f"best by {m}"] = ", ".join(sorted(b.index[b[m] == target]))
+            c, w = b.loc["capability", m], b.loc["wanda", m]
+            better_c = c < w if how == "min" else c > w
+            row[f"capability vs Wanda, {m}"] = "tie" if c == w else ("capability" if better_c else "wanda")
+        sets = [set(row[f"best by {m}"].split(", ")) for m in BUDGET_METRICS]
+        row["metrics agree on a best strategy"] = bool(set.intersection(*sets))
+        ppl, rec = row["capability vs Wanda, perplexity"], row["capability vs Wanda, fact recall"]
+        row["perplexity and fact recall disagree (capability vs Wanda)"] = ppl != rec and "tie" not in (ppl, rec)
+        rows[mean] = row
+    return pd.DataFrame(rows)

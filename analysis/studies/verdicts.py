@@ -1,0 +1,214 @@
+"""Verdicts: a seed's claim, the seed's number, ours with its interval, and the rule that decided.
+
+Every study module turns its measurements into :class:`Verdict` objects with the decision rules
+below, and its chapter ends with :func:`table` of them. The rules are deliberately few:
+
+- :func:`interval_verdict`: a directional claim ("X beats Y", "ρ < 0") is *reproduced* when the
+  whole 95% interval lies on the claimed side of the threshold, *not reproduced* when it lies on
+  the other side, and *inconclusive* when it spans the threshold; then :func:`n_to_settle` says
+  roughly how many units a decisive interval would need.
+- :func:`equivalence_verdict`: "no relation" / "independent" claims are decided only by an
+  equivalence test (TOST) with a stated margin, never by p ≥ 0.05.
+- :func:`combine`: a claim with several parts is reproduced when all parts are, not reproduced
+  when none is, and partly otherwise (inconclusive parts make the whole inconclusive unless
+  another part already decides against it).
+
+:func:`record` stores a study's verdicts under the result cache, and :func:`scoreboard` reads them
+back for the book's opening scoreboard, so the scoreboard never copies a number by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import pandas as pd
+
+from analysis import stats
+from analysis.cache import atomic_write
+from analysis.config import CACHE_DIR
+
+VERDICTS = ("reproduced", "partly", "not reproduced", "inconclusive")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One seed claim judged on our measurements; ``verdict`` is one of :data:`VERDICTS`."""
+
+    claim: str
+    """The claim in the seed's own words."""
+    verdict: str
+    criterion: str
+    """The rule that decided, with its thresholds."""
+    evidence: str = ""
+    seed: str | float | None = None
+    """The seed's number (or a short statement of it)."""
+    ours: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+
+    def __post_init__(self):
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}.")
+
+    def __str__(self) -> str:
+        return f"{self.claim}: {self.verdict.upper()} ({self.evidence}). Criterion: {self.criterion}"
+
+    def interval(self) -> str:
+        """``[lo, hi]`` or an empty string when there is no interval."""
+        if self.ci_low is None or self.ci_high is None:
+            return ""
+        return f"[{_fmt(self.ci_low)}, {_fmt(self.ci_high)}]"
+
+
+def _fmt(x) -> str:
+    if x is None:
+        return ""
+    if isinstance(x, str):
+        return x
+    if isinstance(x, float) and math.isnan(x):
+        return "nan"
+    return f"{x:.4g}"
+
+
+def table(verdicts: Sequence[Verdict]) -> pd.DataFrame:
+    """The chapter's verdict table: claim, seed, ours, 95% interval, verdict, criterion, evidence."""
+    rows = [
+        {
+            "claim": v.claim,
+            "seed": _fmt(v.seed),
+            "ours": _fmt(v.ours),
+            "95% interval": v.interval(),
+            "verdict": v.verdict,
+            "criterion": v.criterion,
+            "evidence": v.evidence,
+        }
+        for v in verdicts
+    ]
+    return pd.DataFrame(rows, columns=["claim", "seed", "ours", "95% interval", "verdict", "criterion", "evidence"])
+
+
+def n_to_settle(estimate: float, lo: float, hi: float, n: int, threshold: float = 0.0) -> int | None:
+    """Roughly how many units would make the interval exclude ``threshold``, assuming its
+    half-width shrinks as ``1/sqrt(n)`` and the estimate stays; None when it cannot (estimate at
+    the threshold) or already does."""
+    half = (hi - lo) / 2
+    gap = abs(estimate - threshold)
+    if gap == 0 or not all(map(math.isfinite, (estimate, lo, hi))):
+        return None
+    if lo > threshold or hi < threshold:
+        return None
+    return int(math.ceil(n * (half / gap) ** 2))
+
+
+def interval_verdict(
+    claim: str,
+    estimate: float,
+    lo: float,
+    hi: float,
+    threshold: float = 0.0,
+    direction: str = ">",
+    n: int | None = None,
+    seed=None,
+    what: str = "estimate",
+) -> Verdict:
+    """A directional claim ``estimate {direction} threshold`` judged on its 95% interval ``[lo, hi]``."""
+    if direction not in (">", "<"):
+        raise ValueError(f"direction must be '>' or '<', got {direction!r}.")
+    above, below = lo > threshold, hi < threshold
+    if any(math.isnan(v) for v in (estimate, lo, hi)):
+        verdict = "inconclusive"
+    elif (above and direction == ">") or (below and direction == "<"):
+        verdict = "reproduced"
+    elif (below and direction == ">") or (above and direction == "<"):
+        verdict = "not reproduced"
+    else:
+        verdict = "inconclusive"
+    evidence = f"{what} = {_fmt(estimate)}, 95% interval [{_fmt(lo)}, {_fmt(hi)}]"
+    if verdict == "inconclusive" and n is not None:
+        need = n_to_settle(estimate, lo, hi, n, threshold)
+        if need:
+            evidence += f"; about {need} units (now {n}) would settle it if the estimate held"
+    return Verdict(
+        claim,
+        verdict,
+        f"reproduced if the 95% interval lies {direction} {threshold}; not reproduced "
+        f"if it lies on the other side; else inconclusive",
+        evidence,
+        seed,
+        estimate,
+        lo,
+        hi,
+    )
+
+
+def equivalence_verdict(
+    claim: str,
+    rho: float,
+    n: int,
+    margin: float = 0.1,
+    lo: float | None = None,
+    hi: float | None = None,
+    seed=None,
+    alpha: float = 0.05,
+) -> Verdict:
+    """A "no relation" claim for a rank correlation ``rho`` over ``n`` units: reproduced when TOST
+    puts it inside ``±margin``; not reproduced when the interval (or, without one, the TOST bound)
+    excludes the whole margin; else inconclusive."""
+    if math.isnan(rho) or n < 4:
+        verdict, p = "inconclusive", float("nan")
+    else:
+        eq = stats.tost_correlation(rho, n, margin, alpha)
+        p = eq.p
+        outside = lo is not None and hi is not None and (lo > margin or hi < -margin)
+        verdict = "reproduced" if eq.equivalent else "not reproduced" if outside else "inconclusive"
+    evidence = f"ρ = {_fmt(rho)} over {n}, TOST p = {_fmt(p)}"
+    return Verdict(
+        claim,
+        verdict,
+        f"reproduced if TOST (α = {alpha}) puts ρ inside ±{margin}; not reproduced if "
+        f"the 95% interval lies wholly outside ±{margin}; else inconclusive",
+        evidence,
+        seed,
+        rho,
+        lo,
+        hi,
+    )
+
+
+def combine(claim: str, parts: Sequence[Verdict], seed=None) -> Verdict:
+    """One verdict from several parts of a claim (see the module docstring)."""
+    if not parts:
+        raise ValueError("combine needs at least one part.")
+    kinds = [p.verdict for p in parts]
+    if all(k == "reproduced" for k in kinds):
+        verdict = "reproduced"
+    elif all(k == "not reproduced" for k in kinds):
+        verdict = "not reproduced"
+    elif "inconclusive" in kinds and "reproduced" not in kinds and "partly" not in kinds:
+        verdict = "inconclusive" if "not reproduced" not in kinds else "not reproduced"
+    else:
+        verdict = "partly"
+    evidence = "; ".join(f"{p.claim}: {p.verdict}" for p in parts)
+    return Verdict(
+        claim, verdict, "reproduced if every part is; not reproduced if none is; else partly", evidence, seed
+    )
+
+
+def record(study: str, profile: str, verdicts: Sequence[Verdict]) -> None:
+    """Store a study's verdicts for the scoreboard (``<cache>/verdicts/<profile>/<study>.json``)."""
+    path = CACHE_DIR / "verdicts" / profile / f"{study}.json"
+    payload = [{"study": study, **asdict(v)} for v in verdicts]
+    atomic_write(path, lambda p: p.write_text(json.dumps(payload, indent=1, default=str)))
+
+
+def scoreboard(profile: str, studies: Sequence[str] | None = None) -> pd.DataFrame:
+    """Every recorded verdict under ``profile``, one row per claim, in ``studies`` order."""
+    folder = CACHE_DIR / "verdicts" / profile
+    found = {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))} if folder.exists() else {}
+    order = list(studies) if studies is not None else sorted(found)
+    rows = [row for name in order for row in found.get(name, [])]
+    columns = ["study", "claim", "seed", "ours", "ci_low", "ci_high", "verdict", "criterion"]
+    return pd.DataFrame(rows, columns=columns + [c for c in (rows[0] if rows else {}) if c not in columns])

@@ -1,0 +1,57 @@
+"""analysis.studies.verdicts: each decision rule on inputs whose answer is known."""
+
+from __future__ import annotations
+
+import pytest
+
+from analysis.studies import verdicts as V
+
+
+def test_interval_verdict_decides_only_outside_the_threshold():
+    assert V.interval_verdict("x > 0", 0.5, 0.2, 0.8).verdict == "reproduced"
+    assert V.interval_verdict("x > 0", -0.5, -0.8, -0.2).verdict == "not reproduced"  # the claim must fail
+    v = V.interval_verdict("x > 0", 0.1, -0.1, 0.3, n=100)
+    assert v.verdict == "inconclusive" and "about 400 units" in v.evidence
+    assert V.interval_verdict("x < 0", 0.5, 0.2, 0.8, direction="<").verdict == "not reproduced"
+    assert V.interval_verdict("x > 0", float("nan"), 0.0, 1.0).verdict == "inconclusive"
+    with pytest.raises(ValueError, match="direction"):
+        V.interval_verdict("x", 0, 0, 0, direction=">=")
+
+
+def test_n_to_settle():
+    assert V.n_to_settle(0.1, -0.1, 0.3, 100) == 400
+    assert V.n_to_settle(0.5, 0.2, 0.8, 100) is None  # already decided
+    assert V.n_to_settle(0.0, -0.1, 0.1, 100) is None  # the estimate sits on the threshold
+
+
+def test_equivalence_needs_tost_not_a_large_p():
+    assert V.equivalence_verdict("independent", 0.01, 3000).verdict == "reproduced"
+    assert V.equivalence_verdict("independent", 0.01, 30).verdict == "inconclusive"  # p is large, yet no claim
+    assert V.equivalence_verdict("independent", -0.4, 300, lo=-0.5, hi=-0.3).verdict == "not reproduced"
+
+
+def test_combine():
+    r, n, i = (V.Verdict(c, c, "") for c in ("reproduced", "not reproduced", "inconclusive"))
+    assert V.combine("all", [r, r]).verdict == "reproduced"
+    assert V.combine("none", [n, n]).verdict == "not reproduced"
+    assert V.combine("mixed", [r, n]).verdict == "partly"
+    assert V.combine("open", [i, i]).verdict == "inconclusive"
+    assert V.combine("against", [n, i]).verdict == "not reproduced"
+    with pytest.raises(ValueError, match="one of"):
+        V.Verdict("c", "maybe", "")
+
+
+def test_record_and_scoreboard(tmp_path, monkeypatch):
+    monkeypatch.setattr(V, "CACHE_DIR", tmp_path)
+    V.record("b_study", "smoke", [V.interval_verdict("x > 0", 0.5, 0.2, 0.8, seed=0.4)])
+    V.record("a_study", "smoke", [V.Verdict("y", "partly", "rule")])
+    board = V.scoreboard("smoke", ["b_study", "a_study"])
+    assert list(board["study"]) == ["b_study", "a_study"] and list(board["verdict"]) == ["reproduced", "partly"]
+    assert board.loc[0, "seed"] == 0.4 and V.scoreboard("cpu").empty
+    assert list(V.table([V.Verdict("y", "partly", "rule")]).columns)[:5] == [
+        "claim",
+        "seed",
+        "ours",
+        "95% interval",
+        "verdict",
+    ]
