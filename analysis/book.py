@@ -33,7 +33,7 @@ from importlib import metadata
 from pathlib import Path
 
 from analysis import cache
-from analysis.config import CACHE_DIR, Profile, get_profile
+from analysis.config import CACHE_DIR, ROOT, Profile, get_profile
 
 PINNED = (
     "torch",
@@ -90,6 +90,14 @@ def start(name: str, profile: str | Profile | None = None, banner: bool = True) 
     if banner:
         print(f"chapter {name!r}, profile: {prof.name}")
     return prof
+
+
+def chapters() -> list[str]:
+    """The book's chapters, by file stem, in the order of ``_toc.yml``."""
+    import re
+
+    toc = (ROOT / "_toc.yml").read_text()
+    return [p.rsplit("/", 1)[-1] for p in re.findall(r"^\s*(?:root|-\s*file):\s*(\S+)\s*$", toc, flags=re.M)]
 
 
 def current() -> Chapter:

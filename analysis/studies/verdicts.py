@@ -204,6 +204,14 @@ def record(study: str, profile: str, verdicts: Sequence[Verdict]) -> None:
     atomic_write(path, lambda p: p.write_text(json.dumps(payload, indent=1, default=str)))
 
 
+def intervals(frame: pd.DataFrame) -> list[str]:
+    """``[lo, hi]`` strings for a :func:`scoreboard` frame's ``ci_low``/``ci_high`` columns."""
+    return [
+        Verdict("", "inconclusive", "", ci_low=lo, ci_high=hi).interval() if pd.notna(lo) and pd.notna(hi) else ""
+        for lo, hi in zip(frame["ci_low"], frame["ci_high"])
+    ]
+
+
 def scoreboard(profile: str, studies: Sequence[str] | None = None) -> pd.DataFrame:
     """Every recorded verdict under ``profile``, one row per claim, in ``studies`` order."""
     folder = CACHE_DIR / "verdicts" / profile
