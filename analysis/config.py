@@ -55,7 +55,8 @@ class Profile:
     """Sliding-window stride; ``stride == context`` scores disjoint windows."""
     batch_size: int = 8
     n_facts: int = 200
-    """Fact prompts screened for whether the model knows them (about 1 in 8 is known)."""
+    """Fact prompts screened once for the known-fact screen every chapter shares
+    (:func:`analysis.data.fact_splits`); about 1 in 4 is known for SmolLM2."""
     logit_lens_tokens: int = 4_096
     """Tokens used for the intro chapter's logit-lens curve."""
     n_probe_examples: int = 400
@@ -77,12 +78,12 @@ PROFILES: dict[str, Profile] = {
         context=128,
         stride=128,
         batch_size=4,
-        n_facts=48,
+        n_facts=80,
         logit_lens_tokens=256,
         n_probe_examples=40,
         seeds=(0,),
     ),
-    "cpu": Profile(name="cpu", n_facts=2_000),
+    "cpu": Profile(name="cpu", n_facts=4_000),
     "gpu": Profile(
         name="gpu",
         model="gpt2-xl",
@@ -93,7 +94,7 @@ PROFILES: dict[str, Profile] = {
         context=1024,
         stride=512,
         batch_size=16,
-        n_facts=20_000,
+        n_facts=12_762,
         logit_lens_tokens=65_536,
         n_probe_examples=4_000,
         seeds=(0, 1, 2),

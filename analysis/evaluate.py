@@ -320,7 +320,12 @@ def logit_lens(
 
 @dataclass(frozen=True)
 class Comparison:
-    """A model scored against a :class:`Reference` on the same windows and facts."""
+    """A model scored against a :class:`Reference` on the same windows and facts.
+
+    The per-window NLL sums and per-fact hits are kept, so every number comes with its interval
+    (:meth:`perplexity_interval`, :meth:`fact_recall_interval`) and two models scored on one
+    reference can be compared window by window (a paired bootstrap).
+    """
 
     nll: float
     """Mean next-token NLL (nats) on the reference windows."""
@@ -331,10 +336,38 @@ class Comparison:
     """Share of the reference facts whose first target token is still the top-1 prediction (nan without facts)."""
     n_tokens: int
     n_facts: int
+    window_nll: tuple[float, ...] = ()
+    """Summed NLL of each reference window, in window order."""
+    window_tokens: tuple[int, ...] = ()
+    """Tokens scored in each window."""
+    fact_hits: tuple[bool, ...] = ()
+    """Per reference fact: is its first target token still the top-1 prediction?"""
 
     @property
     def perplexity(self) -> float:
         return math.exp(self.nll)
+
+    def lm_score(self) -> LMScore:
+        """The perplexity part as an :class:`LMScore` (with its per-window sums)."""
+        return LMScore(self.nll, self.accuracy, self.n_tokens, self.window_nll, self.window_tokens)
+
+    def perplexity_interval(self, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+        """:meth:`LMScore.perplexity_interval`: a bootstrap over the reference windows."""
+        return self.lm_score().perplexity_interval(n_boot, seed, level)
+
+    def fact_recall_interval(self, level: float = 0.95) -> tuple[float, float]:
+        """Wilson score interval of the fact recall (a binomial proportion over the facts)."""
+        return proportion_interval(int(sum(self.fact_hits)), len(self.fact_hits), level)
+
+
+def proportion_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of ``k`` successes in ``n`` trials (``scipy.stats.binomtest``); NaN for ``n = 0``."""
+    if n == 0:
+        return float("nan"), float("nan")
+    from scipy.stats import binomtest
+
+    ci = binomtest(k, n).proportion_ci(confidence_level=level, method="wilson")
+    return float(ci.low), float(ci.high)
 
 
 class Reference:
@@ -378,20 +411,34 @@ class Reference:
 
     @torch.inference_mode()
     def score(self, model) -> Comparison:
-        """Perplexity, accuracy, KL to the base and fact recall of ``model`` (``[n_windows, context]`` windows)."""
-        nll = correct = kl = 0.0
-        count = 0
+        """Perplexity, accuracy, KL to the base and fact recall of ``model`` (``[n_windows, context]``
+        windows), with the per-window NLL sums and per-fact hits behind them."""
+        correct = kl = 0.0
+        window_nll: list[float] = []
         for j, i in enumerate(range(0, len(self.windows), self.batch_size)):
             x = self.windows[i : i + self.batch_size].to(model.cfg.device)
             logp = model(x, return_type="logits").float().log_softmax(-1).cpu()  # [batch, pos, d_vocab]
             pred, target = logp[:, :-1], x[:, 1:].cpu()
-            nll -= pred.gather(-1, target[..., None]).sum().item()
+            window_nll += (-pred.gather(-1, target[..., None])[..., 0].double().sum(-1)).tolist()  # [batch]
             correct += (pred.argmax(-1) == target).sum().item()
             kl += F.kl_div(logp, self.base_logp[j], log_target=True, reduction="sum").item()
-            count += target.numel()
+        per_window = self.windows.shape[1] - 1
+        count = per_window * len(self.windows)
         n_pos = self.windows.numel()
+        hits: tuple[bool, ...] = ()
         recall = float("nan")
         if self.prompts:
             top = next_token_predictions(model, self.prompts, desc="fact recall").argmax(-1)
-            recall = float((top == self.target_ids).float().mean())
-        return Comparison(nll / count, correct / count, kl / n_pos, recall, count, len(self.prompts))
+            hits = tuple(bool(h) for h in (top == self.target_ids).tolist())
+            recall = sum(hits) / len(hits)
+        return Comparison(
+            sum(window_nll) / count,
+            correct / count,
+            kl / n_pos,
+            recall,
+            count,
+            len(self.prompts),
+            tuple(window_nll),
+            (per_window,) * len(self.windows),
+            hits,
+        )

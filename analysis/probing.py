@@ -5,18 +5,29 @@ predict a property of the input: is this sentence grammatical, is this review po
 this answer true. High probe accuracy at a layer says the property can be read off that
 layer. It does not say the model *uses* it, and a powerful probe can score well by memorising
 the training data. Hewitt & Liang (2019) therefore pair every probe with a *control task*: the
-same probe, trained on labels that are assigned at random to each *type* of input (here: each
-distinct last word of a sentence, drawn from the task's label distribution), so that they
-carry no information about the property except what memorising word identity provides.
-*Selectivity* = task accuracy - control accuracy: a good probe reads the property, not the
-vocabulary.
+same probe, trained on labels that are assigned at random to each *type* of input (drawn from
+the task's label distribution), so that they carry no information about the property except
+what memorising the type provides. *Selectivity* = task accuracy - control accuracy: a good
+probe reads the property, not the vocabulary.
+
+A control only measures memorisation if its types *recur*: Hewitt & Liang's word types are seen
+in training and again at test. For sentence-level tasks the obvious type, a sentence's last
+word, is mostly unseen at test (about 7 % of test rows of the agreement task have a last word
+seen in training), so a control probe can only guess, control accuracy sits at chance and
+selectivity is inflated. The default type here is therefore the sentence's *last frequent word*
+(the last of its words that is among the ``control_vocab`` most frequent word types of the task's
+texts), whose types recur across splits by construction; :func:`type_coverage` reports the share
+of test rows whose type occurs in training (:attr:`ProbeResult.coverage`).
 
 Here a probe is linear (logistic regression) or a 2-layer MLP (one hidden ReLU layer, as the
 factorization seed uses), trained on standardised features with Adam, full batch. Every layer's
 probe (and its control twin) trains at once as one batched model, which is what makes a probe
 sweep over compressed models cheap. Splits are 80/20 *by group* (the two sentences of a minimal
 pair, the true and false answer to one question, never straddle train and test), repeated over
-seeds; results are mean +- standard deviation over seeds.
+seeds; results are mean +- standard deviation over seeds. With ``ProbeConfig.folds = k`` the
+splits are instead the ``k`` folds of one group-wise partition (:func:`group_folds`), so every row
+is tested exactly once; :attr:`ProbeResult.hits` keeps each row's held-out correctness, which is
+what a paired test between two models' probes needs.
 
 Features: for an encoder (BERT, MiniLM), the mean over real (non-padding) tokens of each
 layer's output ``blocks.{l}.hook_normalized_resid_post``; for a decoder, each layer's
@@ -32,6 +43,7 @@ and a test split in, held-out accuracy out.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -69,10 +81,15 @@ class ProbeConfig:
     steps: int = 100
     lr: float = 1e-2
     weight_decay: float = 1e-3
-    control_by: str = "last_word"
-    """What a control label is a function of: ``"last_word"`` or ``"first_word"``."""
+    control_by: str = "frequent_word"
+    """What a control label is a function of: ``"frequent_word"`` (the last of the text's words among
+    the ``control_vocab`` most frequent), ``"last_word"`` or ``"first_word"`` (see :func:`word_type`)."""
+    control_vocab: int = 20
     control_seed: int = 0
     kinds: tuple[str, ...] = PROBE_KINDS
+    folds: int = 0
+    """0: one random group split per seed (``train_frac``); k >= 2: the k folds of one group-wise
+    partition (shuffled with the first seed), each row tested once, probe ``i`` initialised with seed ``i``."""
 
 
 # --------------------------------------------------------------------------------------
@@ -107,7 +124,9 @@ def hidden_states(
                 out[l, idx] = (cache[name] * w).sum(1).cpu()
         else:
             ids, last = prompt_batch(model, batch, max_len=max_len)  # right-padded: real positions unchanged
-            _, cache = model.run_with_cache(ids.to(device), names_filter=lambda n: n in names)
+            _, cache = model.run_with_cache(  # stop after the last block: no unembedding needed
+                ids.to(device), names_filter=lambda n: n in names, stop_at_layer=L
+            )
             for l, name in enumerate(names):
                 out[l, idx] = cache[name][torch.arange(len(batch)), last].float().cpu()
     return out
@@ -120,26 +139,51 @@ def hidden_states(
 _WORD = re.compile(r"[\w']+")
 
 
-def word_type(text: str, by: str = "last_word") -> str:
-    """The *type* a control label is assigned to: the text's last (or first) word, lowercased."""
+def frequent_words(texts: Sequence[str], k: int = 20) -> set[str]:
+    """The ``k`` most frequent lowercased word types over ``texts`` (ties broken alphabetically)."""
+    counts = Counter(w for t in texts for w in _WORD.findall(t.lower()))
+    return {w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:k]}
+
+
+def word_type(text: str, by: str = "last_word", vocab: set[str] | None = None) -> str:
+    """The *type* a control label is assigned to: the text's last or first word, lowercased, or with
+    ``by="frequent_word"`` its last word that is in ``vocab`` ("" when none is)."""
     words = _WORD.findall(text.lower())
+    if by == "frequent_word":
+        if vocab is None:
+            raise ValueError("word_type(by='frequent_word') needs vocab (see frequent_words).")
+        words = [w for w in words if w in vocab]
+    elif by not in ("last_word", "first_word"):
+        raise ValueError(f"Unknown control type {by!r}; use 'frequent_word', 'last_word' or 'first_word'.")
     if not words:
         return ""
-    if by == "last_word":
-        return words[-1]
-    if by == "first_word":
-        return words[0]
-    raise ValueError(f"Unknown control type {by!r}; use 'last_word' or 'first_word'.")
+    return words[0] if by == "first_word" else words[-1]
 
 
-def control_labels(texts: Sequence[str], labels: Sequence[int], by: str = "last_word", seed: int = 0) -> Tensor:
+def text_types(texts: Sequence[str], by: str = "frequent_word", vocab_size: int = 20) -> list[str]:
+    """:func:`word_type` of every text (for ``"frequent_word"``, against the texts' own frequent words)."""
+    vocab = frequent_words(texts, vocab_size) if by == "frequent_word" else None
+    return [word_type(t, by, vocab) for t in texts]
+
+
+def control_labels(
+    texts: Sequence[str], labels: Sequence[int], by: str = "frequent_word", seed: int = 0, vocab_size: int = 20
+) -> Tensor:
     """Hewitt & Liang's control task: each type gets one random label, drawn from the label distribution."""
     labels = np.asarray(labels)
     classes, counts = np.unique(labels, return_counts=True)
     rng = np.random.default_rng(seed)
-    types = sorted({word_type(t, by) for t in texts})
+    kinds = text_types(texts, by, vocab_size)
+    types = sorted(set(kinds))
     draw = dict(zip(types, rng.choice(classes, size=len(types), p=counts / counts.sum())))
-    return torch.tensor([int(draw[word_type(t, by)]) for t in texts])
+    return torch.tensor([int(draw[k]) for k in kinds])
+
+
+def type_coverage(types: Sequence[str], train_idx: Sequence[int], test_idx: Sequence[int]) -> float:
+    """Share of test rows whose control type also occurs among the training rows."""
+    seen = {types[int(i)] for i in train_idx}
+    test = [types[int(i)] for i in test_idx]
+    return float(np.mean([t in seen for t in test])) if test else float("nan")
 
 
 def group_split(groups: Sequence[str], train_frac: float = 0.8, seed: int = 0) -> tuple[Tensor, Tensor]:
@@ -161,6 +205,29 @@ def group_split(groups: Sequence[str], train_frac: float = 0.8, seed: int = 0) -
     if not train or not test:
         raise ValueError(f"Cannot split {len(groups)} rows in {len(uniq)} groups {train_frac:.0%}/rest.")
     return torch.tensor(sorted(train)), torch.tensor(sorted(test))
+
+
+def group_folds(groups: Sequence[str], k: int, seed: int = 0) -> list[tuple[Tensor, Tensor]]:
+    """``k`` ``(train, test)`` splits whose test parts partition the rows, whole groups per fold.
+
+    Groups are shuffled with ``seed`` and dealt, largest first, to the fold with the fewest rows.
+    """
+    if k < 2:
+        raise ValueError(f"group_folds needs k >= 2 folds, got {k}.")
+    uniq = sorted(set(groups))
+    if len(uniq) < k:
+        raise ValueError(f"Cannot make {k} folds from {len(uniq)} groups.")
+    members: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    rng = np.random.default_rng(seed)
+    rng.shuffle(uniq)
+    uniq.sort(key=lambda g: -len(members[g]))  # stable: shuffled order within equal sizes
+    folds: list[list[int]] = [[] for _ in range(k)]
+    for g in uniq:
+        min(folds, key=len).extend(members[g])
+    every = set(range(len(groups)))
+    return [(torch.tensor(sorted(every - set(f))), torch.tensor(sorted(f))) for f in folds]
 
 
 # --------------------------------------------------------------------------------------
@@ -315,6 +382,11 @@ class ProbeResult:
     chance: float
     """Accuracy of always predicting the majority test class (mean over seeds)."""
     hooks: list[str] = field(default_factory=list)
+    hits: dict[str, dict[str, Tensor]] = field(default_factory=dict)
+    """``hits[kind][target]``: ``[n_layers, n_rows]``, each row's held-out correctness averaged over
+    the splits that tested it (NaN for a row never tested); with ``folds`` every row is tested once."""
+    coverage: float = float("nan")
+    """Share of test rows whose control type occurs in training (mean over splits; see :func:`type_coverage`)."""
 
     def mean(self, kind: str = "mlp", target: str = "task") -> Tensor:
         return self.acc[kind][target].mean(1)
@@ -348,20 +420,31 @@ def probe_layers(
     cfg: ProbeConfig = ProbeConfig(),
     task: str = "",
 ) -> ProbeResult:
-    """Task and control probes of each kind on every layer's features, over ``cfg.seeds`` splits."""
+    """Task and control probes of each kind on every layer's features, over ``cfg.seeds`` splits
+    (or ``cfg.folds`` folds); see :class:`ProbeConfig`."""
     y = torch.as_tensor(list(labels))
     if features.shape[1] != len(y):
         raise ValueError(f"{features.shape[1]} feature rows but {len(y)} labels.")
     n_classes = int(y.max()) + 1
-    control = control_labels(texts, y.tolist(), cfg.control_by, cfg.control_seed)
-    L = features.shape[0]
-    acc = {k: {"task": torch.zeros(L, len(cfg.seeds)), "control": torch.zeros(L, len(cfg.seeds))} for k in cfg.kinds}
-    n_train, n_test, chance = [], [], []
-    for s, seed in enumerate(cfg.seeds):
-        tr, te = group_split(groups, cfg.train_frac, seed)
+    types = text_types(texts, cfg.control_by, cfg.control_vocab)
+    control = control_labels(texts, y.tolist(), cfg.control_by, cfg.control_seed, cfg.control_vocab)
+    if cfg.folds:
+        splits = group_folds(groups, cfg.folds, cfg.seeds[0])
+        seeds = list(range(cfg.folds))
+    else:
+        splits = [group_split(groups, cfg.train_frac, seed) for seed in cfg.seeds]
+        seeds = list(cfg.seeds)
+    L, n = features.shape[0], len(y)
+    acc = {k: {"task": torch.zeros(L, len(seeds)), "control": torch.zeros(L, len(seeds))} for k in cfg.kinds}
+    hit_sum = {k: {"task": torch.zeros(L, n), "control": torch.zeros(L, n)} for k in cfg.kinds}
+    tested = torch.zeros(n)
+    n_train, n_test, chance, coverage = [], [], [], []
+    for s, (seed, (tr, te)) in enumerate(zip(seeds, splits)):
         n_train.append(len(tr))
         n_test.append(len(te))
         chance.append(float(torch.bincount(y[te]).max()) / len(te))
+        coverage.append(type_coverage(types, tr.tolist(), te.tolist()))
+        tested[te] += 1
         X = features[:, tr].repeat(2, 1, 1)  # [2L, n, d]: task probes, then control probes
         Y = torch.cat([y[tr].expand(L, -1), control[tr].expand(L, -1)])
         Yt = torch.cat([y[te].expand(L, -1), control[te].expand(L, -1)])
@@ -369,9 +452,16 @@ def probe_layers(
             predict = train_probes(
                 X, Y, n_classes, cfg.hidden if kind == "mlp" else 0, cfg.steps, cfg.lr, cfg.weight_decay, seed
             )
-            hit = (predict(features[:, te].repeat(2, 1, 1)).argmax(-1) == Yt).float().mean(1)
-            acc[kind]["task"][:, s], acc[kind]["control"][:, s] = hit[:L], hit[L:]
-    return ProbeResult(task, acc, n_train, n_test, float(np.mean(chance)))
+            hit = (predict(features[:, te].repeat(2, 1, 1)).argmax(-1) == Yt).float()  # [2L, n_test]
+            acc[kind]["task"][:, s], acc[kind]["control"][:, s] = hit[:L].mean(1), hit[L:].mean(1)
+            hit_sum[kind]["task"][:, te] += hit[:L]
+            hit_sum[kind]["control"][:, te] += hit[L:]
+    never = tested == 0
+    hits = {
+        k: {t: (v / tested.clamp(min=1)).masked_fill(never, float("nan")) for t, v in d.items()}
+        for k, d in hit_sum.items()
+    }
+    return ProbeResult(task, acc, n_train, n_test, float(np.mean(chance)), hits=hits, coverage=float(np.mean(coverage)))
 
 
 def probe_dataset(model, ds, cfg: ProbeConfig = ProbeConfig(), batch_size: int = 32, max_len: int = 128) -> ProbeResult:

@@ -12,10 +12,16 @@ information, compress least*.
 - :func:`weight_magnitude`: ``sum_W ||W||_F^2`` over the component's weight matrices;
 - :func:`gradient_magnitude`: ``sum_W ||dL/dW||_F^2`` of the language-model loss on calibration text.
 
-:meth:`ComponentScores.levels` z-scores and buckets them into low/medium/high at ``±0.5``,
-exactly as the seed (Scarlatescu & Mehta, "Information-Aware Compression Schemes Using Causal
-Tracing") does: within each kind by default, or pooled over all components (``by_kind=False``,
-the seed's own pooling, which the causal tracing chapter reports).
+:meth:`ComponentScores.levels` turns a score into the seed's density levels, with the one
+definition every chapter uses, the seed's (Scarlatescu & Mehta, "Information-Aware Compression
+Schemes Using Causal Tracing": "After obtaining the redundancy scores for all 12 layers, they are
+normalized into z-scores ... below -0.5 low, above +0.5 high"): z-scores over the layers
+*within each kind* (attention scores across layers, MLP scores across layers), bucketed at
+``±0.5``. A z-score pooled over all components (``by_kind=False``) remains only as a named
+alternative that no chapter uses.
+
+:func:`gradient_magnitude_curve` computes the gradient score at several calibration sizes in one
+pass, to show how far the score has settled.
 """
 
 from __future__ import annotations
@@ -99,17 +105,19 @@ class ComponentScores:
         return self.values.reshape(-1)
 
     def zscores(self, by_kind: bool = True) -> Float[Tensor, "layer kind"]:
-        """Standardised scores: within each kind across layers (default), or pooled over all components.
+        """Standardised scores, the seed's definition: z over the layers within each kind.
 
-        Within-kind is the default because the kinds differ in size: an MLP has about three
-        times an attention layer's weights, so pooled weight norms would put every MLP "high".
+        ``by_kind=False`` pools all components instead; it is not the seed's definition and no
+        chapter uses it (the kinds differ in size: an MLP has about three times an attention
+        layer's weights, so pooled weight norms would put every MLP "high").
         """
         if not by_kind:
             return zscores(self.values)
         return torch.stack([zscores(self.values[:, k]) for k in range(len(self.kinds))], dim=1)
 
     def levels(self, threshold: float = 0.5, by_kind: bool = True) -> dict[str, str]:
-        """``{component: "low" | "medium" | "high"}`` (the seed's z-score buckets)."""
+        """``{component: "low" | "medium" | "high"}``: the seed's buckets of :meth:`zscores`
+        (within each kind unless ``by_kind=False``)."""
         return dict(zip(self.components, levels_from_z(self.zscores(by_kind), threshold)))
 
     def tercile_levels(self) -> dict[str, str]:
@@ -172,9 +180,18 @@ def weight_magnitude(model) -> ComponentScores:
     return ComponentScores("weight magnitude", _per_component(model, lambda p: float(p.detach().double().pow(2).sum())))
 
 
-def _squared_gradients(model, windows: Tensor, batch_size: int) -> Tensor:
-    """``[n_layers, 2]``: ``sum_W ||dL/dW||_F^2`` of the mean loss over ``windows``; the model's
-    ``requires_grad`` flags are restored and its ``.grad`` cleared afterwards."""
+def _squared_gradients(
+    model, windows: Tensor, batch_size: int, checkpoints: Sequence[int] | None = None
+) -> Float[Tensor, "checkpoint layer kind"]:
+    """``[n_checkpoints, n_layers, 2]``: ``sum_W ||dL_n/dW||_F^2``, ``L_n`` the mean loss over the
+    first ``n`` windows, for each ``n`` in ``checkpoints`` (default: all windows), from one pass.
+
+    The gradient of the summed window losses is accumulated once; at a checkpoint ``n`` it is the
+    gradient of ``n * L_n``. The model's ``requires_grad`` flags are restored and its ``.grad``
+    cleared afterwards."""
+    checkpoints = sorted(set(checkpoints or [len(windows)]))
+    if checkpoints[0] < 1 or checkpoints[-1] > len(windows):
+        raise ValueError(f"Checkpoints must lie in [1, {len(windows)}] windows, got {checkpoints}.")
     params = dict(model.named_parameters())
     wanted = {
         parameter_name(model, w, params)
@@ -186,16 +203,56 @@ def _squared_gradients(model, windows: Tensor, batch_size: int) -> Tensor:
     for name, p in params.items():
         p.requires_grad_(name in wanted)
         p.grad = None
+    # batches never straddle a checkpoint
+    bounds = sorted(set(range(0, checkpoints[-1], batch_size)) | set(checkpoints))
+    out = []
     try:
-        for i in progress(range(0, len(windows), batch_size), desc="gradients"):
-            x = windows[i : i + batch_size].to(model.cfg.device)
-            loss = model(x, return_type="loss") * len(x) / len(windows)
-            loss.backward()
-        return _per_component(model, lambda p: float(p.grad.double().pow(2).sum()))
+        for begin, end in progress(list(zip(bounds[:-1], bounds[1:])), desc="gradients"):
+            x = windows[begin:end].to(model.cfg.device)
+            (model(x, return_type="loss") * len(x)).backward()
+            if end in checkpoints:
+                out.append(_per_component(model, lambda p, n=end: float(p.grad.double().pow(2).sum()) / n**2))
+        return torch.stack(out)
     finally:
         for name, p in params.items():
             p.grad = None
             p.requires_grad_(flags[name])
+
+
+def _windows(tokens: Tensor, context: int) -> Tensor:
+    n = (tokens.numel() // context) * context
+    if n == 0:
+        raise ValueError(f"Need at least context={context} calibration tokens for gradients, got {tokens.numel()}.")
+    return tokens[:n].view(-1, context)
+
+
+def gradient_magnitude_curve(
+    model,
+    tokens: Int[Tensor, " n"],
+    sizes: Sequence[int],
+    context: int = 256,
+    batch_size: int = 4,
+    cache: bool = True,
+) -> dict[int, "ComponentScores"]:
+    """:func:`gradient_magnitude` on the first ``n`` calibration tokens for each ``n`` in ``sizes``,
+    from one pass over the largest (each rounded down to whole windows of ``context``).
+
+    Returns ``{n_tokens: ComponentScores}``. With ``cache`` the curve is stored per model, tokens,
+    context, batch size and sizes."""
+    windows = _windows(tokens, context)
+    counts = sorted({min(len(windows), max(1, n // context)) for n in sizes})
+    compute = lambda: _squared_gradients(model, windows[: counts[-1]], batch_size, counts)  # noqa: E731
+    if cache:
+        config = {
+            "tokens": tensors_hash([windows[: counts[-1]]]),
+            "context": context,
+            "batch_size": batch_size,
+            "checkpoints": counts,
+        }
+        values = cached("scores/gradient_curve", compute, config, model_key(model))
+    else:
+        values = compute()
+    return {n * context: ComponentScores("gradient magnitude", v) for n, v in zip(counts, values)}
 
 
 def gradient_magnitude(
@@ -209,17 +266,35 @@ def gradient_magnitude(
     ``cache`` the result is stored per model (:func:`analysis.models.model_key`), tokens
     (their content hash), context and batch size.
     """
-    n = (tokens.numel() // context) * context
-    if n == 0:
-        raise ValueError(f"Need at least context={context} calibration tokens for gradients, got {tokens.numel()}.")
-    windows = tokens[:n].view(-1, context)
-    compute = lambda: _squared_gradients(model, windows, batch_size)  # noqa: E731
+    windows = _windows(tokens, context)
+    compute = lambda: _squared_gradients(model, windows, batch_size)[0]  # noqa: E731
     if cache:
         config = {"tokens": tensors_hash([windows]), "context": context, "batch_size": batch_size}
         values = cached("scores/gradient", compute, config, model_key(model))
     else:
         values = compute()
     return ComponentScores("gradient magnitude", values)
+
+
+def curve_agreement(curve: dict[int, "ComponentScores"], threshold: float = 0.5):
+    """How a score moves with its sample size: per size, the Spearman correlation with the
+    largest size's score within each kind, and the share of components whose level (the
+    seed's z-score buckets) equals the largest size's. A pandas table, one row per size."""
+    import pandas as pd
+
+    sizes = sorted(curve)
+    last = curve[sizes[-1]]
+    last_levels = last.levels(threshold)
+    rows = []
+    for n in sizes:
+        s = curve[n]
+        lv = s.levels(threshold)
+        row = {"calibration tokens": n}
+        for k, kind in enumerate(s.kinds):
+            row[f"ρ with {sizes[-1]} ({kind})"] = stats.spearman(s.values[:, k], last.values[:, k])
+        row["same level"] = sum(lv[c] == last_levels[c] for c in lv) / len(lv)
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("calibration tokens")
 
 
 def rank_correlations(scores: Sequence[ComponentScores], by_kind: bool = True):

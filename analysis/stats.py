@@ -41,22 +41,22 @@ def _pair(x, y, min_n: int = 3) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def spearman(x, y) -> float:
-    """Spearman's ρ (average ranks for ties; NaN when either side is constant)."""
+def _correlation(scipy_fn, x, y) -> float:
     x = np.asarray(x, dtype=float).ravel()
     y = np.asarray(y, dtype=float).ravel()
     if np.ptp(x) == 0 or np.ptp(y) == 0:
         return float("nan")
-    return float(sps.spearmanr(x, y).statistic)
+    return float(scipy_fn(x, y).statistic)
+
+
+def spearman(x, y) -> float:
+    """Spearman's ρ (average ranks for ties; NaN when either side is constant)."""
+    return _correlation(sps.spearmanr, x, y)
 
 
 def pearson(x, y) -> float:
     """Pearson's r (NaN when either side is constant)."""
-    x = np.asarray(x, dtype=float).ravel()
-    y = np.asarray(y, dtype=float).ravel()
-    if np.ptp(x) == 0 or np.ptp(y) == 0:
-        return float("nan")
-    return float(sps.pearsonr(x, y).statistic)
+    return _correlation(sps.pearsonr, x, y)
 
 
 def _spearman_stat(x, y, axis=-1):

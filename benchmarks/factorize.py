@@ -11,6 +11,10 @@ Precision: plain SVD, FWSVD and ASVD run in float32; SVD-LLM whitens in float64,
 plain SVD of the same matrices and prints the largest relative difference of the rank-312
 products (rank 314), which says whether float32 loses anything there.
 
+ASVD's rank search: the calibration-perplexity sensitivity of one layer's MLP at each kept
+fraction of :data:`analysis.compress.lowrank.SENSITIVITY_KEEP` (2 windows of 256 tokens), and its
+extrapolation to every layer, which the factorization chapter's ``cpu`` profile runs once.
+
 Probes: linear and 2-layer MLP probes (with their control tasks) on every layer of
 all-MiniLM-L6-v2 for the sentiment task, timed per layer (all layers train as one batch).
 
@@ -38,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 warnings.filterwarnings("ignore")
 
 from analysis import compress, probing  # noqa: E402
+from analysis.compress import lowrank  # noqa: E402
 from analysis.data import lm_tokens, load_task  # noqa: E402
 from analysis.models import load_model  # noqa: E402
 
@@ -93,6 +98,17 @@ def main(argv: list[str] | None = None) -> None:
             f"{compress.FACTORIZATIONS[method].__name__:>7}: {times[method]:6.1f} s for {len(weights)} matrices "
             f"({1000 * times[method] / len(weights):.0f} ms each)"
         )
+
+    units = lowrank.mlp_units(model, [0])
+    windows = tokens[: 2 * 256].view(2, 256)
+    t0 = time.perf_counter()
+    lowrank.truncation_sensitivity(model, units, windows, ctx, lowrank.SENSITIVITY_KEEP)
+    sens_s = time.perf_counter() - t0
+    n_units = len(lowrank.mlp_units(model))
+    print(
+        f"ASVD sensitivity: one layer's MLP x {len(lowrank.SENSITIVITY_KEEP)} kept fractions on 2 windows of 256 "
+        f"tokens {sens_s:.1f} s; the {n_units}-layer search about {n_units * sens_s / 60:.1f} min"
+    )
 
     params = dict(model.named_parameters())
     t0 = time.perf_counter()

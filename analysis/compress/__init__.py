@@ -42,7 +42,11 @@ One module per operation family:
 - :mod:`~analysis.compress.heads`: :class:`PruneHeads`, :class:`HeadSparsity`;
 - :mod:`~analysis.compress.lowrank`: :class:`SVD`, :class:`FWSVD`, :class:`ASVD`,
   :class:`SVDLLM` and :func:`factorization_plan`;
-- :mod:`~analysis.compress.calibration`: :func:`calibration_stats`, the data those read.
+- :mod:`~analysis.compress.calibration`: :func:`calibration_stats`, the data those read;
+- :mod:`~analysis.compress.rotation`: QuaRot-style norm folding, randomized Hadamard rotation
+  and RTN, and the error amplification of factor-then-quantize;
+- :mod:`~analysis.compress.linear_block`: a whole block replaced by a least-squares map, with
+  its true size.
 """
 
 from analysis.components import (
@@ -54,6 +58,7 @@ from analysis.components import (
     parameter_name,
     weights_of,
 )
+from analysis.compress import linear_block, rotation
 from analysis.compress.calibration import STAT_KINDS, calibration_stats
 from analysis.compress.heads import HeadSparsity, PruneHeads
 from analysis.compress.linear import from_linear, to_linear
@@ -126,4 +131,6 @@ __all__ = [
     "weight_hash",
     "weights_of",
     "whitening_factor",
+    "linear_block",
+    "rotation",
 ]

@@ -98,8 +98,12 @@ def input_stats(
     weights: Sequence[str],
     kinds: Sequence[str],
     batch_size: int = 8,
+    checkpoints: Sequence[int] = (),
 ) -> dict[str, Float[Tensor, "..."]]:
-    """``xtx:{hook}`` and ``absmean:{hook}`` (those of ``kinds``) at the input hook of each weight."""
+    """``xtx:{hook}`` and ``absmean:{hook}`` (those of ``kinds``) at the input hook of each weight.
+
+    With ``checkpoints`` (row counts), also ``{n: stats of the first n rows}`` under the key ``"prefix"``.
+    """
     hooks = sorted({input_hook(w, model) for w in weights})
     device = next(model.parameters()).device
     sums: dict[str, Tensor] = {}
@@ -122,9 +126,10 @@ def input_stats(
             sums[key] = sums.get(key, 0) + x.abs().sum(0).double()
 
     fwd = [(h, collect) for h in hooks]
+    prefix: dict[int, dict] = {}
     with torch.inference_mode():
-        for i in range(0, len(tokens), batch_size):
-            t, m = tokens[i : i + batch_size].to(device), mask[i : i + batch_size].to(device)
+        for i, j in _batches(len(tokens), batch_size, checkpoints):
+            t, m = tokens[i:j].to(device), mask[i:j].to(device)
             keep = m.reshape(-1).bool()
             seen.clear()
             if is_encoder(model):  # encoder_output: the blocks only, not the (random) MLM head
@@ -133,7 +138,16 @@ def input_stats(
             else:
                 model.run_with_hooks(t, return_type=None, fwd_hooks=fwd)
             count += int(keep.sum())
-    return {k: (v / count).float() for k, v in sums.items()}
+            if j in checkpoints:
+                prefix[j] = {k: (v / count).float() for k, v in sums.items()}
+    out: dict = {k: (v / count).float() for k, v in sums.items()}
+    return {**out, "prefix": prefix} if checkpoints else out
+
+
+def _batches(n: int, batch_size: int, checkpoints: Sequence[int] = ()) -> list[tuple[int, int]]:
+    """``(begin, end)`` row ranges of at most ``batch_size`` covering ``0..n``, breaking at every checkpoint."""
+    stops = sorted({*range(batch_size, n, batch_size), *(c for c in checkpoints if 0 < c < n), n})
+    return list(zip([0, *stops[:-1]], stops))
 
 
 def fisher_rows(
@@ -143,8 +157,11 @@ def fisher_rows(
     weights: Sequence[str],
     loss_fn: LossFn | None = None,
     max_examples: int | None = None,
+    checkpoints: Sequence[int] = (),
 ) -> dict[str, Float[Tensor, " d_out"]]:
     """``grad2:{weight}``: squared per-example gradients, summed over the input dimension, averaged.
+
+    With ``checkpoints`` (example counts), also ``{n: the average over the first n examples}`` under ``"prefix"``.
 
     One backward pass per example (the first ``max_examples`` rows); only the weights' own
     parameters require gradients meanwhile, and every ``requires_grad`` flag is restored after.
@@ -160,6 +177,7 @@ def fisher_rows(
     names = {w: parameter_name(model, w) for w in weights}
     flags = {n: p.requires_grad for n, p in params.items()}
     acc = {w: 0 for w in weights}
+    prefix: dict[int, dict] = {}
     n = len(tokens) if max_examples is None else min(len(tokens), max_examples)
     device = next(model.parameters()).device
     try:
@@ -173,8 +191,52 @@ def fisher_rows(
             for w, p_name in names.items():
                 g = to_linear(w, params[p_name].grad.detach()).float()
                 acc[w] = acc[w] + g.pow(2).sum(0).double()
+            if i + 1 in checkpoints:
+                prefix[i + 1] = {f"grad2:{w}": (v / (i + 1)).float() for w, v in acc.items()}
     finally:
         for p_name, p in params.items():
             p.grad = None
             p.requires_grad_(flags[p_name])
-    return {f"grad2:{w}": (v / n).float() for w, v in acc.items()}
+    out: dict = {f"grad2:{w}": (v / n).float() for w, v in acc.items()}
+    return {**out, "prefix": prefix} if checkpoints else out
+
+
+def calibration_prefixes(
+    model,
+    tokens: Int[Tensor, " n_tokens"],
+    weights: Sequence[str],
+    windows: Sequence[int],
+    kinds: Sequence[str] = STAT_KINDS,
+    context: int = 256,
+    batch_size: int = 8,
+    max_grad_examples: int | None = None,
+) -> dict[int, Context]:
+    """``{n: Context}``: the statistics of :func:`calibration_stats` on the first ``n`` windows of
+    ``context`` tokens, for every ``n`` in ``windows``, from one pass over ``max(windows)`` windows
+    (a decoder's token stream; FWSVD's Fisher from the first ``min(n, max_grad_examples)`` windows).
+    """
+    windows = sorted({int(w) for w in windows})
+    if not windows or windows[0] < 1:
+        raise ValueError(f"windows must be positive window counts, got {windows}.")
+    tokens = torch.as_tensor(tokens)
+    if tokens.numel() < windows[-1] * context:
+        raise ValueError(
+            f"calibration_prefixes: {tokens.numel()} tokens is less than {windows[-1]} windows of {context}; "
+            "ask analysis.data.lm_tokens for more calibration text."
+        )
+    unknown = set(kinds) - set(STAT_KINDS)
+    if unknown:
+        raise ValueError(f"Unknown calibration statistics {sorted(unknown)}; choose from {STAT_KINDS}.")
+    rows = tokens[: windows[-1] * context].view(windows[-1], context)
+    mask = torch.ones_like(rows)
+    per: dict[int, dict] = {w: {} for w in windows}
+    if {"xtx", "absmean"} & set(kinds):
+        got = input_stats(model, rows, mask, list(weights), kinds, batch_size, checkpoints=windows)
+        for w in windows:
+            per[w].update(got["prefix"].get(w) or {k: v for k, v in got.items() if k != "prefix"})
+    if "grad2" in kinds:
+        cap = windows[-1] if max_grad_examples is None else min(windows[-1], max_grad_examples)
+        got = fisher_rows(model, rows, mask, list(weights), None, cap, checkpoints=[w for w in windows if w <= cap])
+        for w in windows:
+            per[w].update(got["prefix"].get(w) or {k: v for k, v in got.items() if k != "prefix"})
+    return {w: Context(model=model, stats=per[w]) for w in windows}

@@ -8,8 +8,11 @@ owns columns ``h*d_head:(h+1)*d_head`` of ``W_Q``, ``W_K`` and ``W_V`` and the s
 slice. :class:`PruneHeads` therefore removes a query head by zeroing its ``W_Q`` columns and
 ``W_O`` rows (its output is then exactly zero), and a K/V slice only when every query head of
 its group goes. :class:`HeadSparsity` prunes inside each head's slice at its own fraction, by
-magnitude or by Wanda's ``|w| * ||x||`` score (Sun et al. 2023); a shared K/V slice takes the
-mean of its query heads' fractions.
+magnitude or by Wanda's ``|w| * ||x||`` score (Sun et al. 2023). A shared K/V slice either takes
+the mean of its query heads' fractions (``shared_kv="mean"``, for allocations over every head) or
+is left alone (``shared_kv="keep"``: only the heads' own W_Q columns and W_O rows are pruned, so
+pruning one head never touches another head's computation; at fraction 1 this is exactly
+zero-ablating the head's ``hook_z``).
 """
 
 from __future__ import annotations
@@ -71,24 +74,31 @@ class PruneHeads:
 class HeadSparsity:
     """Per-head unstructured pruning: within head h's slice, zero ``fractions[h]`` of the entries
     with the smallest score (``|w|``, or Wanda's ``|w| · ‖x_i‖₂`` with ``criterion="wanda"``,
-    which needs the context statistic ``"xnorm:<input hook>"``). A grouped K/V slice takes the
-    mean fraction of its query heads.
+    which needs the context statistic ``"xnorm:<input hook>"``). With ``shared_kv="mean"`` a
+    grouped K/V slice takes the mean fraction of its query heads; with ``shared_kv="keep"``
+    W_K and W_V are untouched (a head's own slices only: its W_Q columns and W_O rows).
     """
 
     fractions: tuple[float, ...]
     criterion: Literal["magnitude", "wanda"] = "magnitude"
+    shared_kv: Literal["mean", "keep"] = "mean"
 
     def __post_init__(self):
-        for f in self.fractions:
-            check_fraction(f, "HeadSparsity fraction")
+        for f in self.fractions:  # 1 removes that head's slices (as PruneHeads), not the whole layer
+            if float(f) != 1.0:
+                check_fraction(f, "HeadSparsity fraction")
         if self.criterion not in ("magnitude", "wanda"):
             raise ValueError(f"criterion must be 'magnitude' or 'wanda', got {self.criterion!r}.")
+        if self.shared_kv not in ("mean", "keep"):
+            raise ValueError(f"shared_kv must be 'mean' or 'keep', got {self.shared_kv!r}.")
 
     def __call__(self, stored: Stored, *, name: str = "", context: Context | None = None) -> Stored:
         kind, units, d_head, group = _head_layout(stored, name, context)
         n_heads = units * (group if kind in ("W_K", "W_V") else 1)
         if len(self.fractions) != n_heads:
             raise ValueError(f"{name}: {len(self.fractions)} fractions given for {n_heads} heads.")
+        if kind in ("W_K", "W_V") and self.shared_kv == "keep":
+            return stored
         fr = torch.tensor(self.fractions, dtype=torch.float64)
         if kind in ("W_K", "W_V"):
             fr = fr.view(units, group).mean(1)

@@ -14,13 +14,24 @@ Four ways to choose the factors, all "truncate an SVD of a rescaled W, then undo
 - **SVD**: truncate ``W = U S V^T`` to its top ``r`` singular triplets; by Eckart-Young this
   minimises ``||W - A B||_F`` (the error is the root of the sum of the discarded ``s_i^2``).
 - **FWSVD** (Hsu et al. 2022): weight each *output* channel (a row of PyTorch's [out, in]
-  weight, a column of our linear view) by the root of its summed Fisher information,
+  weight, a column of our linear view) by the root of its summed Fisher information. This is
+  the seed's statement of Hsu et al.: for ``W`` in ``R^{I x J}``, ``J~ = diag(J_W 1)`` with
+  ``1`` in ``R^J``, i.e. one weight per *row*, summed over the row, and ``W^ = J~ W``; in the
+  PyTorch ``nn.Linear`` layout both papers work in, a row is an output neuron. (The seed group's
+  later code, s-nlp/lora_fwsvd ``llama_comp/utils_svd.py`` lines 70-71 and 78, weights both
+  sides, ``diag(sqrt(F.sum(1))) W diag(sqrt(F.sum(0)))``; its line 27 weights input channels only.
+  Hsu et al.'s own code was not available here to check.) Weight by weight,
   ``d_j = sqrt(sum_i E[(dL/dW_ij)^2])`` from squared gradients on calibration text, truncate
   the SVD of ``W diag(d)`` and divide ``d`` back out; this minimises ``||(W - A B) diag(d)||_F``.
 - **ASVD** (Yuan et al. 2023): scale each *input* channel by its mean absolute activation to
   the power ``alpha = 0.5``, ``s_i = mean|x_i|^alpha``, truncate the SVD of ``diag(s) W`` and
   undo the scaling on the left factor, so channels with large activations (outliers) are
-  approximated more faithfully.
+  approximated more faithfully. ASVD as its authors define it also *allocates rank per layer*
+  by a sensitivity search (:func:`truncation_sensitivity`, :func:`allocate_ranks`): each unit is
+  truncated alone to several kept fractions, the calibration perplexity of each truncation is
+  measured, and a binary search over the candidates sorted by perplexity picks the least harmful
+  set that fits the size budget. :class:`ASVD` at one ratio for every matrix is the *uniform-rank*
+  variant.
 - **SVD-LLM** (Wang et al. 2024): truncation-aware whitening. With ``X^T X = L L^T``
   (Cholesky), ``||X (W - W')||_F = ||L^T (W - W')||_F``, so truncating the SVD of ``L^T W`` and
   mapping back with ``L^{-T}`` gives the rank-``r`` matrix with the *least output error on the
@@ -39,13 +50,15 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from analysis.cache import tensors_hash
-from analysis.components import component, weights_of
+from analysis.components import component, parameter_name, weights_of
+from analysis.compress.linear import to_linear
 from analysis.compress.plan import CompressionPlan, Context, Stored, check_fraction
 from analysis.hooks import input_hook
+from analysis.progress import progress
 
 FACTOR_METHODS = ("svd", "fwsvd", "asvd", "svdllm")
 """Factorization methods by name (see :func:`factorization`)."""
@@ -261,3 +274,130 @@ def factorization_plan(
     per_layer = dict(ratio) if isinstance(ratio, Mapping) else {l: ratio for l in range(model.cfg.n_layers)}
     ops = {component(l, "mlp"): [factorization(method, r, cache=cache, **kw)] for l, r in sorted(per_layer.items())}
     return CompressionPlan(ops, context=context or Context(model=model))
+
+
+# --------------------------------------------------------------------------------------
+# ASVD's sensitivity-based truncation rank search (Yuan et al. 2023, Sec. 3.3)
+# --------------------------------------------------------------------------------------
+
+SENSITIVITY_KEEP = (0.5, 0.65, 0.8, 0.95)
+"""Candidate fractions of a unit's parameters *kept* (ASVD's "param_ratio"; its repository uses
+0.4-0.9 for a 7B model, ``sensitivity.py``). 0.95 lets the search reach our mildest ratio (5 %)."""
+
+
+def mlp_units(model, layers: Sequence[int] | None = None, by: str = "layer") -> dict[str, list[str]]:
+    """The units a sensitivity search sizes as one: each layer's MLP (``by="layer"``) or each MLP matrix (``"weight"``)."""
+    if by not in ("layer", "weight"):
+        raise ValueError(f"Unknown sensitivity unit {by!r}; use 'layer' or 'weight'.")
+    layers = range(model.cfg.n_layers) if layers is None else layers
+    if by == "weight":
+        return {w: [w] for w in mlp_weights(model, layers)}
+    return {component(l, "mlp"): weights_of(model, component(l, "mlp")) for l in layers}
+
+
+def weight_shapes(model, weights: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """``{weight: (d_in, d_out)}`` of each weight's linear view."""
+    params = dict(model.named_parameters())
+    return {w: tuple(to_linear(w, params[parameter_name(model, w, params)]).shape) for w in weights}
+
+
+def unit_values(shapes: Mapping[str, tuple[int, int]], removed: float) -> int:
+    """Values the weights of one unit store when each is factorized to remove ``removed`` (0: dense)."""
+    total = 0
+    for d_in, d_out in shapes.values():
+        total += (
+            d_in * d_out if removed == 0 else factor_params(d_in, d_out, max(1, rank_for_ratio(d_in, d_out, removed)))
+        )
+    return total
+
+
+@torch.inference_mode()
+def _mean_loss(model, tokens: Tensor, batch_size: int) -> float:
+    device = next(model.parameters()).device
+    losses = [
+        float(model(tokens[i : i + batch_size].to(device), return_type="loss")) * len(tokens[i : i + batch_size])
+        for i in range(0, len(tokens), batch_size)
+    ]
+    return sum(losses) / len(tokens)
+
+
+def truncation_sensitivity(
+    model,
+    units: Mapping[str, Sequence[str]],
+    tokens: Int[Tensor, "batch pos"],
+    context: Context,
+    keep: Sequence[float] = SENSITIVITY_KEEP,
+    alpha: float = 0.5,
+    batch_size: int = 8,
+    cache: dict | None = None,
+) -> dict[str, dict[float, float]]:
+    """ASVD's sensitivity: calibration perplexity with *one* unit ASVD-factorized to keep each fraction of ``keep``.
+
+    ``{unit: {keep: perplexity}}``, every other weight dense. ``tokens``: ``[n, pos]`` calibration
+    windows (disjoint from any evaluation text). A decoder only (the loss is next-token).
+    """
+    if any(not 0 < k < 1 for k in keep):
+        raise ValueError(f"keep fractions must lie in (0, 1), got {tuple(keep)}.")
+    out: dict[str, dict[float, float]] = {}
+    for unit, weights in progress(list(units.items()), desc="ASVD sensitivity"):
+        out[unit] = {}
+        for k in keep:
+            op = ASVD(ratio=1 - k, alpha=alpha, cache=cache)
+            with CompressionPlan({w: [op] for w in weights}, context=context).applied(model):
+                out[unit][float(k)] = float(torch.tensor(_mean_loss(model, tokens, batch_size)).exp())
+    return out
+
+
+def allocate_ranks(
+    sensitivity: Mapping[str, Mapping[float, float]],
+    shapes: Mapping[str, Mapping[str, tuple[int, int]]],
+    budget: int,
+) -> dict[str, float]:
+    """ASVD's truncation rank search: ``{unit: fraction of parameters removed}`` storing at most ``budget`` values.
+
+    As in ASVD's ``binary_search.py``: all ``(unit, keep, perplexity)`` candidates are sorted from
+    the most to the least harmful; allowing the candidates from position ``m`` on, each unit takes the
+    smallest ``keep`` allowed to it (dense when none is). A binary search finds the largest ``m``
+    (the fewest, least harmful truncations) whose total size fits ``budget`` (ASVD stops at the first
+    size *above* its target; we stay at or below, so the comparison with a uniform rank is at equal
+    or smaller size). ``shapes``: ``{unit: {weight: (d_in, d_out)}}``.
+    """
+    cands = sorted(
+        ((u, float(k), float(p)) for u, ks in sensitivity.items() for k, p in ks.items()), key=lambda c: -c[2]
+    )
+
+    def allocation(m: int) -> dict[str, float]:
+        keep = {u: 1.0 for u in sensitivity}
+        for u, k, _ in cands[m:]:
+            keep[u] = min(keep[u], k)
+        return {u: 0.0 if k >= 1 else round(1 - k, 10) for u, k in keep.items()}
+
+    def size(alloc: Mapping[str, float]) -> int:
+        return sum(unit_values(shapes[u], r) for u, r in alloc.items())
+
+    if size(allocation(0)) > budget:
+        raise ValueError(
+            f"Even the most compressed candidates store {size(allocation(0))} values, more than the budget "
+            f"{budget}; add smaller keep fractions to the sensitivity search."
+        )
+    lo, hi = 0, len(cands)  # size(allocation(lo)) <= budget throughout
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if size(allocation(mid)) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    return allocation(lo)
+
+
+def allocated_plan(
+    model,
+    allocation: Mapping[str, float],
+    units: Mapping[str, Sequence[str]],
+    context: Context,
+    cache: dict | None = None,
+    alpha: float = 0.5,
+) -> CompressionPlan:
+    """ASVD with per-unit ratios from :func:`allocate_ranks` (units left at 0 stay dense)."""
+    ops = {w: [ASVD(ratio=r, alpha=alpha, cache=cache)] for u, r in allocation.items() if r > 0 for w in units[u]}
+    return CompressionPlan(ops, context=context)

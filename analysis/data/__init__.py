@@ -3,7 +3,8 @@
 Studies of compressed language models need three kinds of data: running English prose to
 measure perplexity and to calibrate compression (``lm_text``, ``lm_tokens``), factual
 prompts to see which knowledge survives compression (``facts``, ``filter_known`` and the
-one known-fact screen ``known_facts``, after ROME's *known facts*, Meng et al. 2022), and
+one known-fact screen ``known_facts``, after ROME's *known facts*, Meng et al. 2022, split
+by purpose with ``fact_splits``), and
 small labelled sets for linear probes and sparse autoencoders (``load_task``). The usual
 sources (WikiText-2, CounterFact, SST-2, AG News) live on the Hugging Face Hub, which these
 machines cannot reach, so the set-up step (``python -m analysis.data fetch``) downloads real
@@ -31,11 +32,18 @@ from analysis.config import DATA_VERSION
 from analysis.data.card import DATASET_SOURCES, sizes, summary
 from analysis.data.knowledge import (
     FACT_RELATIONS,
+    FACT_TEMPLATES,
     KNOWN_FACTS_CACHE,
+    SPLIT_FRACTIONS,
+    fact_prompt,
+    fact_split,
+    fact_splits,
     facts,
     filter_known,
     known_facts,
+    known_share,
     parse_fact_prompt,
+    split_by_purpose,
 )
 from analysis.data.sources import MANIFEST, SOURCES, bigbench_examples, fetch
 from analysis.data.tasks import (
@@ -75,10 +83,17 @@ __all__ = [
     "language_agreement",
     "lm_split_of",
     "FACT_RELATIONS",
+    "FACT_TEMPLATES",
     "KNOWN_FACTS_CACHE",
+    "SPLIT_FRACTIONS",
     "facts",
+    "fact_prompt",
     "filter_known",
     "known_facts",
+    "fact_splits",
+    "fact_split",
+    "split_by_purpose",
+    "known_share",
     "parse_fact_prompt",
     "TASKS",
     "load_task",

@@ -1,16 +1,24 @@
-"""Facts: Wikidata prompts, and the screen for the ones a model knows (ROME's *known facts*).
+"""Facts: Wikidata prompts, the screen for the ones a model knows (ROME's *known facts*), and
+its split by purpose.
 
 Whether compression keeps a model's knowledge is measured on facts it knew to begin with.
 ROME (Meng et al. 2022, "Locating and Editing Factual Associations in GPT") traces only
-*known facts*: prompts whose greedy next token is the start of the right answer. The prompts
-here come from BIG-bench ``qa_wikidata``: the ones of the form "The <relation> of <subject>
-is" for the ten relations of :data:`FACT_RELATIONS`, one row per distinct prompt (duplicate
-prompts merge their accepted answers). :func:`facts` fixes one order, each relation shuffled
-with its own seed and then interleaved round-robin, so that any prefix ``facts(n)`` is
-balanced across relations. :func:`filter_known` keeps the facts a model completes correctly
-(first token of the target); :func:`known_facts` is the project's one screen: the known
-facts among the first ``n_screen``, cached once per model so that every study traces,
-probes and compresses the same facts.
+*known facts*: prompts whose greedy next token is the start of the right answer. The facts
+here come from BIG-bench ``qa_wikidata``, whose prompts read "The <relation> of <subject> is";
+we keep the ten relations of :data:`FACT_RELATIONS`, one row per distinct (relation, subject)
+(duplicates merge their accepted answers), and ask each relation in its own natural words
+(:data:`FACT_TEMPLATES`, e.g. "<subject> is located in the continent of"), as ROME's prompts
+do, so that the subject is followed by several tokens and ROME's "further tokens" role occurs.
+:func:`facts` fixes one order, each relation shuffled with its own seed and then interleaved
+round-robin, so that any prefix ``facts(n)`` is balanced across relations.
+
+:func:`filter_known` keeps the facts a model completes correctly (first token of the target);
+:func:`known_facts` is the project's one screen: the known facts among the first ``n_screen``,
+cached once per model, so that every study traces, probes and compresses the same facts.
+Data that chose anything must never also judge it, so :func:`fact_splits` divides the known
+facts into disjoint purposes (:data:`SPLIT_FRACTIONS`): ``"score"`` facts build scores,
+``"eval"`` facts judge compressed models. The split is stratified by relation and seeded, and
+:func:`known_share` tabulates how many facts of each relation the model knows.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from datasets import Dataset, Features, List, Value
 from analysis.data.sources import bigbench_examples, check_n, parsed_cache, raw_dir
 
 if TYPE_CHECKING:
+    import pandas as pd
     from transformer_lens import HookedTransformer
 
 FACT_RELATIONS: tuple[str, ...] = (
@@ -37,7 +46,37 @@ FACT_RELATIONS: tuple[str, ...] = (
     "official language",
     "religion",
 )
-"""qa_wikidata relations kept, each phrased "The <relation> of <subject> is"."""
+"""qa_wikidata relations kept (its prompts read "The <relation> of <subject> is")."""
+
+FACT_TEMPLATES: dict[str, str] = {
+    "capital": "{} has its capital in",
+    "continent": "{} is located in the continent of",
+    "country": "{} is located in the country of",
+    "country of citizenship": "{} is a citizen of",
+    "headquarters location": "{} is headquartered in",
+    "instrument": "{}, who plays the",
+    "language": "{} is written in",
+    "native language": "{}'s native language is",
+    "official language": "In {}, the official language is",
+    "religion": "{} is affiliated with the religion of",
+}
+"""How each relation is asked, ``{}`` standing for the subject (verbatim).
+
+Written once per relation from its meaning, in the manner of ROME's known-facts prompts
+("... is located in the continent of", "..., who plays the"), not tuned to any model. The
+subject comes first in all but one, and every template has several tokens after the subject,
+so ROME's token roles (last subject token, first subsequent token, further tokens, last token)
+all occur. The subjects of "language" are works (books, films, magazines, songs), those of
+"religion", "instrument", "native language" and "country of citizenship" are people.
+"""
+
+SPLIT_FRACTIONS: dict[str, float] = {"score": 0.4, "eval": 0.6}
+"""The purposes the known facts are split into, and each one's share (per relation).
+
+``"score"``: facts behind any score or choice (causal traces, the causal-tracing redundancy
+score, anything fitted or selected). ``"eval"``: facts that judge a compressed or ablated
+model (fact recall, fact multiple choice, head-ablation importance, budget comparisons).
+"""
 
 FACT_SCHEMA = Features(
     {
@@ -62,6 +101,15 @@ def parse_fact_prompt(prompt: str) -> tuple[str, str] | None:
     return None
 
 
+def fact_prompt(relation: str, subject: str) -> str:
+    """The natural-language prompt for ``relation`` of ``subject`` (:data:`FACT_TEMPLATES`)."""
+    if relation not in FACT_TEMPLATES:
+        raise ValueError(f"Unknown relation {relation!r}; known: {', '.join(FACT_RELATIONS)}.")
+    if not subject:
+        raise ValueError("The subject is empty; a fact prompt needs the subject's name.")
+    return FACT_TEMPLATES[relation].format(subject)
+
+
 def _as_answers(target: str | list[str]) -> list[str]:
     """A qa_wikidata target (one string or a list) as a list of non-empty answers."""
     answers = [target] if isinstance(target, str) else list(target)
@@ -84,7 +132,7 @@ def _fact_rows(examples: list[dict]) -> dict[str, list[dict]]:
         by_prompt[example["input"]] = {
             "subject": subject,
             "relation": relation,
-            "prompt": example["input"],
+            "prompt": fact_prompt(relation, subject),
             "answers": answers,
             "id": f"qa_wikidata-{i:05d}",
         }
@@ -120,8 +168,8 @@ def _facts(raw: Path) -> Dataset:
 def facts(n: int | None = None) -> Dataset:
     """Wikidata facts from BIG-bench qa_wikidata, in a fixed relation-balanced order.
 
-    Schema: ``subject`` (verbatim inside ``prompt``), ``relation``, ``prompt`` ("The capital
-    of France is"), ``target`` (" " + first accepted answer), ``answers`` (all accepted
+    Schema: ``subject`` (verbatim inside ``prompt``), ``relation``, ``prompt`` (the relation's
+    :data:`FACT_TEMPLATES` phrasing, "France has its capital in"), ``target`` (" " + first accepted answer), ``answers`` (all accepted
     answers), ``id``. Any prefix of the order cycles through :data:`FACT_RELATIONS`, so
     ``facts(n)`` (the first ``n``) is balanced until the smallest relation runs out.
     """
@@ -160,7 +208,7 @@ def filter_known(model: HookedTransformer, facts: Dataset, batch_size: int = 32)
 
 KNOWN_FACTS_CACHE = "data/known_facts"
 """The one cache name of the known-fact screen, shared by every study."""
-KNOWN_FACTS_VERSION = 1
+KNOWN_FACTS_VERSION = 2
 """Bumped when what the screen stores changes."""
 
 
@@ -188,3 +236,81 @@ def known_facts(model: HookedTransformer, n_screen: int, cache: bool = True) -> 
         out = screen()
     wanted = set(out["ids"])
     return pool.select([i for i, fid in enumerate(pool["id"]) if fid in wanted]), out["stats"]
+
+
+def split_by_purpose(known: Dataset, seed: int = 0) -> dict[str, Dataset]:
+    """``known`` split into the disjoint purposes of :data:`SPLIT_FRACTIONS`, per relation.
+
+    Within each relation the facts are ranked by a hash of ``(seed, id)`` and the first
+    ``round(share * n)`` go to ``"score"``, the rest to ``"eval"``; so the split is exact per
+    relation, the same in every process, and a fact's rank does not depend on which other
+    facts were screened. Each split keeps ``known``'s order (so its prefixes stay balanced
+    across relations), and together they hold every fact of ``known`` once.
+    """
+    import hashlib
+
+    if "id" not in known.column_names or "relation" not in known.column_names:
+        raise ValueError("split_by_purpose needs facts with 'id' and 'relation' columns (from facts()).")
+    ids, relations = list(known["id"]), list(known["relation"])
+    if len(set(ids)) != len(ids):
+        raise ValueError("split_by_purpose: the facts' ids repeat; pass each fact once.")
+
+    def rank(i: int) -> str:
+        return hashlib.sha256(f"fact-split-{seed}-{ids[i]}".encode()).hexdigest()
+
+    by_relation: dict[str, list[int]] = {}
+    for i, relation in enumerate(relations):
+        by_relation.setdefault(relation, []).append(i)
+    score: set[int] = set()
+    for rows in by_relation.values():
+        n_score = int(SPLIT_FRACTIONS["score"] * len(rows) + 0.5)
+        score.update(sorted(rows, key=rank)[:n_score])
+    return {
+        "score": known.select(sorted(score)),
+        "eval": known.select([i for i in range(len(known)) if i not in score]),
+    }
+
+
+def fact_splits(model: HookedTransformer, n_screen: int, seed: int = 0) -> dict[str, Dataset]:
+    """The known facts among the first ``n_screen`` (:func:`known_facts`), split by purpose.
+
+    Returns ``{"score": Dataset, "eval": Dataset}`` (schema of :func:`facts`): disjoint,
+    stratified by relation with the shares of :data:`SPLIT_FRACTIONS` (40% score, 60% eval),
+    seeded by ``seed`` (:func:`split_by_purpose`). ``"score"`` facts build anything that
+    scores or chooses (causal traces, redundancy scores); ``"eval"`` facts judge a compressed
+    or ablated model. The screen is the one cached :func:`known_facts` screen.
+    """
+    known, _ = known_facts(model, n_screen)
+    if len(known) == 0:
+        raise ValueError(
+            f"The model knows none of the first {n_screen} facts, so there is nothing to split; "
+            "screen more facts (a larger n_screen)."
+        )
+    return split_by_purpose(known, seed)
+
+
+def fact_split(model: HookedTransformer, n_screen: int, purpose: str, seed: int = 0) -> Dataset:
+    """One purpose's facts (``"score"`` or ``"eval"``) of :func:`fact_splits`."""
+    if purpose not in SPLIT_FRACTIONS:
+        raise ValueError(f"Unknown purpose {purpose!r}; the fact splits are: {', '.join(SPLIT_FRACTIONS)}.")
+    return fact_splits(model, n_screen, seed)[purpose]
+
+
+def known_share(stats: dict) -> pd.DataFrame:
+    """Screened / known / share per relation from a screen's ``stats`` (:func:`filter_known`).
+
+    One row per relation of :data:`FACT_RELATIONS` that was screened, in that order, then
+    ``"all"``; columns ``screened``, ``known`` (ints) and ``share`` (known / screened).
+    """
+    import pandas as pd
+
+    if "by_relation" not in stats:
+        raise ValueError("known_share needs the stats of known_facts() or filter_known() (with 'by_relation').")
+    by_relation = stats["by_relation"]
+    order = [r for r in FACT_RELATIONS if r in by_relation] + sorted(set(by_relation) - set(FACT_RELATIONS))
+    rows = {r: by_relation[r] for r in order}
+    rows["all"] = [sum(v[0] for v in rows.values()), sum(v[1] for v in rows.values())]
+    frame = pd.DataFrame.from_dict(rows, orient="index", columns=["screened", "known"]).astype(int)
+    frame["share"] = frame["known"] / frame["screened"]
+    frame.index.name = "relation"
+    return frame

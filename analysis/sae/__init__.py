@@ -14,7 +14,8 @@ and costs 30 SAEs rather than 270; ``granularity="head"`` trains one SAE per hea
 The package has one room per step, in the order they run:
 
 - :mod:`~analysis.sae.stream`: the shared ``hook_z`` activation stream (one forward pass feeds
-  every layer's SAE) and the SAE names (``blocks.{l}.attn.hook_z[:h{head}]``);
+  every layer's SAE, and an :class:`ActivationPool` every setting of a sweep) and the SAE
+  names (``blocks.{l}.attn.hook_z[:h{head}]``);
 - :mod:`~analysis.sae.training`: sae-lens TopK SAEs trained from that stream, cached on disk;
 - :mod:`~analysis.sae.storage`: saving and loading in sae-lens's format, checked against the model;
 - :mod:`~analysis.sae.metrics`: explained variance, L0, dead latents, CE loss recovered;
@@ -47,6 +48,7 @@ from analysis.sae.metrics import (
 )
 from analysis.sae.storage import SAEMismatchError, check_sae, load_sae, load_saes, save_saes
 from analysis.sae.stream import (
+    ActivationPool,
     HookZStream,
     SAETrainConfig,
     collect_z,
@@ -59,6 +61,7 @@ from analysis.sae.stream import (
 from analysis.sae.training import train_saes, trained_saes, training_sae_config
 
 __all__ = [
+    "ActivationPool",
     "HookZStream",
     "LatentStats",
     "SAEMismatchError",

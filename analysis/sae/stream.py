@@ -12,6 +12,10 @@ each document in turn). The first ``skip_first`` positions of every sequence are
 position 0 is the attention sink, whose outputs are outliers a small SAE should not spend
 latents on.
 
+Several SAE settings trained on the same tokens (a sweep of ``k`` or width) need the
+activations only once: an :class:`ActivationPool` collects them on first use and serves every
+stream built on it (on a prefix of its tokens), so a sweep costs one forward pass.
+
 An SAE is named by its hook (``blocks.3.attn.hook_z``), plus ``:h{head}`` when it reads one
 head only (``granularity="head"``); :func:`parse_key` reads the layer and head back.
 """
@@ -111,6 +115,57 @@ def collect_z(
     return store
 
 
+class ActivationPool:
+    """``hook_z`` of every SAE key on a token stream, collected by one forward pass on first use.
+
+    :class:`HookZStream` objects built with ``pool=`` read the first rows (their tokens must be a
+    prefix of the pool's) instead of running the model again.
+    """
+
+    def __init__(
+        self,
+        model,
+        tokens: Int[Tensor, " n"],
+        context: int,
+        skip_first: int = 1,
+        granularity: str = "layer",
+        forward_batch: int = 8,
+        layers: Sequence[int] | None = None,
+    ):
+        self.model, self.tokens = model, torch.as_tensor(tokens).flatten()
+        self.context, self.skip_first, self.granularity, self.forward_batch = (
+            context,
+            skip_first,
+            granularity,
+            forward_batch,
+        )
+        self.keys = sae_keys(model, granularity, layers)
+        self._data: dict[str, Tensor] | None = None
+
+    def matches(self, tokens: Tensor, cfg: "SAETrainConfig") -> bool:
+        """Whether a stream of ``tokens`` under ``cfg`` can read from this pool."""
+        tokens = torch.as_tensor(tokens).flatten()
+        same = (cfg.context, cfg.skip_first, cfg.granularity) == (self.context, self.skip_first, self.granularity)
+        return same and tokens.numel() <= self.tokens.numel() and torch.equal(tokens, self.tokens[: tokens.numel()])
+
+    def rows(self, n_seqs: int) -> dict[str, Float[Tensor, "rows d_in"]]:
+        """The activations of the first ``n_seqs`` sequences, ``{key: [n_seqs * (context - skip_first), d_in]}``."""
+        if self._data is None:
+            seqs = sequences(self.tokens, self.context)
+            layers = sorted({l for _, l, _ in self.keys})
+            chunks = []
+            for s in range(0, seqs.shape[0], self.forward_batch):
+                z = collect_z(self.model, seqs[s : s + self.forward_batch], layers, self.skip_first)
+                out = {}
+                for key, l, h in self.keys:
+                    x = head_slices(z[l], h)
+                    out[key] = x.reshape(-1, x.shape[-1]).cpu()
+                chunks.append(out)
+            self._data = {k: torch.cat([c[k] for c in chunks]) for k in chunks[0]}
+        n = n_seqs * (self.context - self.skip_first)
+        return {k: v[:n] for k, v in self._data.items()}
+
+
 class HookZStream:
     """A multi-hook activation provider: ``{sae key: [batch_tokens, d_in]}`` per ``next()``.
 
@@ -118,18 +173,29 @@ class HookZStream:
     are mixed (one random permutation of their tokens) before being served. The first
     ``skip_first`` positions of each sequence (the attention sink at position 0, whose outputs
     are outliers) are left out. With ``epochs > 1`` the activations of the single pass are kept
-    in memory and served ``epochs`` times, reshuffled.
+    in memory and served ``epochs`` times, reshuffled. With ``pool`` (an :class:`ActivationPool`
+    whose tokens begin with ``tokens``) the activations are read from it, not recomputed.
     """
 
-    def __init__(self, model, tokens: Int[Tensor, " n"], cfg: SAETrainConfig, layers: Sequence[int] | None = None):
+    def __init__(
+        self,
+        model,
+        tokens: Int[Tensor, " n"],
+        cfg: SAETrainConfig,
+        layers: Sequence[int] | None = None,
+        pool: ActivationPool | None = None,
+    ):
         self.model, self.cfg = model, cfg
+        if pool is not None and not pool.matches(tokens, cfg):
+            raise ValueError("The activation pool does not hold these tokens under this context/skip/granularity.")
+        self.pool = pool
         self.seqs = sequences(tokens, cfg.context)
         self.keys = sae_keys(model, cfg.granularity, layers)
         self.layers = sorted({l for _, l, _ in self.keys})
         self.gen = torch.Generator().manual_seed(cfg.seed)
         per_epoch = (self.seqs.shape[0] * (cfg.context - cfg.skip_first)) // cfg.batch_tokens
         self.n_batches = per_epoch * cfg.epochs
-        self._iter = self._batches() if cfg.epochs == 1 else self._epochs()
+        self._iter = self._batches() if cfg.epochs == 1 and pool is None else self._epochs()
 
     def __iter__(self) -> "HookZStream":
         return self
@@ -165,9 +231,13 @@ class HookZStream:
             leftover = {k: v[rest] for k, v in buf.items()} if rest.numel() else None
 
     def _epochs(self) -> Iterator[dict[str, Tensor]]:
-        fb = self.cfg.forward_batch
-        chunks = [self._collect(self.seqs[s : s + fb]) for s in range(0, self.seqs.shape[0], fb)]
-        data = {k: torch.cat([c[k] for c in chunks]) for k in chunks[0]}
-        del chunks
+        if self.pool is not None:
+            rows = self.pool.rows(self.seqs.shape[0])
+            data = {k: rows[k] for k, _, _ in self.keys}
+        else:
+            fb = self.cfg.forward_batch
+            chunks = [self._collect(self.seqs[s : s + fb]) for s in range(0, self.seqs.shape[0], fb)]
+            data = {k: torch.cat([c[k] for c in chunks]) for k in chunks[0]}
+            del chunks
         for _ in range(self.cfg.epochs):
             yield from self._serve(data, next(iter(data.values())).shape[0])

@@ -32,7 +32,7 @@ from analysis import cache, hooks
 from analysis.models import model_key
 from analysis.progress import quiet
 from analysis.sae.storage import load_saes, save_saes
-from analysis.sae.stream import HookZStream, SAETrainConfig
+from analysis.sae.stream import ActivationPool, HookZStream, SAETrainConfig
 
 
 def training_sae_config(model, layer: int, cfg: SAETrainConfig, head: int | None = None):
@@ -93,18 +93,23 @@ def _with_mean_init(stream: HookZStream, saes: dict[str, Any]) -> Iterator[dict[
 
 
 def train_saes(
-    model, tokens: Int[Tensor, " n"], cfg: SAETrainConfig, layers: Sequence[int] | None = None
+    model,
+    tokens: Int[Tensor, " n"],
+    cfg: SAETrainConfig,
+    layers: Sequence[int] | None = None,
+    pool: ActivationPool | None = None,
 ) -> dict[str, Any]:
     """Train one sae-lens TopK SAE per layer (or head) on ``hook_z`` from one shared stream.
 
     Returns ``{sae key: TopKTrainingSAE}``; each SAE sees every training token ``cfg.epochs`` times.
+    ``pool`` serves activations already collected (a sweep of settings on the same tokens).
     """
     from sae_lens.config import LoggingConfig, SAETrainerConfig
     from sae_lens.saes.topk_sae import TopKTrainingSAE
     from sae_lens.training.multi_sae_trainer import MultiSAETrainer
 
     torch.manual_seed(cfg.seed)
-    stream = HookZStream(model, tokens, cfg, layers)
+    stream = HookZStream(model, tokens, cfg, layers, pool)
     if stream.n_batches == 0:
         raise ValueError(f"{torch.as_tensor(tokens).numel()} tokens make no training batch of {cfg.batch_tokens}.")
     saes = {key: TopKTrainingSAE(training_sae_config(model, l, cfg, h)) for key, l, h in stream.keys}
@@ -128,12 +133,17 @@ def train_saes(
 
 
 def trained_saes(
-    model, tokens: Int[Tensor, " n"], cfg: SAETrainConfig, layers: Sequence[int] | None = None, refresh: bool = False
+    model,
+    tokens: Int[Tensor, " n"],
+    cfg: SAETrainConfig,
+    layers: Sequence[int] | None = None,
+    refresh: bool = False,
+    pool: ActivationPool | None = None,
 ) -> dict[str, Any]:
     """:func:`train_saes`, saved under ``<cache>/sae/<key>/`` and reloaded (sae-lens format).
 
     The key covers the model's content (:func:`analysis.models.model_key`), ``cfg``, ``layers``
-    and the training tokens' content hash.
+    and the training tokens' content hash (not ``pool``, which only saves a forward pass).
     """
     tokens = torch.as_tensor(tokens).flatten()
     key = cache.cache_key(
@@ -143,5 +153,5 @@ def trained_saes(
     )
     folder = cache.CACHE_DIR / "sae" / key
     if refresh or not (folder / "index.json").exists():
-        save_saes(train_saes(model, tokens, cfg, layers), folder)
+        save_saes(train_saes(model, tokens, cfg, layers, pool), folder)
     return load_saes(folder, model, cfg.granularity, layers)

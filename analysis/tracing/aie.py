@@ -34,7 +34,7 @@ from analysis.tracing.corrupt import Corruption, noise_scale
 from analysis.tracing.inputs import ROLES, fact_fields, first_token, prepare
 from analysis.tracing.trace import Method, TraceResult, trace
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 """Part of every cached trace's key; bumped when the engine's output for the same inputs changes."""
 
 
@@ -145,6 +145,26 @@ class AIEResult:
             "ci": float(h[r, l]),
         }
 
+    def bootstrap_means(self, kind: str, n_boot: int = 1000, seed: int = 0) -> Float[Tensor, "boot role layer"]:
+        """:meth:`mean` over ``n_boot`` resamples of the facts (with replacement).
+
+        The resamples depend only on ``seed`` and the number of facts, so two kinds bootstrapped
+        with the same seed are paired (resample ``b`` draws the same facts for both).
+        """
+        e = self.effects(kind)
+        n = e.shape[0]
+        if n_boot < 1:
+            raise ValueError(f"n_boot must be >= 1 (got {n_boot}).")
+        idx = torch.randint(0, n, (n_boot, n), generator=torch.Generator().manual_seed(seed))
+        chunk = max(1, 2_000_000 // max(1, e[0].numel() * n))
+        return torch.cat([e[idx[i : i + chunk]].nanmean(1) for i in range(0, n_boot, chunk)])
+
+    def with_samples(self, samples: Sequence[int]) -> "AIEResult":
+        """The same facts averaged over a subset of their noise samples (see
+        :meth:`TraceResult.with_samples`): what tracing with fewer samples would give."""
+        traces = [t.with_samples(samples) for t in self.traces]
+        return AIEResult(self.kinds, traces, self.skipped, self.config | {"n_samples": len(list(samples))})
+
     def with_window(self, window: int) -> "AIEResult":
         """The same attribution result summed over ROME's windows (see :meth:`TraceResult.with_window`)."""
         return AIEResult(
@@ -214,7 +234,9 @@ def average_indirect_effect(
     prediction is not that token, and facts that fail validation, are listed in
     ``result.skipped`` with the reason and never enter the averages. Each fact's trace is
     cached on disk (keyed by the settings, the fact and the model), so a rerun resumes.
-    ``replacements`` (token corruption) gives each fact's replacement subject.
+    ``replacements`` (token corruption) gives each fact's replacement subject. ``noise``
+    defaults to ROME's: 3 x the std of the facts' subject-token embeddings
+    (:func:`~analysis.tracing.noise_scale` with ``facts``).
     """
     items = [fact_fields(f) for f in facts]
     if corruption == "tokens":
@@ -223,7 +245,7 @@ def average_indirect_effect(
         for it, rep in zip(items, replacements):
             it["replacement"] = rep
     if corruption == "noise" and noise is None:
-        noise = noise_scale(model)
+        noise = noise_scale(model, facts=items)
     kinds = tuple(dict.fromkeys(hook_kind(k) for k in kinds))
     kw = dict(
         kinds=kinds,

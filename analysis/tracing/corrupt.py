@@ -1,8 +1,10 @@
 """Hiding the subject: the corrupted run of causal tracing.
 
 ROME corrupts a fact by adding Gaussian noise to the embeddings of the subject tokens, with a
-standard deviation ``factor = 3`` times that of token embeddings (:func:`noise_scale`), and
-averages over several seeded noise samples (:func:`subject_noise`); every restoration of one
+standard deviation ``factor = 3`` times that of the *subject* tokens' embeddings over the facts
+traced (ROME's ``collect_embedding_std``; :func:`subject_embedding_std`, the default of
+:func:`noise_scale` when given facts; the std over evaluation text is the option kept beside
+it), and averages over several seeded noise samples (:func:`subject_noise`); every restoration of one
 fact sees the same samples, so differences between restorations are not noise. The symmetric
 alternative (Zhang & Nanda 2024, "Towards Best Practices of Activation Patching") replaces the
 subject by another subject of the same token length, so the corrupted prompt is an ordinary
@@ -35,6 +37,40 @@ def embedding_std(model: HookedTransformer, tokens: Int[Tensor, " n"]) -> float:
     return float(emb.float().std())
 
 
+def subject_tokens(model: HookedTransformer, facts: Iterable[Any]) -> Int[Tensor, " n"]:
+    """The token ids of every fact's subject, as tokenized inside its prompt, concatenated.
+
+    ``facts`` are fact rows (``prompt``, ``subject``), ``(prompt, subject)`` tuples, or
+    :class:`~analysis.tracing.inputs.Prepared` facts; facts that fail validation are left out.
+    """
+    ids = []
+    for f in facts:
+        if not isinstance(f, Prepared):
+            row = fact_fields(f)
+            try:
+                f = prepare(model, row["prompt"], row["subject"], 0)
+            except ValueError:
+                continue  # a fact the tracer cannot use (it is skipped there too, with its reason)
+        s, e = f.subject_span
+        ids.append(f.tokens[s:e])
+    if not ids:
+        raise ValueError(
+            "No usable fact given: the subject embedding std needs at least one fact whose subject "
+            "appears in its prompt."
+        )
+    return torch.cat(ids)
+
+
+def subject_embedding_std(model: HookedTransformer, facts: Iterable[Any]) -> float:
+    """ROME's spread: the std of the token embeddings of the facts' subject tokens, pooled.
+
+    ROME (``collect_embedding_std`` in ``experiments/causal_trace.py``) embeds each known fact's
+    subject and takes the std over all tokens and dimensions; we take the subject's tokens as
+    they stand in its prompt (the tokens that the corruption perturbs).
+    """
+    return embedding_std(model, subject_tokens(model, facts))
+
+
 _DEFAULT_NOISE: dict[tuple[str, int, float], float] = {}
 
 
@@ -43,12 +79,19 @@ def noise_scale(
     tokens: Int[Tensor, " n"] | None = None,
     factor: float = 3.0,
     n_tokens: int = 4096,
+    facts: Iterable[Any] | None = None,
 ) -> float:
-    """ROME's noise level: ``factor`` x the embedding std measured on evaluation text.
+    """ROME's noise level: ``factor`` x an embedding std.
 
-    Without ``tokens`` it reads ``n_tokens`` tokens of the evaluation split from
-    :func:`analysis.data.lm_tokens` (remembered per model for the session).
+    With ``facts`` (ROME's way): the std of their subject tokens' embeddings
+    (:func:`subject_embedding_std`). With ``tokens``: the std over those tokens. With neither:
+    over ``n_tokens`` tokens of the evaluation split from :func:`analysis.data.lm_tokens`
+    (remembered per model for the session).
     """
+    if facts is not None:
+        if tokens is not None:
+            raise ValueError("Pass facts (ROME's subject-token std) or tokens (a text's std), not both.")
+        return factor * subject_embedding_std(model, facts)
     if tokens is not None:
         return factor * embedding_std(model, tokens)
     key = (model_key(model), n_tokens, factor)

@@ -123,8 +123,8 @@ def restore(
     max_rows: int = 1024,
     desc: str = "restore",
     fast: bool | None = None,
-) -> Float[Tensor, " site"]:
-    """Target probability (mean over samples) with each site's clean state restored.
+) -> Float[Tensor, "site sample"]:
+    """Target probability, per noise sample, with each site's clean state restored.
 
     Sites are grouped by position ``p``. A group is one batch whose rows join at the layer
     they patch, from the corrupted residual stream, and whose forward pass covers only
@@ -132,8 +132,8 @@ def restore(
     """
     runner = block_runner(model, fast)
     runner.prepare(runs)
-    out = torch.empty(len(todo))
     S = runs.corrupt_resid.shape[0]
+    out = torch.empty(len(todo), S)
     by_pos: dict[int, list[int]] = {}
     for i, site in enumerate(todo):
         by_pos.setdefault(site.pos, []).append(i)
@@ -148,7 +148,9 @@ def restore(
     return out
 
 
-def restore_chunk(runner: TLBlocks, runs: Runs, chunk: list[Site], p: int, target_id: int) -> Float[Tensor, " site"]:
+def restore_chunk(
+    runner: TLBlocks, runs: Runs, chunk: list[Site], p: int, target_id: int
+) -> Float[Tensor, "site sample"]:
     """One batched, suffix-only, start-at-layer forward pass for sites at one position."""
     model = runner.model
     dev = model.cfg.device
@@ -175,4 +177,4 @@ def restore_chunk(runner: TLBlocks, runs: Runs, chunk: list[Site], p: int, targe
                 patches[hook] = (torch.tensor(idx, device=dev), runs.clean[hook][j, p])
         resid = runner.block(j, resid, runs, p, sample[:rows], patches, last=(j == L - 1))
     probs = torch.softmax(final_logits(model, resid[:, -1]).float(), dim=-1)[:, target_id]
-    return probs.view(n, S).mean(dim=1).cpu()
+    return probs.view(n, S).cpu()

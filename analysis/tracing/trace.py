@@ -54,6 +54,10 @@ class TraceResult:
     n_samples: int
     noise: float | None
     method: str = "exact"
+    sample_restored: dict[str, Float[Tensor, "sample layer pos"]] | None = None
+    """``restored`` per noise sample, before the mean (exact traces; None for attribution)."""
+    sample_corrupted: Float[Tensor, " sample"] | None = None
+    """``corrupted_prob`` per noise sample (exact traces)."""
 
     @property
     def correct(self) -> bool:
@@ -117,6 +121,27 @@ class TraceResult:
             restored[h] = grid
         return dataclasses.replace(self, restored=restored, window=window)
 
+    def with_samples(self, samples: Sequence[int]) -> "TraceResult":
+        """The same trace averaged over a subset of its noise samples (indices into the
+        ``n_samples``): what a trace with fewer samples would have measured."""
+        if self.sample_restored is None or self.sample_corrupted is None:
+            raise ValueError(
+                "This trace kept no per-sample probabilities (attribution, or cached "
+                "before they were kept); trace it again exactly."
+            )
+        idx = torch.as_tensor(list(samples), dtype=torch.long)
+        if idx.numel() == 0 or int(idx.min()) < 0 or int(idx.max()) >= self.n_samples:
+            raise ValueError(f"samples must be indices in 0..{self.n_samples - 1}, at least one.")
+        per = {h: g[idx] for h, g in self.sample_restored.items()}
+        return dataclasses.replace(
+            self,
+            restored={h: g.mean(0) for h, g in per.items()},
+            corrupted_prob=float(self.sample_corrupted[idx].mean()),
+            n_samples=int(idx.numel()),
+            sample_restored=per,
+            sample_corrupted=self.sample_corrupted[idx],
+        )
+
     def labels(self) -> list[str]:
         """Token labels with the subject tokens starred, as in ROME's heatmaps."""
         s, e = self.subject_span
@@ -155,7 +180,9 @@ def trace(
         corruption: ``"noise"`` (ROME: Gaussian noise of std ``noise`` on the subject
             embeddings, ``n_samples`` seeded samples) or ``"tokens"`` (the subject replaced by
             ``replacement``, a subject of the same token length).
-        noise: absolute noise std; default :func:`noise_scale` (3 x embedding std on eval text).
+        noise: absolute noise std; default :func:`noise_scale` of this one fact's subject (3 x
+            the std of its subject's token embeddings); pass the scale measured over many
+            facts, as ROME and :func:`~analysis.tracing.average_indirect_effect` do.
         window: layers restored together for MLP and attention (ROME: 10; 1 = single state).
         positions: positions to trace (default all); others are NaN in the result.
         method: ``"exact"`` or ``"attribution"`` (gradient estimate, one forward + backward).
@@ -179,7 +206,7 @@ def trace(
     if positions and not 0 <= positions[0] <= positions[-1] < T:
         raise ValueError(f"positions must lie in 0..{T - 1} for this {T}-token prompt.")
     if corruption == "noise" and noise is None:
-        noise = noise_scale(model)
+        noise = noise_scale(model, facts=[fact])
     corrupt_tokens, eps, first_changed = corrupt_inputs(
         model, fact, corruption, n_samples, noise, seed, replacement, prepend_bos
     )
@@ -195,17 +222,20 @@ def trace(
         runs = clean_and_corrupted(
             model, fact, corrupt_tokens, eps, first_changed, set(hook_names) | {"hook_resid_pre"}
         )
-        clean_logits, corrupt_p = runs.clean_logits, float(runs.corrupt_probs.mean())
-        restored = {h: torch.full((L, T), float("nan")) for h in hook_names}
+        clean_logits, sample_corrupted = runs.clean_logits, runs.corrupt_probs.float()
+        corrupt_p = float(sample_corrupted.mean())
+        S = sample_corrupted.numel()
+        per = {h: torch.full((S, L, T), float("nan")) for h in hook_names}
         every = sites(hook_names, positions, L, window)
         todo = [s for s in every if not no_effect(s, runs)]
-        values = restore(model, runs, todo, fact.target_id, max_rows, fast=fast) if todo else torch.empty(0)
+        values = restore(model, runs, todo, fact.target_id, max_rows, fast=fast) if todo else torch.empty(0, S)
         for s in every:
-            restored[s.hook][s.layer, s.pos] = corrupt_p
+            per[s.hook][:, s.layer, s.pos] = sample_corrupted
         for s, v in zip(todo, values):
-            restored[s.hook][s.layer, s.pos] = float(v)
+            per[s.hook][:, s.layer, s.pos] = v
         for h in hook_names:  # before the first corrupted token nothing can change (causality)
-            restored[h][:, :first_changed] = corrupt_p
+            per[h][:, :, :first_changed] = sample_corrupted[:, None, None]
+        restored = {h: g.mean(0) for h, g in per.items()}
     else:
         raise ValueError(f"Unknown method {method!r}; use 'exact' or 'attribution'.")
     clean_probs = torch.softmax(clean_logits.float(), dim=-1)
@@ -227,4 +257,6 @@ def trace(
         n_samples=int(corrupt_tokens.shape[0]),
         noise=noise if corruption == "noise" else None,
         method=method,
+        sample_restored=per if method == "exact" else None,
+        sample_corrupted=sample_corrupted if method == "exact" else None,
     )

@@ -16,7 +16,14 @@ import pytest
 
 from analysis.config import ROOT
 
-STUDY_CHAPTERS = ("causal_tracing", "information_aware_compression", "factorization", "capability_density")
+STUDY_CHAPTERS = (
+    "causal_tracing",
+    "information_aware_compression",
+    "factorization",
+    "capability_density",
+    "adaptive_compress",
+    "variance_vs_importance",
+)
 BUILD = ROOT / "_build" / "smoke"  # its own jupyter cache: smoke outputs never reach the cpu book
 SHOTS = ROOT / "_build" / "screenshots"
 BAD_OUTPUT = re.compile(r"Traceback \(most recent call last\)|\b[A-Z]\w*Warning\b|\b[A-Z]\w*Error\b:|IProgress")
@@ -113,5 +120,24 @@ def test_page_in_a_browser(driver, html, page):
     assert not missing, f"{page}: download links to files that do not exist: {missing[:3]}"
     if page in STUDY_CHAPTERS:
         assert links, f"{page} offers no table for download"
+        assert any(h.endswith(f"/results/{page}/verdicts.json") for h in links), f"{page} shows no verdict table"
         figures = driver.execute_script("return document.querySelectorAll('.cell_output img').length")
         assert figures >= 1, f"{page} shows no figure"
+
+
+def test_scoreboard_lists_every_claim(driver, html):
+    """The intro's scoreboard shows every claim of every study chapter's verdict table."""
+    import json
+
+    driver.get((html / "book" / "intro.html").as_uri())
+    text = driver.execute_script("return document.body.innerText")
+    missing = []
+    for page in [p for p in STUDY_CHAPTERS if p in toc_pages()]:
+        path = html / "results" / page / "verdicts.json"
+        assert path.exists(), f"{page} wrote no verdict table"
+        missing += [
+            f"{page}: {row['claim'][:60]}"
+            for row in json.loads(path.read_text())
+            if row["claim"].split("\n")[0][:60] not in text
+        ]
+    assert not missing, f"claims missing from the scoreboard: {missing[:3]}"

@@ -41,12 +41,14 @@ def test_head_ablation_on_facts_matches_hooked_forward(smollm2, eval_tokens):
         assert res["recall"][layer, h].item() == pytest.approx(sum(hits) / 2)
 
 
-def test_known_fact_set_takes_the_first_known_facts(smollm2):
+def test_known_fact_set_takes_the_eval_split_of_the_shared_screen(smollm2):
     cfg = capability.CONFIGS["smoke"]
     prompts, targets, stats = capability.known_fact_set(smollm2, cfg)
-    known, screen = data.known_facts(smollm2, cfg.n_screen, cache=True)
-    assert prompts == list(known["prompt"][: cfg.n_facts]) and targets == list(known["target"][: cfg.n_facts])
-    assert stats == screen and stats["n_total"] == cfg.n_screen
+    splits = data.fact_splits(smollm2, cfg.n_screen)
+    want = splits["eval"].select(range(min(cfg.n_facts, len(splits["eval"]))))
+    assert prompts == list(want["prompt"]) and targets == list(want["target"])
+    assert not set(want["id"]) & set(splits["score"]["id"])  # nothing here was used to score anything
+    assert stats == data.known_facts(smollm2, cfg.n_screen, cache=True)[1] and stats["n_total"] == cfg.n_screen
     assert fact_recall(smollm2, prompts, targets).all()
 
 

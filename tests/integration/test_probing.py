@@ -33,3 +33,20 @@ def test_decoder_features_are_last_token_states(smollm2):
         _, cache = smollm2.run_with_cache(smollm2.to_tokens(t), names_filter=lambda n: n.endswith("resid_post"))
         for l in (0, 29):
             assert torch.allclose(feats[l, i], cache[resid_post(l)][0, -1], atol=1e-4)
+
+
+@pytest.mark.parametrize("task", [ours for ours, _ in probing.PROBE_TASKS.values()])
+def test_control_types_recur_between_training_and_test(task):
+    """Hewitt & Liang's control needs types seen in training: >= 90 % of test rows in every fold,
+    at the decoder probe size of the cpu profile (the last word alone falls far short)."""
+    from analysis.data import load_task
+    from analysis.studies import factorization
+
+    cfg = factorization.factor_config_for("cpu")
+    ds = load_task(task, n=min(cfg.n_decoder_probe, len(load_task(task))), seed=0)
+    texts, groups = ds["text"][:], ds["group"][:]
+    folds = probing.group_folds(groups, cfg.decoder_probe.folds, 0)
+    freq = probing.text_types(texts, cfg.decoder_probe.control_by, cfg.decoder_probe.control_vocab)
+    last = probing.text_types(texts, "last_word")
+    assert min(probing.type_coverage(freq, tr.tolist(), te.tolist()) for tr, te in folds) >= 0.9
+    assert max(probing.type_coverage(last, tr.tolist(), te.tolist()) for tr, te in folds) < 0.5

@@ -138,3 +138,16 @@ def test_noise_scale_is_three_embedding_stds_of_eval_text(smollm2, eval_tokens):
     emb = smollm2.W_E[eval_tokens].detach()
     assert std == pytest.approx(float(emb.std()), rel=1e-5)
     assert tracing.noise_scale(smollm2, eval_tokens) == pytest.approx(3 * std)
+
+
+def test_rome_noise_scale_is_three_stds_of_the_subjects_embeddings(smollm2):
+    # ROME (collect_embedding_std) embeds each fact's subject and takes the pooled std; our
+    # subject tokens are the subject's tokens inside its prompt, which decode to the subject
+    facts = [
+        {"prompt": "The Eiffel Tower is located in the city of", "subject": "The Eiffel Tower"},
+        {"prompt": "Slovakia has its capital in", "subject": "Slovakia"},
+    ]
+    ids = tracing.subject_tokens(smollm2, facts)
+    assert smollm2.tokenizer.decode(ids).replace(" ", "") == "TheEiffelTowerSlovakia"
+    reference = float(smollm2.W_E[ids].detach().std())
+    assert tracing.noise_scale(smollm2, facts=facts) == pytest.approx(3 * reference, rel=1e-5)

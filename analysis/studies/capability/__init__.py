@@ -13,11 +13,16 @@ signal protects. This package runs the experiments that test those claims on one
 3. :func:`run_transitions`: a spread of heads sparsified one at a time, and the sparsity where
    each breaks (:func:`transition_curves`, :func:`break_point`);
 4. :func:`run_budget`: a fixed mean sparsity allocated by density, by Wanda, uniformly and at
-   random, each model scored by perplexity, fact recall and a sentiment probe.
+   random (several seeds), each model scored by perplexity, fact recall and a sentiment probe;
+5. :func:`run_sae_ladder`: the headline test repeated on SAEs of rising quality.
+
+Heads are not independent units: every head-level correlation (:func:`head_test`) has a
+layer-cluster bootstrap interval and a within-layer permutation p.
 
 Each claim gets a verdict function (:func:`orthogonality_verdict`, :func:`importance_verdict`,
-:func:`transition_verdict`, :func:`perplexity_verdict`) that states its criterion; "no relation"
-is only ever concluded from an equivalence test (:func:`analysis.stats.tost_correlation`).
+:func:`transition_verdict`, :func:`perplexity_verdict`, :func:`allocation_verdict`) that returns an
+:class:`analysis.studies.verdicts.Verdict` with its criterion and interval; "no relation" is only
+ever concluded by TOST (:func:`analysis.studies.verdicts.equivalence_verdict`).
 
 The modules, one idea each:
 
@@ -38,32 +43,41 @@ from analysis.studies.capability.budget import (
     allocate,
     allocations,
     budget_comparison,
-    budget_summary,
     evaluate_model,
     head_sparsity_plan,
+    pool_random,
     pooled_features,
     probe_accuracy,
 )
 from analysis.studies.capability.config import CONFIGS, SEED_RESULTS, DensityConfig, config_for
 from analysis.studies.capability.runner import (
     DensityStudy,
+    activation_pool,
     domain_tokens,
-    head_rank_test,
+    head_test,
     importance_table,
     known_fact_set,
+    layer_labels,
+    quality_summary,
     run_ablation,
     run_budget,
     run_density_study,
+    run_sae_ladder,
     run_transitions,
 )
 from analysis.studies.capability.verdicts import (
+    FIDELITY,
     VERDICTS,
     Verdict,
+    allocation_verdict,
     binomial_noise,
     budget_findings,
     budget_report,
+    effective_n,
     importance_verdict,
+    min_heads_for_equivalence,
     orthogonality_verdict,
+    paired_difference,
     perplexity_verdict,
     transition_verdict,
 )
@@ -71,36 +85,45 @@ from analysis.studies.capability.verdicts import (
 __all__ = [
     "BUDGET_METRICS",
     "CONFIGS",
+    "FIDELITY",
     "PROBE_HOOK",
     "SEED_RESULTS",
     "VERDICTS",
     "DensityConfig",
     "DensityStudy",
     "Verdict",
+    "activation_pool",
     "allocate",
+    "allocation_verdict",
     "allocations",
     "binomial_noise",
     "break_point",
     "budget_comparison",
     "budget_findings",
     "budget_report",
-    "budget_summary",
     "config_for",
     "domain_tokens",
+    "effective_n",
     "evaluate_model",
     "head_ablation",
-    "head_rank_test",
     "head_sparsity_plan",
+    "head_test",
     "importance_table",
     "importance_verdict",
+    "min_heads_for_equivalence",
     "known_fact_set",
+    "layer_labels",
     "orthogonality_verdict",
+    "paired_difference",
     "perplexity_verdict",
+    "pool_random",
     "pooled_features",
     "probe_accuracy",
+    "quality_summary",
     "run_ablation",
     "run_budget",
     "run_density_study",
+    "run_sae_ladder",
     "run_transitions",
     "spread_heads",
     "transition_curves",

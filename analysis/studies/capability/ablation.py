@@ -105,7 +105,9 @@ def transition_curves(
     batch_size: int = 8,
 ) -> Tensor:
     """``ΔCE [n_heads, n_levels]`` when one head alone is pruned to each sparsity
-    (:class:`analysis.compress.HeadSparsity` on that head only: its W_Q columns and W_O rows)."""
+    (:class:`analysis.compress.HeadSparsity` with ``shared_kv="keep"`` on that head only: its own
+    W_Q columns and W_O rows; the K/V slice it shares with its group is left intact, so sparsity 1
+    is exactly the zero-ablation of its ``hook_z`` that :func:`head_ablation` measures)."""
     seqs = sae.sequences(tokens, context).to(model.cfg.device)
     resid = sae.residual_cache(model, seqs)
     clean = sae.loss_from_layer(model, resid, seqs, 0, batch_size=batch_size)
@@ -113,7 +115,9 @@ def transition_curves(
     for i, (l, h) in enumerate(progress(list(heads), desc="transition curves")):
         for j, s in enumerate(levels):
             fr = tuple(float(s) if k == h else 0.0 for k in range(model.cfg.n_heads))
-            with compress.CompressionPlan({component(l, "attn"): [compress.HeadSparsity(fr)]}).applied(model):
+            with compress.CompressionPlan(
+                {component(l, "attn"): [compress.HeadSparsity(fr, shared_kv="keep")]}
+            ).applied(model):
                 out[i, j] = sae.loss_from_layer(model, resid, seqs, l, batch_size=batch_size) - clean
     return out
 

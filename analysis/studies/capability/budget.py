@@ -98,12 +98,27 @@ def evaluate_model(
     probe_texts: Sequence[str],
     probe_labels: Sequence[int],
     context: int = 128,
-) -> dict[str, float]:
-    """Perplexity, fact recall (known facts) and probe accuracy of ``model`` as it stands."""
+    probe: bool = True,
+) -> tuple[dict[str, float], dict[str, list]]:
+    """Perplexity (with its window-bootstrap interval), fact recall and probe accuracy (NaN with
+    ``probe=False``, which saves the costliest forward) of ``model`` as it stands, and the per-item
+    results behind them for paired tests: ``{"window_nll", "window_tokens", "recall"}`` (summed
+    NLL and tokens per window, 0/1 per fact)."""
     score = lm_score(model, eval_tokens, context=context, desc="perplexity")
-    recall = fact_recall(model, list(prompts), list(targets)).float().mean().item()
-    acc = probe_accuracy(pooled_features(model, probe_texts), probe_labels, n_train=len(probe_texts) // 2)
-    return {"perplexity": score.perplexity, "fact recall": recall, "probe accuracy": acc}
+    hits = fact_recall(model, list(prompts), list(targets)).float()
+    acc = float("nan")
+    if probe:
+        acc = probe_accuracy(pooled_features(model, probe_texts), probe_labels, n_train=len(probe_texts) // 2)
+    lo, hi = score.perplexity_interval() if len(score.window_nll) >= 2 else (float("nan"), float("nan"))
+    row = {
+        "perplexity": score.perplexity,
+        "perplexity low": lo,
+        "perplexity high": hi,
+        "fact recall": hits.mean().item(),
+        "probe accuracy": acc,
+    }
+    items = {"window_nll": list(score.window_nll), "window_tokens": list(score.window_tokens), "recall": hits.tolist()}
+    return row, items
 
 
 def budget_comparison(
@@ -117,22 +132,28 @@ def budget_comparison(
     probe_texts: Sequence[str],
     probe_labels: Sequence[int],
     context: int = 128,
-) -> pd.DataFrame:
-    """Each allocation strategy at each mean sparsity, applied to every head, then evaluated."""
+) -> dict:
+    """Each allocation strategy at each mean sparsity (``cfg.n_random`` random seeds, scored by
+    perplexity and fact recall only), applied to every head, then evaluated: ``{"table": one row
+    per model, "items": {(mean, strategy): per-item results of :func:`evaluate_model`}}``."""
     args = (eval_tokens, prompts, targets, probe_texts, probe_labels, context)
-    rows = [{"mean sparsity": 0.0, "strategy": "dense", **evaluate_model(model, *args)}]
+    row, item = evaluate_model(model, *args)
+    rows, items = [{"mean sparsity": 0.0, "strategy": "dense", **row}], {(0.0, "dense"): item}
     for mean in cfg.budget_sparsities:
         for name, fr in allocations(density, wanda, mean, cfg.budget_spread, cfg.n_random, cfg.seed).items():
             with head_sparsity_plan(fr).applied(model) as report:
-                rows.append(
-                    {
-                        "mean sparsity": mean,
-                        "strategy": name,
-                        **evaluate_model(model, *args),
-                        "attention bits / dense": report.ratio,
-                    }
-                )
-    return pd.DataFrame(rows)
+                row, item = evaluate_model(model, *args, probe=not name.startswith("random"))
+            rows.append({"mean sparsity": mean, "strategy": name, **row, "attention bits / dense": report.ratio})
+            items[(mean, name)] = item
+    return {"table": pd.DataFrame(rows), "items": items}
+
+
+def pool_random(frame: pd.DataFrame) -> pd.DataFrame:
+    """The budget table with every ``random r`` seed labelled ``random`` (a plot then shows their
+    mean and spread as one strategy)."""
+    out = frame.copy()
+    out["strategy"] = out["strategy"].where(~out["strategy"].str.startswith("random"), "random")
+    return out
 
 
 BUDGET_METRICS = {"perplexity": "min", "fact recall": "max", "probe accuracy": "max"}

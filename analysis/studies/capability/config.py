@@ -6,17 +6,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from analysis import sae
-from analysis.config import study_config
+from analysis.config import PROFILES, study_config
 
 SEED_RESULTS: dict[str, Any] = {
     "paper": "Capability-Guided Compression (seed 001), arXiv 2026-03",
     "model": "gpt2-medium",
     "n_heads": 384,
     "spearman_density_wanda": -0.054,
-    "orthogonality claim": "capability density is statistically independent of Wanda importance",
-    "phase-transition claim": "higher-density components reach their phase transition at lower compression ratios",
-    "perplexity claim": "perplexity is insensitive to capability loss; PPL-based comparison "
-    "on GPT-2 Medium was a negative result",
+    "orthogonality claim": "capability density is statistically independent of Wanda importance scores",
+    "phase-transition claim": "components with higher capability density exhibit lower structural redundancy "
+    "and reach their individual phase transition points at lower compression ratios",
+    "perplexity claim": "the insensitivity of perplexity-based evaluation to reasoning capability loss "
+    "(a negative result on PPL-based compression comparison on GPT-2 Medium)",
+    "allocation claim": "SAE-derived capability density maps allocate differential compression budgets "
+    "across transformer components (Capability-Guided Compression)",
 }
 """The seed's numbers and claims, printed by the chapter from here (theirs, not ours)."""
 
@@ -35,11 +38,14 @@ class DensityConfig:
     ablation_tokens: int
     """Tokens on which each head's ablation loss increase is measured."""
     n_screen: int
-    """Facts screened for ones the model knows."""
+    """Facts screened for ones the model knows (the same screen as the tracing study's, so one
+    cached screen serves both)."""
     n_facts: int
-    """Known facts used for per-head fact-recall drops and budget evaluation."""
+    """Evaluation facts (the ``"eval"`` split of the shared screen) that score each budget allocation."""
     transition_heads: int
     """Heads (spread over the density range) whose sparsity curve is traced."""
+    ablation_facts: int = 16
+    """The first of those facts used for per-head fact-recall drops (one forward per head and fact)."""
     transition_levels: tuple[float, ...] = (0.3, 0.5, 0.7, 0.9)
     """Per-head sparsities of the transition curves (1.0 = ablation is added)."""
     break_fraction: float = 0.5
@@ -58,14 +64,18 @@ class DensityConfig:
     """A latent is *used* when it gets at least this share of a uniform share (``ε``)."""
     n_boot: int = 2000
     n_perm: int = 2000
-    n_random: int = 1
-    """Random allocations (seeds) averaged."""
+    n_random: int = 5
+    """Random allocations (seeds): each is evaluated, and capability-guided allocation is compared
+    with their mean."""
     seed: int = 0
     layers: tuple[int, ...] | None = None
     """Layers whose heads are ablated and traced, and whose SAEs' CE loss recovered is measured
     (``None``: all). The density map and Wanda always cover every head."""
     extra_models: tuple[str, ...] = ()
     """Models on which the headline test is repeated when their weights are available."""
+    ladder: tuple[sae.SAETrainConfig, ...] = ()
+    """Cheaper SAE settings (rising quality, ending below ``sae``) on which the headline test is
+    repeated, so the orthogonality verdict can depend on SAE fidelity."""
 
 
 CONFIGS: dict[str, DensityConfig] = {
@@ -77,8 +87,9 @@ CONFIGS: dict[str, DensityConfig] = {
         ce_tokens=64,
         calib_tokens=128,
         ablation_tokens=32,
-        n_screen=48,
-        n_facts=2,
+        n_screen=PROFILES["smoke"].n_facts,
+        n_facts=16,
+        ablation_facts=2,
         transition_heads=2,
         transition_levels=(0.5,),
         budget_sparsities=(0.5,),
@@ -87,19 +98,29 @@ CONFIGS: dict[str, DensityConfig] = {
         n_boot=200,
         n_perm=200,
         layers=(0, 29),
+        ladder=(
+            sae.SAETrainConfig(
+                train_tokens=256, context=32, batch_tokens=128, expansion=1, k=4, forward_batch=8, buffer_batches=2
+            ),
+        ),
     ),
     "cpu": DensityConfig(
-        sae=sae.SAETrainConfig(train_tokens=8192, context=128, batch_tokens=512, expansion=2, k=32, lr=4e-3, epochs=3),
+        sae=sae.SAETrainConfig(train_tokens=8192, context=128, batch_tokens=512, expansion=2, k=64, lr=4e-3, epochs=3),
         eval_tokens_per_domain=768,
         ce_tokens=256,
         calib_tokens=2048,
         ablation_tokens=128,
-        n_screen=400,
-        n_facts=16,
+        n_screen=PROFILES["cpu"].n_facts,
+        n_facts=200,
+        ablation_facts=16,
         transition_heads=24,
         budget_sparsities=(0.3, 0.5),
-        ppl_tokens=1024,
+        ppl_tokens=2048,
         n_probe=100,
+        ladder=(  # the same training tokens (one activation pass), fewer steps and active latents
+            sae.SAETrainConfig(train_tokens=4096, context=128, batch_tokens=512, expansion=2, k=16, lr=4e-3),
+            sae.SAETrainConfig(train_tokens=8192, context=128, batch_tokens=512, expansion=2, k=32, lr=4e-3),
+        ),
     ),
     "gpu": DensityConfig(
         sae=sae.SAETrainConfig(
@@ -116,8 +137,9 @@ CONFIGS: dict[str, DensityConfig] = {
         ce_tokens=16_384,
         calib_tokens=131_072,
         ablation_tokens=8192,
-        n_screen=4000,
-        n_facts=200,
+        n_screen=PROFILES["gpu"].n_facts,
+        n_facts=1000,
+        ablation_facts=200,
         transition_heads=120,
         transition_levels=(0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95),
         budget_sparsities=(0.3, 0.5, 0.7),
@@ -125,11 +147,17 @@ CONFIGS: dict[str, DensityConfig] = {
         n_probe=2000,
         n_boot=10_000,
         n_perm=10_000,
-        n_random=3,
+        n_random=10,
         extra_models=("gpt2-medium",),
+        ladder=(
+            sae.SAETrainConfig(train_tokens=250_000, context=256, batch_tokens=4096, expansion=4, k=16, lr=3e-4),
+            sae.SAETrainConfig(train_tokens=1_000_000, context=256, batch_tokens=4096, expansion=8, k=32, lr=3e-4),
+        ),
     ),
 }
-"""Sizes per profile. ``cpu`` fits the chapter in about 15 minutes on 2 cores."""
+"""Sizes per profile. ``cpu`` keeps the SAE cost of the earlier chapter (one forward pass over
+8,192 training tokens; the ladder only adds SAE steps on the same activations) and aims at about
+15 minutes on 2 uncontended cores (not measured at this scale; see the chapter's timings)."""
 
 
 def config_for(profile: Any) -> DensityConfig:

@@ -41,6 +41,41 @@ def domain_tokens(model, domains: Sequence[str], n_tokens: int) -> dict[str, Ten
     return out
 
 
+def layer_labels(shape: tuple[int, int]) -> Tensor:
+    """Each head's layer, ``[n_layers, n_heads]`` (the cluster of the head-level statistics)."""
+    return torch.arange(shape[0])[:, None].expand(shape)
+
+
+def head_test(x: Tensor, y: Tensor, cfg: DensityConfig, layers: Tensor | None = None) -> dict[str, float]:
+    """Spearman ρ(x, y) over heads measured on both sides, with a *layer-cluster* bootstrap 95%
+    interval (:func:`analysis.stats.cluster_bootstrap_ci`: whole layers resampled, since heads
+    of one layer share their SAE and heads of one GQA group share K/V) and the within-layer ρ
+    with its within-layer permutation p (:func:`analysis.stats.stratified_permutation_test`;
+    NaN when no layer has 3 measured heads). ``layers`` labels each unit (default: the row of an
+    ``[n_layers, n_heads]`` map).
+
+    Returns ``{"rho", "ci_low", "ci_high", "rho_within", "p_within", "n", "n_layers"}``.
+    """
+    x, y = torch.as_tensor(x).float(), torch.as_tensor(y).float()
+    layers = layer_labels(tuple(x.shape)) if layers is None else torch.as_tensor(layers)
+    x, y, layers = x.flatten(), y.flatten(), layers.flatten()
+    ok = ~(x.isnan() | y.isnan())
+    x, y, layers = x[ok].numpy(), y[ok].numpy(), layers[ok].numpy()
+    n_layers = len(set(layers.tolist()))
+    nan = float("nan")
+    out = {"rho": stats.spearman(x, y), "ci_low": nan, "ci_high": nan, "rho_within": nan, "p_within": nan}
+    out.update(n=len(x), n_layers=n_layers)
+    if len(x) < 3 or out["rho"] != out["rho"]:
+        return out
+    if n_layers >= 2:
+        out["ci_low"], out["ci_high"] = stats.cluster_bootstrap_ci(x, y, layers, n_boot=cfg.n_boot, seed=cfg.seed)
+    counts = torch.as_tensor(layers).unique(return_counts=True)[1]
+    if int((counts >= 3).sum()) >= 1:
+        w = stats.stratified_permutation_test(x, y, layers, cfg.n_perm, cfg.seed)
+        out["rho_within"], out["p_within"] = w["rho"], w["p_perm"]
+    return out
+
+
 @dataclass
 class DensityStudy:
     """The trained SAEs of one model and everything measured from them and from its weights."""
@@ -54,27 +89,29 @@ class DensityStudy:
     """``{"breadth", "entropy", "consistency", "density", "wanda"}``, each ``[n_layers, n_heads]``."""
 
     def headline(self, cfg: DensityConfig) -> dict[str, float]:
-        """Spearman ρ(density, Wanda) over all heads, with bootstrap CI and permutation p."""
-        return stats.rank_test(self.maps["density"], self.maps["wanda"], cfg.n_boot, cfg.n_perm, cfg.seed)
-
-    def within_layers(self, cfg: DensityConfig) -> dict[str, float]:
-        """ρ(density, Wanda) between heads of the same layer, heads permuted within their layer."""
-        d = self.maps["density"]
-        layer = torch.arange(d.shape[0])[:, None].expand(d.shape)
-        return stats.stratified_permutation_test(d, self.maps["wanda"], layer, cfg.n_perm, cfg.seed)
+        """ρ(density, Wanda) over all heads (:func:`head_test`: layer-cluster interval, within-layer p)."""
+        return head_test(self.maps["density"], self.maps["wanda"], cfg)
 
     def layer_shares(self) -> dict[str, float]:
         """The share of each map's variance that lies between layers."""
         return {k: stats.layer_share(v) for k, v in self.maps.items()}
 
 
-def run_density_study(model, cfg: DensityConfig) -> DensityStudy:
-    """Train (or load) the SAEs, measure their quality, the density map and Wanda per head."""
+def run_density_study(
+    model, cfg: DensityConfig, sae_cfg: sae.SAETrainConfig | None = None, pool: sae.ActivationPool | None = None
+) -> DensityStudy:
+    """Train (or load) the SAEs (``sae_cfg``, default ``cfg.sae``; ``pool`` shares one activation
+    pass between settings), measure their quality, the density map and Wanda per head. Every
+    step is cached; Wanda does not depend on the SAEs."""
+    sae_cfg = sae_cfg or cfg.sae
     key_model = model_key(model)
-    saes = sae.trained_saes(model, data.lm_tokens(model.tokenizer, "train", n_tokens=cfg.sae.train_tokens), cfg.sae)
+    train = data.lm_tokens(model.tokenizer, "train", n_tokens=sae_cfg.train_tokens)
+    if pool is not None and not pool.matches(train, sae_cfg):
+        pool = None
+    saes = sae.trained_saes(model, train, sae_cfg, pool=pool)
     groups = domain_tokens(model, cfg.domains, cfg.eval_tokens_per_domain)
-    ctx, skip = cfg.sae.context, cfg.sae.skip_first
-    key = {"sae": cfg.sae, "domains": cfg.domains, "eval": cfg.eval_tokens_per_domain}
+    ctx, skip = sae_cfg.context, sae_cfg.skip_first
+    key = {"sae": sae_cfg, "domains": cfg.domains, "eval": cfg.eval_tokens_per_domain}
     latents = cached(
         "sae_latent_stats", lambda: sae.latent_stats(model, saes, groups, ctx, skip_first=skip), key, key_model
     )
@@ -92,17 +129,71 @@ def run_density_study(model, cfg: DensityConfig) -> DensityStudy:
     return DensityStudy(model.cfg.model_name, saes, latents, quality, maps)
 
 
+def quality_summary(quality: pd.DataFrame) -> dict[str, float]:
+    """Medians over layers of explained variance, CE loss recovered (robust: the ratio is unstable
+    where ablating a layer costs almost nothing), L0 and the dead fraction."""
+    q = quality.astype(float)
+    cols = ("explained variance", "CE loss recovered", "L0", "dead fraction")
+    return {c: float(q[c].median()) for c in cols}
+
+
+POOL_BYTES = 4 * 2**30
+"""The most memory an activation pool may take; above it each SAE setting runs its own forward pass."""
+
+
+def activation_pool(model, cfg: DensityConfig) -> sae.ActivationPool | None:
+    """One :class:`analysis.sae.ActivationPool` for ``cfg.sae`` and every ladder setting (on the
+    most training tokens any of them uses), filled by one forward pass on first use; None when it
+    would exceed :data:`POOL_BYTES` (then every setting streams its own activations)."""
+    n = max(c.train_tokens for c in (*cfg.ladder, cfg.sae))
+    if 4 * n * model.cfg.n_layers * model.cfg.n_heads * model.cfg.d_head > POOL_BYTES:
+        return None
+    tokens = data.lm_tokens(model.tokenizer, "train", n_tokens=n)
+    return sae.ActivationPool(
+        model, tokens, cfg.sae.context, cfg.sae.skip_first, cfg.sae.granularity, cfg.sae.forward_batch
+    )
+
+
+def run_sae_ladder(
+    model, cfg: DensityConfig, main: DensityStudy | None = None, pool: sae.ActivationPool | None = None
+) -> pd.DataFrame:
+    """The headline test, ρ(density, Wanda) (:func:`head_test`), on SAEs of rising quality: each
+    setting of ``cfg.ladder`` and then ``cfg.sae`` (the chapter's, last row). One row per setting:
+    its size, :func:`quality_summary` and the test. ``main`` reuses the chapter's study and
+    ``pool`` its activations."""
+    rows = []
+    for i, sae_cfg in enumerate([*cfg.ladder, cfg.sae]):
+        last = i == len(cfg.ladder)
+        study = main if (main is not None and last) else run_density_study(model, cfg, sae_cfg, pool)
+        rows.append(
+            {
+                "SAE setting": f"{sae_cfg.train_tokens} tok x {sae_cfg.epochs} ep, x{sae_cfg.expansion}, k={sae_cfg.k}",
+                **quality_summary(study.quality),
+                **study.headline(cfg),
+            }
+        )
+    return pd.DataFrame(rows).set_index("SAE setting")
+
+
 def known_fact_set(model, cfg: DensityConfig) -> tuple[list[str], list[str], dict]:
-    """The first ``n_facts`` of the facts the model knows among ``n_screen`` screened
-    (:func:`analysis.data.known_facts`, cached once per model): prompts, targets, screen stats."""
-    known, screen = data.known_facts(model, cfg.n_screen, cache=True)
+    """The evaluation facts: ``fact_splits(model, n_screen)["eval"]`` (the one shared known-fact
+    screen, its split for judging compressed or ablated models), at most ``n_facts``, with the
+    screen's stats. Nothing in this study is fitted or chosen on facts, so no other split is used."""
+    splits = getattr(data, "fact_splits", None)
+    if splits is not None:
+        known = splits(model, cfg.n_screen)["eval"]
+        _, screen = data.known_facts(model, cfg.n_screen, cache=True)
+    else:  # before the shared split exists: the screen's known facts (none of them chose anything here)
+        known, screen = data.known_facts(model, cfg.n_screen, cache=True)
     known = known.select(range(min(cfg.n_facts, len(known))))
     return list(known["prompt"]), list(known["target"]), screen
 
 
 def run_ablation(model, cfg: DensityConfig, prompts: Sequence[str], targets: Sequence[str]) -> dict[str, Tensor]:
-    """:func:`head_ablation` of every head on the evaluation text and the known facts (cached)."""
+    """:func:`head_ablation` of every head on the evaluation text and the first
+    ``cfg.ablation_facts`` evaluation facts (cached)."""
     tokens = data.lm_tokens(model.tokenizer, "eval", n_tokens=cfg.ablation_tokens)
+    prompts, targets = list(prompts)[: cfg.ablation_facts], list(targets)[: cfg.ablation_facts]
     return cached(
         "sae_head_ablation",
         lambda: head_ablation(model, tokens, prompts, targets, cfg.sae.context, layers=cfg.layers),
@@ -111,15 +202,9 @@ def run_ablation(model, cfg: DensityConfig, prompts: Sequence[str], targets: Seq
     )
 
 
-def head_rank_test(x: Tensor, y: Tensor, cfg: DensityConfig) -> dict[str, float]:
-    """:func:`analysis.stats.rank_test` over the heads where both are measured (a constant side,
-    e.g. fact-recall drops that are all 0, leaves ρ, its interval and p undefined)."""
-    return stats.rank_test(x, y, cfg.n_boot, cfg.n_perm, cfg.seed)
-
-
 def importance_table(maps: Mapping[str, Tensor], ablation: Mapping[str, Tensor], cfg: DensityConfig) -> pd.DataFrame:
-    """Density and Wanda against each head's direct importance: :func:`head_rank_test` over the
-    heads measured, and the partial ρ given the other signal."""
+    """Density and Wanda against each head's direct importance: :func:`head_test` over the heads
+    measured (layer-cluster interval, within-layer permutation), and the partial ρ given the other."""
     importance = {
         "ΔCE when ablated": ablation["loss"],
         "Δ log p(answer) when ablated": ablation["logp"],
@@ -128,20 +213,21 @@ def importance_table(maps: Mapping[str, Tensor], ablation: Mapping[str, Tensor],
     rows = {}
     for name, imp in importance.items():
         for sig, other in (("density", "wanda"), ("wanda", "density")):
-            r = head_rank_test(maps[sig], imp, cfg)
+            r = head_test(maps[sig], imp, cfg)
             rows[(name, sig)] = {**r, "partial ρ given the other": stats.partial_spearman(maps[sig], imp, maps[other])}
     return pd.DataFrame(rows).T
 
 
 def run_transitions(model, cfg: DensityConfig, density: Tensor, ablation_loss: Tensor) -> dict[str, Any]:
     """Sparsity curves of ``transition_heads`` heads spread over the density range, where each
-    breaks, and ρ(density, break point) over the heads that have one (None when fewer than 3)."""
+    breaks, and :func:`head_test` of density against break point over the heads that have one
+    (clustered by layer; None when fewer than 3)."""
     heads = spread_heads(density.masked_fill(ablation_loss.isnan(), float("nan")), cfg.transition_heads)
     tokens = data.lm_tokens(model.tokenizer, "eval", n_tokens=cfg.ablation_tokens)
     curves = cached(
         "sae_transitions",
         lambda: transition_curves(model, tokens, heads, cfg.transition_levels, cfg.sae.context),
-        {"tokens": cfg.ablation_tokens, "heads": heads, "levels": cfg.transition_levels},
+        {"tokens": cfg.ablation_tokens, "heads": heads, "levels": cfg.transition_levels, "kv": "keep"},
         model_key(model),
     )
     breaks = torch.tensor(
@@ -151,7 +237,8 @@ def run_transitions(model, cfg: DensityConfig, density: Tensor, ablation_loss: T
         ]
     )
     dens = torch.stack([density[l, h] for l, h in heads])
-    test = head_rank_test(dens, breaks, cfg) if int((~breaks.isnan()).sum()) >= 3 else None
+    layers = torch.tensor([l for l, _ in heads])
+    test = head_test(dens, breaks, cfg, layers) if int((~breaks.isnan()).sum()) >= 3 else None
     return {
         "heads": heads,
         "curves": curves,
@@ -164,11 +251,12 @@ def run_transitions(model, cfg: DensityConfig, density: Tensor, ablation_loss: T
 
 def run_budget(
     model, cfg: DensityConfig, density: Tensor, wanda_scores: Tensor, prompts: Sequence[str], targets: Sequence[str]
-) -> pd.DataFrame:
-    """:func:`budget_comparison` on held-out text, the known facts and the probe task (cached)."""
+) -> dict:
+    """:func:`budget_comparison` on held-out text, the evaluation facts and the probe task (cached):
+    ``{"table", "items"}``."""
     tokens = data.lm_tokens(model.tokenizer, "eval", n_tokens=cfg.ppl_tokens)
     task = data.load_task(cfg.probe_task, n=cfg.n_probe, seed=cfg.seed)
-    key = {"cfg": cfg, "density": density.tolist(), "wanda": wanda_scores.tolist(), "prompts": list(prompts)}
+    key = {"cfg": cfg, "density": density.tolist(), "wanda": wanda_scores.tolist(), "prompts": list(prompts), "v": 3}
     return cached(
         "sae_budget",
         lambda: budget_comparison(

@@ -12,7 +12,9 @@ knowledge goes first (TruthfulQA before SST-2).
 
 This package runs the same grid on the book's models with the operations of
 :mod:`analysis.compress` (which adds SVD-LLM's whitening, Wang et al. 2024) and the probes of
-:mod:`analysis.probing`:
+:mod:`analysis.probing`. "ASVD" is ASVD as Yuan et al. define it: activation scaling *and* a
+sensitivity-based rank per layer at the same total size; "ASVD (uniform rank)" is the scaling
+alone at one rank for every matrix:
 
 - :mod:`~analysis.studies.factorization.config`: :class:`FactorConfig`, sizes per run profile;
 - :mod:`~analysis.studies.factorization.seed`: ``SEED_RESULTS`` (the seed's Tables 2-4) and
@@ -28,6 +30,7 @@ from analysis.studies.factorization.config import (
     CACHE_VERSION,
     FACTOR_CONFIGS,
     METHOD_LABELS,
+    STUDY_METHODS,
     FactorConfig,
     factor_config_for,
 )
@@ -35,18 +38,28 @@ from analysis.studies.factorization.evaluation import (
     DecoderData,
     choice_logprobs,
     decoder_data,
+    eval_facts,
     fact_mc_items,
     mc_accuracy,
+    mc_correct,
     mc_items,
 )
 from analysis.studies.factorization.runner import (
-    decoder_context,
+    allocation_table,
+    asvd_sensitivity,
+    calibration_contexts,
+    calibration_curve,
+    control_coverage,
     decoder_grid,
     decoder_probe_grid,
     encoder_context,
     encoder_grid,
+    fisher_sample,
+    interval_table,
+    plan_for,
     probe_frame,
     probe_tasks,
+    rank_allocation,
     rank_table,
     score_decoder,
 )
@@ -59,41 +72,62 @@ from analysis.studies.factorization.seed import (
     seed_probe_table,
 )
 from analysis.studies.factorization.verdicts import (
-    discordant_pairs,
+    CHANCE,
+    collapse_verdict,
     first_ratio_changes,
+    mcnemar_greater,
     mean_damage,
+    ordering_verdict,
     probe_damage,
+    probes_hide_verdict,
+    retained_share,
     verdicts,
 )
 
 __all__ = [
     "CACHE_VERSION",
+    "CHANCE",
     "FACTOR_CONFIGS",
     "METHOD_LABELS",
     "SEED_RESULTS",
+    "STUDY_METHODS",
     "DecoderData",
     "FactorConfig",
+    "allocation_table",
+    "asvd_sensitivity",
+    "calibration_contexts",
+    "calibration_curve",
     "choice_logprobs",
     "cola_beside_seed",
+    "collapse_verdict",
+    "control_coverage",
     "decoder_beside_seed",
-    "decoder_context",
     "decoder_data",
     "decoder_grid",
     "decoder_probe_grid",
-    "discordant_pairs",
     "encoder_context",
     "encoder_grid",
+    "eval_facts",
     "fact_mc_items",
     "factor_config_for",
     "first_ratio_changes",
+    "fisher_sample",
     "mc_accuracy",
+    "mc_correct",
     "mc_items",
+    "mcnemar_greater",
     "mean_damage",
+    "ordering_verdict",
+    "interval_table",
+    "plan_for",
     "probe_damage",
     "probe_frame",
     "probe_tasks",
     "probes_beside_seed",
+    "probes_hide_verdict",
+    "rank_allocation",
     "rank_table",
+    "retained_share",
     "score_decoder",
     "seed_downstream_table",
     "seed_probe_table",

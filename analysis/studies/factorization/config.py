@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from analysis import compress, probing
-from analysis.config import study_config
+from analysis import probing
+from analysis.compress.lowrank import SENSITIVITY_KEEP
+from analysis.config import get_profile, study_config
 
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 """Part of every cached cell's key; bumped when a cell's output for the same inputs changes."""
 
-METHOD_LABELS = {"svd": "SVD", "fwsvd": "FWSVD", "asvd": "ASVD", "svdllm": "SVD-LLM"}
-"""Display name of each :data:`analysis.compress.FACTOR_METHODS` entry (rows of every table)."""
+METHOD_LABELS = {
+    "svd": "SVD",
+    "fwsvd": "FWSVD",
+    "asvd_rank": "ASVD",
+    "asvd": "ASVD (uniform rank)",
+    "svdllm": "SVD-LLM",
+}
+"""Display name of each study method (rows of every table). ``"asvd_rank"`` is ASVD as Yuan et al.
+define it (activation scaling and a sensitivity-based rank per layer at the same total size);
+``"asvd"`` is its activation scaling alone at one uniform rank; the rest are
+:data:`analysis.compress.FACTOR_METHODS` at one uniform rank."""
+
+STUDY_METHODS = tuple(METHOD_LABELS)
 
 
 @dataclass(frozen=True)
@@ -20,89 +33,124 @@ class FactorConfig:
     """Sizes of the factorization study for one run profile (see :func:`factor_config_for`)."""
 
     ratios: tuple[float, ...] = (0.05, 0.10, 0.15, 0.25, 0.35)
-    """Fractions of each MLP matrix's parameters removed (the seed's decoder grid)."""
-    methods: tuple[str, ...] = compress.FACTOR_METHODS
+    """Fractions of the MLP parameters removed (the seed's decoder grid)."""
+    methods: tuple[str, ...] = STUDY_METHODS
+    side_methods: tuple[str, ...] = ("asvd", "svdllm")
+    """Methods no verdict rests on: run only at :attr:`side_ratios` (cut before samples are cut)."""
+    side_ratios: tuple[float, ...] = (0.10, 0.25)
     decoder_layers: tuple[int, ...] | None = None
     """Decoder layers whose MLPs are factorized (None: all, as in the seed)."""
     eval_tokens: int = 4096
-    """Held-out tokens scored for perplexity per grid cell."""
-    calib_tokens: int = 4096
-    """Calibration tokens for activation statistics (ASVD, SVD-LLM)."""
+    """Held-out tokens scored for perplexity per grid cell (windows of ``context``: the bootstrap unit)."""
+    calib_tokens: int = 16_384
+    """Calibration tokens for every statistic (>= 10x the widest MLP input, 1536 for SmolLM2)."""
+    calib_sizes: tuple[int, ...] = (2048, 8192, 32_768)
+    """Calibration sizes of the calibration curve (one pass over the largest; the others are prefixes)."""
+    calib_ratio: float = 0.10
+    """The ratio at which the calibration curve is measured."""
     context: int = 256
-    grad_examples: int = 16
-    """Calibration windows of ``context`` tokens, one backward pass each, for FWSVD's Fisher."""
-    n_facts: int = 800
-    """Facts screened; those the uncompressed model knows are re-tested in every cell."""
-    n_mc: int = 60
-    """TruthfulQA multiple-choice questions."""
-    n_fact_mc: int = 60
-    """Wikidata facts asked as 4-way multiple choice (the MMLU stand-in: knowledge, 4 choices)."""
+    grad_examples: int | None = None
+    """Calibration windows with one backward pass each for FWSVD's Fisher (None: every window)."""
+    sensitivity_keep: tuple[float, ...] = SENSITIVITY_KEEP
+    sensitivity_unit: str = "layer"
+    """ASVD's sensitivity unit: ``"layer"`` (one MLP) or ``"weight"`` (one matrix, as in ASVD's code)."""
+    sensitivity_windows: int = 2
+    """Calibration windows whose perplexity scores each candidate truncation."""
+    n_facts: int | None = None
+    """Facts screened (:func:`analysis.data.fact_splits`; None: the profile's ``n_facts``, the one screen
+    every chapter shares); every known "eval" fact is asked as 4-way multiple choice and re-tested
+    for recall in every cell."""
+    max_fact_mc: int | None = None
+    """At most this many "eval" facts (a seeded random subset) are asked as multiple choice and
+    re-tested for recall (None: every one)."""
+    n_mc: int = 236
+    """TruthfulQA multiple-choice questions (the first ones with ``mc_choices`` choices; 236 have 4),
+    scored on the uncompressed model and at :attr:`decoder_probe_ratios`."""
     mc_choices: int = 4
     """Choices per question: the true answer and the first ``mc_choices - 1`` false ones (MMLU has 4)."""
     n_probe: int = 300
-    """Examples per probing task."""
+    """Examples per probing task on the encoder."""
     probe: probing.ProbeConfig = probing.ProbeConfig()
-    encoder_calib_tokens: int = 4096
+    encoder_methods: tuple[str, ...] = ("svd", "fwsvd")
+    """The seed's encoder methods (its BERT grid has SVD and FWSVD)."""
+    encoder_ratios: tuple[float, ...] = (0.10, 0.30, 0.50)
+    """The seed's Table 3 ratios."""
+    encoder_calib_tokens: int = 8192
     encoder_grad_examples: int = 64
-    """Acceptability-task sentences whose task-head gradients give the encoder's Fisher."""
+    """Acceptability-task sentences (disjoint from the probe sets) whose task-head gradients give the encoder's Fisher."""
     batch_size: int = 8
     decoder_probe_ratios: tuple[float, ...] = (0.10,)
-    """Ratios at which the decoder is probed too (every method), to set probes beside perplexity."""
-    decoder_probe_methods: tuple[str, ...] = compress.FACTOR_METHODS
-    n_decoder_probe: int = 150
-    """Examples per probing task on the decoder (a forward pass of the decoder per example)."""
+    """Ratios at which the decoder is probed too, to set probes beside perplexity."""
+    decoder_probe_methods: tuple[str, ...] = ("svd", "fwsvd", "asvd_rank")
+    n_decoder_probe: int = 400
+    """Examples per probing task on the decoder; every one is tested once (``decoder_probe.folds``)."""
+    decoder_probe: probing.ProbeConfig = probing.ProbeConfig(seeds=(0,), folds=5, steps=80)
     decoders: tuple[str, ...] = ()
     """Decoders to try first (the seed's); the profile's model is the fallback."""
     encoders: tuple[str, ...] = ()
 
+    def cells(self) -> list[tuple[str, float]]:
+        """The decoder grid: the uncompressed model, then each method at its ratios."""
+        return [("none", 0.0)] + [
+            (m, r) for m in self.methods for r in (self.side_ratios if m in self.side_methods else self.ratios)
+        ]
+
 
 FACTOR_CONFIGS: dict[str, FactorConfig] = {
     "smoke": FactorConfig(
-        ratios=(0.35,),
+        ratios=(0.10, 0.35),
+        side_ratios=(0.35,),
         decoder_layers=(0,),
-        eval_tokens=128,
-        calib_tokens=128,
+        eval_tokens=256,
+        calib_tokens=256,
+        calib_sizes=(64, 128, 256),
+        calib_ratio=0.35,
         context=64,
-        grad_examples=1,
-        n_facts=24,
-        n_mc=2,
-        n_fact_mc=4,
+        grad_examples=2,
+        sensitivity_keep=(0.5, 0.8),
+        sensitivity_windows=1,
+        n_mc=4,
         n_probe=24,
         probe=probing.ProbeConfig(seeds=(0,), steps=20),
+        encoder_ratios=(0.35,),
         encoder_calib_tokens=128,
         encoder_grad_examples=4,
         batch_size=8,
         decoder_probe_ratios=(0.35,),
-        decoder_probe_methods=("svd", "svdllm"),
-        n_decoder_probe=8,
+        n_decoder_probe=16,
+        decoder_probe=probing.ProbeConfig(seeds=(0,), folds=2, steps=20),
     ),
     "cpu": FactorConfig(
-        eval_tokens=2048,
-        calib_tokens=2048,
-        grad_examples=8,
-        n_facts=400,
-        n_mc=24,
-        n_fact_mc=48,
-        n_probe=200,
+        side_ratios=(0.10,),
+        grad_examples=64,
+        max_fact_mc=150,
+        n_mc=60,
+        sensitivity_windows=1,
+        n_probe=300,
         probe=probing.ProbeConfig(steps=80),
-        n_decoder_probe=100,
+        n_decoder_probe=300,
+        decoder_probe=probing.ProbeConfig(seeds=(0,), folds=5, steps=80, kinds=("mlp",)),
     ),
     "gpu": FactorConfig(
+        side_ratios=(0.05, 0.10, 0.15, 0.25, 0.35),
         eval_tokens=131_072,
-        calib_tokens=65_536,
+        calib_tokens=262_144,
+        calib_sizes=(2048, 8192, 32_768, 262_144),
         context=1024,
-        grad_examples=128,
-        n_facts=8000,
+        grad_examples=256,
+        sensitivity_keep=(0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95),
+        sensitivity_unit="weight",
+        sensitivity_windows=8,
         n_mc=236,
-        n_fact_mc=2000,
-        mc_choices=4,
         n_probe=4000,
         probe=probing.ProbeConfig(steps=300, hidden=256),
+        encoder_methods=("svd", "fwsvd", "asvd"),
         encoder_calib_tokens=65_536,
         encoder_grad_examples=1000,
-        batch_size=8,
         decoder_probe_ratios=(0.05, 0.15, 0.25),
+        decoder_probe_methods=("svd", "fwsvd", "asvd_rank", "svdllm"),
         n_decoder_probe=2000,
+        decoder_probe=probing.ProbeConfig(seeds=(0,), folds=5, steps=300, hidden=256),
         decoders=("llama-2-7b", "mistral-7b"),
         encoders=("bert-base-uncased",),
     ),
@@ -112,4 +160,8 @@ FACTOR_CONFIGS: dict[str, FactorConfig] = {
 
 def factor_config_for(profile: Any) -> FactorConfig:
     """The :class:`FactorConfig` for a profile (or its name); ``profile.extra["factorization"]`` overrides fields."""
-    return study_config(FACTOR_CONFIGS, profile, "factorization")
+    cfg = study_config(FACTOR_CONFIGS, profile, "factorization")
+    if cfg.n_facts is None:
+        prof = get_profile(profile) if isinstance(profile, str) else profile
+        cfg = dataclasses.replace(cfg, n_facts=prof.n_facts)
+    return cfg

@@ -40,13 +40,13 @@ def mc_items(n: int, choices: int = 4) -> list[dict]:
     return items
 
 
-def fact_mc_items(n: int, offset: int, choices: int = 4, seed: int = 0) -> list[dict]:
-    """Wikidata facts as multiple choice: the prompt, its answer and ``choices - 1`` distractors.
+def fact_mc_items(rows, choices: int = 4, seed: int = 0) -> list[dict]:
+    """Facts as multiple choice: each row's prompt, its answer and ``choices - 1`` distractors.
 
-    Facts ``offset .. offset + n`` of :func:`analysis.data.facts` (relation-balanced order; pass the
-    screening size as ``offset`` to keep them disjoint from the screened facts). Distractors are
-    answers of other facts of the same relation (never one of this fact's accepted answers), drawn
-    with ``seed``. The true answer comes first.
+    ``rows``: fact rows (a ``datasets.Dataset`` of :func:`analysis.data.facts`' schema, e.g. the
+    known "eval" facts). Distractors are answers of other facts of the same relation among all
+    facts (never one of this fact's accepted answers), drawn with ``seed``; the true answer comes
+    first. Rows whose relation has too few other answers are skipped.
     """
     every = data.facts()
     pool: dict[str, list[str]] = {}
@@ -54,12 +54,11 @@ def fact_mc_items(n: int, offset: int, choices: int = 4, seed: int = 0) -> list[
         pool.setdefault(rel, [])
         if target.strip() not in pool[rel]:
             pool[rel].append(target.strip())
-    rows = every.select(range(offset, min(len(every), offset + n)))
     rng = random.Random(seed)
     items = []
     for row in rows:
-        accepted = {a.strip() for a in row["answers"]}
-        others = [a for a in pool[row["relation"]] if a not in accepted]
+        accepted = {a.strip() for a in row["answers"]} | {row["target"].strip()}
+        others = [a for a in pool.get(row["relation"], []) if a not in accepted]
         if len(others) < choices - 1:
             continue
         items.append(
@@ -96,37 +95,63 @@ def choice_logprobs(model, items: Sequence[dict], batch_size: int = 16) -> Float
     return out.view(len(items), -1)
 
 
+def mc_correct(model, items: Sequence[dict], batch_size: int = 16) -> list[bool]:
+    """Per question: is the highest-likelihood choice the true one."""
+    if not items:
+        return []
+    lp = choice_logprobs(model, items, batch_size)
+    return (lp.argmax(-1) == torch.tensor([it["answer"] for it in items])).tolist()
+
+
 def mc_accuracy(model, items: Sequence[dict], batch_size: int = 16) -> float:
     """Fraction of questions whose highest-likelihood choice is the true one."""
-    lp = choice_logprobs(model, items, batch_size)
-    return float((lp.argmax(-1) == torch.tensor([it["answer"] for it in items])).float().mean())
+    hits = mc_correct(model, items, batch_size)
+    return float(sum(hits) / len(hits)) if hits else float("nan")
 
 
 @dataclass
 class DecoderData:
-    """What every decoder cell is scored on."""
+    """What every decoder cell is scored on (all of it disjoint from what chose anything)."""
 
     eval_tokens: Tensor
     calib_tokens: Tensor
+    """The calibration stream: ``max(calib_tokens, calib_sizes)`` tokens; statistics read prefixes of it."""
     known: Any
-    """The screened facts the uncompressed model knows (``datasets.Dataset``)."""
+    """The known facts of the "eval" split (``datasets.Dataset``): recall is re-tested on them."""
     screen: dict
     mc: list[dict]
     fact_mc: list[dict]
+    """The same "eval" facts as multiple choice (the seed's MMLU stand-in)."""
+
+
+def eval_facts(model, n_screen: int):
+    """The known facts reserved for judging compressed models, and the screen's statistics.
+
+    :func:`analysis.data.fact_splits` ``["eval"]`` (facts that never chose anything); where that
+    API is not there yet, the known facts of :func:`analysis.data.known_facts` (then say so).
+    """
+    known, stats = data.known_facts(model, n_screen)
+    splits = getattr(data, "fact_splits", None)
+    if splits is None:
+        return known, {**stats, "split": "all known facts (fact_splits not available)"}
+    return splits(model, n_screen)["eval"], {**stats, "split": 'fact_splits(...)["eval"]'}
+
+
+def _at_most(rows, n: int | None):
+    """``rows``, or a seeded random ``n`` of them (relations stay mixed)."""
+    return rows if n is None or len(rows) <= n else rows.shuffle(seed=0).select(range(n))
 
 
 def decoder_data(model, cfg: FactorConfig) -> DecoderData:
-    """Evaluation text, calibration text, known facts and multiple-choice items for ``model``.
-
-    The known facts are the first ``cfg.n_facts`` facts screened by :func:`analysis.data.known_facts`
-    (cached by model); the fact questions are the ``cfg.n_fact_mc`` facts after them.
-    """
-    known, stats = data.known_facts(model, cfg.n_facts)
+    """Evaluation text, calibration text, the known "eval" facts and the multiple-choice items for ``model``."""
+    known, stats = eval_facts(model, cfg.n_facts)
+    stats = {**stats, "n_eval_known": len(known)}
+    known = _at_most(known, cfg.max_fact_mc)
     return DecoderData(
         data.lm_tokens(model.tokenizer, "eval", cfg.eval_tokens),
-        data.lm_tokens(model.tokenizer, "calib", cfg.calib_tokens),
+        data.lm_tokens(model.tokenizer, "calib", max(cfg.calib_tokens, *cfg.calib_sizes)),
         known,
         stats,
         mc_items(cfg.n_mc, cfg.mc_choices),
-        fact_mc_items(cfg.n_fact_mc, cfg.n_facts, cfg.mc_choices),
+        fact_mc_items(known, cfg.mc_choices),
     )

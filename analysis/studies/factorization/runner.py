@@ -1,8 +1,13 @@
-"""The factorization study's two grids, each cell cached on disk by its configuration and the model.
+"""The factorization study's grids, each cell cached on disk by its configuration and the model.
 
-- :func:`decoder_grid`: every (method, ratio) cell of the decoder, scored by perplexity,
-  multiple choice and fact recall (:mod:`~analysis.studies.factorization.evaluation`);
-- :func:`encoder_grid` and :func:`decoder_probe_grid`: the same cells probed layer by layer with
+- :func:`decoder_grid`: every (method, ratio) cell of the decoder, scored by perplexity (with a
+  bootstrap interval over evaluation windows), fact multiple choice, fact recall and, at the probed
+  ratios, TruthfulQA multiple choice (:mod:`~analysis.studies.factorization.evaluation`); the
+  per-window and per-item scores behind each number stay in ``frame.attrs["units"]`` for the
+  paired tests of :mod:`~analysis.studies.factorization.verdicts`;
+- :func:`calibration_curve`: how each data-aware method's perplexity moves with the calibration size;
+- :func:`asvd_sensitivity` and :func:`allocation_table`: ASVD's per-layer rank search;
+- :func:`encoder_grid` and :func:`decoder_probe_grid`: cells probed layer by layer with
   :mod:`analysis.probing` (task and control), as the seed probes its models;
 - :func:`probe_frame` reduces a probe grid to the seed's numbers (top-4-layer mean), and
   :func:`rank_table` says what each ratio means in rank.
@@ -12,101 +17,25 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 
-from analysis import compress, probing
+from analysis import compress, probing, stats
 from analysis.cache import cached
 from analysis.components import parameter_name
+from analysis.compress import lowrank
+from analysis.compress.calibration import calibration_prefixes
 from analysis.data import lm_tokens, load_task
 from analysis.evaluate import fact_recall, lm_score
 from analysis.hooks import feature_hook
 from analysis.models import model_key
 from analysis.progress import progress
 from analysis.studies.factorization.config import CACHE_VERSION, METHOD_LABELS, FactorConfig
-from analysis.studies.factorization.evaluation import DecoderData, decoder_data, mc_accuracy
+from analysis.studies.factorization.evaluation import DecoderData, decoder_data, mc_correct
 
-# --------------------------------------------------------------------------------------
-# The decoder grid: perplexity, multiple choice, fact recall
-# --------------------------------------------------------------------------------------
-
-
-def _cells(cfg: FactorConfig) -> list[tuple[str, float]]:
-    return [("none", 0.0)] + [(m, r) for m in cfg.methods for r in cfg.ratios]
-
-
-def decoder_context(model, cfg: FactorConfig, data: DecoderData, methods: Sequence[str]) -> compress.Context:
-    """Calibration statistics for the decoder's factorized MLPs (only those ``methods`` need)."""
-    kinds = sorted({k for m in methods for k in compress.STATS_NEEDED[m]})
-    weights = compress.mlp_weights(model, cfg.decoder_layers)
-    if not kinds:
-        return compress.Context(model=model)
-    return compress.calibration_stats(
-        model,
-        data.calib_tokens,
-        weights,
-        kinds=kinds,
-        context=cfg.context,
-        batch_size=cfg.batch_size,
-        max_grad_examples=cfg.grad_examples,
-    )
-
-
-def score_decoder(model, cfg: FactorConfig, data: DecoderData) -> dict[str, float]:
-    """Perplexity, fact and TruthfulQA multiple-choice accuracy, and known-fact recall of ``model`` now."""
-    lm = lm_score(model, data.eval_tokens, cfg.context, batch_size=cfg.batch_size)
-    recall = (
-        fact_recall(model, data.known["prompt"][:], data.known["target"][:]).float().mean().item()
-        if len(data.known)
-        else float("nan")
-    )
-    return {
-        "perplexity": lm.perplexity,
-        "next-token acc": lm.accuracy,
-        "fact mc acc": mc_accuracy(model, data.fact_mc, batch_size=cfg.batch_size),
-        "truthfulqa mc acc": mc_accuracy(model, data.mc, batch_size=cfg.batch_size),
-        "fact recall": recall,
-    }
-
-
-def decoder_grid(model, cfg: FactorConfig, data: DecoderData | None = None, state: dict | None = None) -> pd.DataFrame:
-    """One row per (method, ratio) cell, plus the uncompressed model: scores, rank and parameters removed.
-
-    ``state`` (a dict shared with :func:`decoder_probe_grid`) keeps the calibration statistics and
-    decompositions, which are built only when some cell is not cached yet.
-    """
-    data = data or decoder_data(model, cfg)
-    state = {} if state is None else state
-
-    def run(cell):
-        method, ratio = cell
-        if method == "none":
-            return {**score_decoder(model, cfg, data), "removed": 0.0, "rank W_in": None}
-        if "ctx" not in state:
-            state["ctx"] = decoder_context(model, cfg, data, cfg.methods)
-            state["svd"] = {}
-        plan = compress.factorization_plan(
-            model,
-            method,
-            {l: ratio for l in _layers(model, cfg.decoder_layers)},
-            context=state["ctx"],
-            cache=state["svd"],
-        )
-        with plan.applied(model) as report:
-            scores = score_decoder(model, cfg, data)
-        d_in, d_out = compress.to_linear("blocks.0.mlp.W_in", model.blocks[0].mlp.W_in).shape
-        return {**scores, "removed": 1 - report.ratio, "rank W_in": compress.rank_for_ratio(d_in, d_out, ratio)}
-
-    rows, key = [], model_key(model)
-    for cell in progress(_cells(cfg), desc="decoder grid"):
-        out = cached(
-            "factorization-decoder",
-            lambda: run(cell),
-            config={"cfg": _decoder_key(cfg), "cell": cell, "v": CACHE_VERSION},
-            model=key,
-        )
-        rows.append({"method": METHOD_LABELS.get(cell[0], "none"), "ratio": cell[1], **out})
-    return pd.DataFrame(rows)
+_OP = {"asvd_rank": "asvd"}
+"""Study method -> the compress operation whose statistics it reads."""
 
 
 def _layers(model, layers) -> list[int]:
@@ -121,22 +50,221 @@ def _decoder_key(cfg: FactorConfig) -> dict:
         "context",
         "grad_examples",
         "n_facts",
+        "max_fact_mc",
         "n_mc",
-        "n_fact_mc",
-        "mc_choices",
-        "batch_size",
     )
-    return {k: getattr(cfg, k) for k in keys}
+    return {k: getattr(cfg, k) for k in keys} | {"mc_choices": cfg.mc_choices, "batch_size": cfg.batch_size}
 
 
 # --------------------------------------------------------------------------------------
-# The encoder grid: probes with control tasks on every layer
+# Calibration statistics and plans
 # --------------------------------------------------------------------------------------
 
 
-def probe_tasks(cfg: FactorConfig) -> dict[str, Any]:
-    """The probing datasets, by the seed's task name (:data:`analysis.probing.PROBE_TASKS`)."""
-    return {seed: load_task(ours, n=cfg.n_probe, seed=0) for seed, (ours, _) in probing.PROBE_TASKS.items()}
+def calibration_contexts(model, cfg: FactorConfig, data: DecoderData, state: dict) -> dict[int, compress.Context]:
+    """``{calibration tokens: Context}`` for the main size and every :attr:`FactorConfig.calib_sizes`,
+    from one pass over the calibration stream (kept in ``state``)."""
+    if "prefixes" not in state:
+        sizes = sorted({cfg.calib_tokens, *cfg.calib_sizes})
+        kinds = sorted({k for m in cfg.methods for k in compress.STATS_NEEDED[_OP.get(m, m)]})
+        by_windows = calibration_prefixes(
+            model,
+            data.calib_tokens,
+            compress.mlp_weights(model, cfg.decoder_layers),
+            [s // cfg.context for s in sizes],
+            kinds=kinds,
+            context=cfg.context,
+            batch_size=cfg.batch_size,
+            max_grad_examples=cfg.grad_examples,
+        )
+        state["prefixes"] = {s: by_windows[s // cfg.context] for s in sizes}
+        state.setdefault("svd", {})
+    return state["prefixes"]
+
+
+def asvd_sensitivity(model, cfg: FactorConfig, data: DecoderData, state: dict) -> dict[str, dict[float, float]]:
+    """ASVD's sensitivity table ``{unit: {kept fraction: calibration perplexity}}`` (cached)."""
+
+    def run():
+        ctx = calibration_contexts(model, cfg, data, state)[cfg.calib_tokens]
+        n = cfg.sensitivity_windows * cfg.context
+        windows = data.calib_tokens[:n].view(cfg.sensitivity_windows, cfg.context)
+        units = lowrank.mlp_units(model, cfg.decoder_layers, cfg.sensitivity_unit)
+        return lowrank.truncation_sensitivity(
+            model,
+            units,
+            windows,
+            ctx,
+            cfg.sensitivity_keep,
+            batch_size=cfg.batch_size,
+            cache=state.setdefault("svd", {}),
+        )
+
+    keys = ("sensitivity_keep", "sensitivity_unit", "sensitivity_windows")
+    key = _decoder_key(cfg) | {k: getattr(cfg, k) for k in keys}
+    return cached("factorization-sensitivity", run, config={"cfg": key, "v": CACHE_VERSION}, model=model_key(model))
+
+
+def rank_allocation(model, cfg: FactorConfig, data: DecoderData, state: dict, ratio: float) -> dict[str, float]:
+    """``{unit: fraction removed}``: ASVD's allocation at the size of every MLP factorized at ``ratio``."""
+    units = lowrank.mlp_units(model, cfg.decoder_layers, cfg.sensitivity_unit)
+    shapes = {u: lowrank.weight_shapes(model, ws) for u, ws in units.items()}
+    budget = sum(lowrank.unit_values(s, ratio) for s in shapes.values())
+    return lowrank.allocate_ranks(asvd_sensitivity(model, cfg, data, state), shapes, budget)
+
+
+def allocation_table(model, cfg: FactorConfig, data: DecoderData, state: dict) -> pd.DataFrame:
+    """Fraction of each unit's parameters ASVD's search removes, one column per grid ratio."""
+    return pd.DataFrame({f"{r:.0%}": rank_allocation(model, cfg, data, state, r) for r in cfg.ratios})
+
+
+def plan_for(
+    model, cfg: FactorConfig, data: DecoderData, state: dict, method: str, ratio: float, calib: int | None = None
+) -> compress.CompressionPlan:
+    """The plan of one cell: ``method`` (a study method) at ``ratio`` with the statistics of ``calib`` tokens."""
+    ctx = calibration_contexts(model, cfg, data, state)[calib or cfg.calib_tokens]
+    if method == "asvd_rank":
+        units = lowrank.mlp_units(model, cfg.decoder_layers, cfg.sensitivity_unit)
+        alloc = rank_allocation(model, cfg, data, state, ratio)
+        return lowrank.allocated_plan(model, alloc, units, ctx, cache=state["svd"])
+    per_layer = {l: ratio for l in _layers(model, cfg.decoder_layers)}
+    return compress.factorization_plan(model, method, per_layer, context=ctx, cache=state["svd"])
+
+
+# --------------------------------------------------------------------------------------
+# The decoder grid: perplexity, multiple choice, fact recall
+# --------------------------------------------------------------------------------------
+
+
+def score_decoder(model, cfg: FactorConfig, data: DecoderData, truthfulqa: bool = True) -> dict[str, Any]:
+    """Perplexity (with its window-bootstrap interval), fact and TruthfulQA multiple choice and known-fact
+    recall of ``model`` now; the per-window and per-item scores under ``"units"``."""
+    lm = lm_score(model, data.eval_tokens, cfg.context, batch_size=cfg.batch_size)
+    lo, hi = lm.perplexity_interval()
+    recall = (
+        fact_recall(model, data.known["prompt"][:], data.known["target"][:]).bool().tolist() if len(data.known) else []
+    )
+    fact_mc = mc_correct(model, data.fact_mc, batch_size=cfg.batch_size)
+    tqa = mc_correct(model, data.mc, batch_size=cfg.batch_size) if truthfulqa else []
+    mean = lambda x: float(sum(x) / len(x)) if len(x) else float("nan")  # noqa: E731
+    return {
+        "perplexity": lm.perplexity,
+        "ppl low": lo,
+        "ppl high": hi,
+        "fact mc acc": mean(fact_mc),
+        "truthfulqa mc acc": mean(tqa),
+        "fact recall": mean(recall),
+        "units": {
+            "window_nll": list(lm.window_nll),
+            "window_tokens": list(lm.window_tokens),
+            "fact mc": fact_mc,
+            "truthfulqa mc": tqa,
+            "fact recall": recall,
+        },
+    }
+
+
+def decoder_grid(model, cfg: FactorConfig, data: DecoderData | None = None, state: dict | None = None) -> pd.DataFrame:
+    """One row per (method, ratio) cell (:meth:`FactorConfig.cells`): scores, parameters removed.
+
+    ``frame.attrs["units"]``: ``{(label, ratio): per-window and per-item scores}``. ``state`` (shared
+    with the other grids) keeps the calibration statistics and decompositions, built only when some
+    cell is not cached yet.
+    """
+    data = data or decoder_data(model, cfg)
+    state = {} if state is None else state
+    tqa_ratios = {0.0, *cfg.decoder_probe_ratios}
+
+    def run(cell):
+        method, ratio = cell
+        if method == "none":
+            return {**score_decoder(model, cfg, data), "removed": 0.0}
+        with plan_for(model, cfg, data, state, method, ratio).applied(model) as report:
+            scores = score_decoder(model, cfg, data, truthfulqa=ratio in tqa_ratios)
+        return {**scores, "removed": 1 - report.ratio}
+
+    rows, units, key = [], {}, model_key(model)
+    for cell in progress(cfg.cells(), desc="decoder grid"):
+        out = cached(
+            "factorization-decoder",
+            lambda: run(cell),
+            config={"cfg": _decoder_key(cfg), "cell": cell, "v": CACHE_VERSION}
+            | (
+                {"sens": (cfg.sensitivity_keep, cfg.sensitivity_unit, cfg.sensitivity_windows)}
+                if cell[0] == "asvd_rank"
+                else {}
+            ),
+            model=key,
+        )
+        label = METHOD_LABELS.get(cell[0], "none")
+        units[(label, cell[1])] = out["units"]
+        rows.append({"method": label, "ratio": cell[1], **{k: v for k, v in out.items() if k != "units"}})
+    frame = pd.DataFrame(rows)
+    frame.attrs["units"] = units
+    return frame
+
+
+def calibration_curve(model, cfg: FactorConfig, data: DecoderData, state: dict) -> pd.DataFrame:
+    """Perplexity (and interval) at :attr:`FactorConfig.calib_ratio` per data-aware method and calibration size.
+
+    ASVD's rank search is left out: its allocation would have to be searched again per size.
+    """
+    methods = [m for m in ("fwsvd", "asvd", "svdllm") if m in cfg.methods]
+
+    def run(method, size):
+        with plan_for(model, cfg, data, state, method, cfg.calib_ratio, calib=size).applied(model):
+            lm = lm_score(model, data.eval_tokens, cfg.context, batch_size=cfg.batch_size)
+        lo, hi = lm.perplexity_interval()
+        return {"perplexity": lm.perplexity, "ppl low": lo, "ppl high": hi}
+
+    rows, key = [], model_key(model)
+    cells = [(m, s) for m in methods for s in sorted(cfg.calib_sizes)]
+    for m, s in progress(cells, desc="calibration curve"):
+        fisher = min(s // cfg.context, cfg.grad_examples or s // cfg.context)
+        out = cached(
+            "factorization-calibration",
+            lambda: run(m, s),
+            config={"cfg": _decoder_key(cfg), "cell": (m, s, cfg.calib_ratio), "v": CACHE_VERSION},
+            model=key,
+        )
+        rows.append(
+            {"method": METHOD_LABELS[m], "calibration tokens": s, **out}
+            | ({"Fisher windows": fisher} if m == "fwsvd" else {})
+        )
+    frame = pd.DataFrame(rows)
+    if "Fisher windows" in frame:
+        frame["Fisher windows"] = frame["Fisher windows"].astype("Int64")
+    return frame
+
+
+# --------------------------------------------------------------------------------------
+# Probes: the encoder grid and the decoder's probed cells
+# --------------------------------------------------------------------------------------
+
+
+def probe_tasks(cfg: FactorConfig, n: int | None = None) -> dict[str, Any]:
+    """The probing datasets, by the seed's task name (:data:`analysis.probing.PROBE_TASKS`); ``n`` rows each
+    (default :attr:`FactorConfig.n_probe`, capped by what a task has)."""
+    n = n or cfg.n_probe
+    return {
+        seed: load_task(ours, n=min(n, len(load_task(ours))), seed=0) for seed, (ours, _) in probing.PROBE_TASKS.items()
+    }
+
+
+def fisher_sample(cfg: FactorConfig, probe_sets: dict[str, Any]):
+    """Acceptability-task rows for the encoder's Fisher, none of whose groups is in any probe set."""
+    ours = probing.PROBE_TASKS["CoLA"][0]
+    every = load_task(ours)
+    used = {g for ds in probe_sets.values() for g in ds["group"][:]}
+    free = [i for i, g in enumerate(every["group"][:]) if g not in used]
+    if len(free) < cfg.encoder_grad_examples:
+        raise ValueError(
+            f"Only {len(free)} {ours} rows lie outside the probe sets; lower encoder_grad_examples "
+            f"({cfg.encoder_grad_examples}) or n_probe ({cfg.n_probe})."
+        )
+    g = torch.Generator().manual_seed(1)
+    pick = torch.randperm(len(free), generator=g)[: cfg.encoder_grad_examples].tolist()
+    return every.select([free[i] for i in sorted(pick)])
 
 
 def _task_loss(encoder, ds, cfg: FactorConfig):
@@ -160,22 +288,22 @@ def _task_loss(encoder, ds, cfg: FactorConfig):
     return loss
 
 
-def encoder_context(encoder, cfg: FactorConfig, methods: Sequence[str]) -> compress.Context:
-    """Activation statistics on held-out prose and Fisher rows from the acceptability task."""
+def encoder_context(encoder, cfg: FactorConfig, methods: Sequence[str], probe_sets: dict[str, Any]) -> compress.Context:
+    """Activation statistics on held-out prose; Fisher rows from acceptability rows outside the probe sets."""
     weights = compress.mlp_weights(encoder)
-    kinds = sorted({k for m in methods for k in compress.STATS_NEEDED[m]} - {"grad2"})
-    stats: dict = {}
+    kinds = sorted({k for m in methods for k in compress.STATS_NEEDED[_OP.get(m, m)]} - {"grad2"})
+    found: dict = {}
     if kinds:
         toks = lm_tokens(encoder.tokenizer, "calib", cfg.encoder_calib_tokens)
-        stats.update(
+        found.update(
             compress.calibration_stats(
                 encoder, toks, weights, kinds=kinds, context=128, batch_size=cfg.batch_size
             ).stats
         )
     if "fwsvd" in methods:
-        ds = load_task(probing.PROBE_TASKS["CoLA"][0], n=cfg.encoder_grad_examples, seed=1)
+        ds = fisher_sample(cfg, probe_sets)
         enc = encoder.tokenizer(ds["text"][:], return_tensors="pt", padding=True, truncation=True, max_length=128)
-        stats.update(
+        found.update(
             compress.calibration_stats(
                 encoder,
                 enc["input_ids"],
@@ -185,11 +313,11 @@ def encoder_context(encoder, cfg: FactorConfig, methods: Sequence[str]) -> compr
                 loss_fn=_task_loss(encoder, ds, cfg),
             ).stats
         )
-    return compress.Context(model=encoder, stats=stats)
+    return compress.Context(model=encoder, stats=found)
 
 
 def encoder_grid(encoder, cfg: FactorConfig, tasks: dict | None = None) -> dict[tuple[str, float], dict]:
-    """``{(method, ratio): {task: ProbeResult}}`` for every cell (``("none", 0.0)``: uncompressed)."""
+    """``{(method, ratio): {task: ProbeResult}}`` for the encoder cells (``("none", 0.0)``: uncompressed)."""
     tasks = tasks or probe_tasks(cfg)
     state: dict = {}
 
@@ -198,14 +326,16 @@ def encoder_grid(encoder, cfg: FactorConfig, tasks: dict | None = None) -> dict[
         if method == "none":
             return {t: probing.probe_dataset(encoder, ds, cfg.probe) for t, ds in tasks.items()}
         if "ctx" not in state:
-            state["ctx"] = encoder_context(encoder, cfg, cfg.methods)
+            state["ctx"] = encoder_context(encoder, cfg, cfg.encoder_methods, tasks)
             state["svd"] = {}
         plan = compress.factorization_plan(encoder, method, ratio, context=state["ctx"], cache=state["svd"])
         with plan.applied(encoder):
             return {t: probing.probe_dataset(encoder, ds, cfg.probe) for t, ds in tasks.items()}
 
-    key = {k: getattr(cfg, k) for k in ("n_probe", "probe", "encoder_calib_tokens", "encoder_grad_examples")}
+    keys = ("n_probe", "probe", "encoder_calib_tokens", "encoder_grad_examples")
+    key = {k: getattr(cfg, k) for k in keys}
     mkey = model_key(encoder)
+    cells = [("none", 0.0)] + [(m, r) for m in cfg.encoder_methods for r in cfg.encoder_ratios]
     return {
         cell: cached(
             "factorization-encoder",
@@ -213,7 +343,7 @@ def encoder_grid(encoder, cfg: FactorConfig, tasks: dict | None = None) -> dict[
             config={"cfg": key, "cell": cell, "v": CACHE_VERSION},
             model=mkey,
         )
-        for cell in progress(_cells(cfg), desc="encoder grid")
+        for cell in progress(cells, desc="encoder grid")
     }
 
 
@@ -231,43 +361,50 @@ def probe_frame(grid: dict, kind: str = "mlp", layers: Sequence[int] | None = No
     return pd.DataFrame(rows)
 
 
+def control_coverage(grid: dict) -> pd.DataFrame:
+    """Per task: share of test rows whose control type occurs in training (want >= 0.9), and the test size."""
+    res = next(iter(grid.values()))
+    return pd.DataFrame(
+        [
+            {"task": t, "test types seen in training": r.coverage, "test rows per split": sum(r.n_test) / len(r.n_test)}
+            for t, r in res.items()
+        ]
+    ).set_index("task")
+
+
 def decoder_probe_grid(
-    model, cfg: FactorConfig, data: DecoderData | None = None, state: dict | None = None
+    model, cfg: FactorConfig, data: DecoderData | None = None, state: dict | None = None, tasks: dict | None = None
 ) -> dict[tuple[str, float], dict]:
-    """``{(method, ratio): {task: ProbeResult}}`` on the decoder, at :attr:`FactorConfig.decoder_probe_ratios`."""
-    tasks = {seed: load_task(ours, n=cfg.n_decoder_probe, seed=0) for seed, (ours, _) in probing.PROBE_TASKS.items()}
+    """``{(method, ratio): {task: ProbeResult}}`` on the decoder, at :attr:`FactorConfig.decoder_probe_ratios`,
+    every example tested once (``cfg.decoder_probe.folds``)."""
+    tasks = tasks or probe_tasks(cfg, cfg.n_decoder_probe)
     state = {} if state is None else state
+
+    def probe_all():
+        return {
+            t: probing.probe_dataset(model, ds, cfg.decoder_probe, batch_size=cfg.batch_size) for t, ds in tasks.items()
+        }
 
     def run(cell):
         method, ratio = cell
         if method == "none":
-            return {
-                t: probing.probe_dataset(model, ds, cfg.probe, batch_size=cfg.batch_size) for t, ds in tasks.items()
-            }
-        if "ctx" not in state:
-            d = data or decoder_data(model, cfg)
-            state["ctx"] = decoder_context(model, cfg, d, cfg.methods)
-            state["svd"] = {}
-        plan = compress.factorization_plan(
-            model,
-            method,
-            {l: ratio for l in _layers(model, cfg.decoder_layers)},
-            context=state["ctx"],
-            cache=state["svd"],
-        )
-        with plan.applied(model):
-            return {
-                t: probing.probe_dataset(model, ds, cfg.probe, batch_size=cfg.batch_size) for t, ds in tasks.items()
-            }
+            return probe_all()
+        with plan_for(model, cfg, data or decoder_data(model, cfg), state, method, ratio).applied(model):
+            return probe_all()
 
     cells = [("none", 0.0)] + [(m, r) for m in cfg.decoder_probe_methods for r in cfg.decoder_probe_ratios]
-    key = {"decoder": _decoder_key(cfg), "n": cfg.n_decoder_probe, "probe": cfg.probe}
+    key = {"decoder": _decoder_key(cfg), "n": cfg.n_decoder_probe, "probe": cfg.decoder_probe}
     mkey = model_key(model)
     return {
         cell: cached(
             "factorization-decoder-probes",
             lambda: run(cell),
-            config={"cfg": key, "cell": cell, "v": CACHE_VERSION},
+            config={"cfg": key, "cell": cell, "v": CACHE_VERSION}
+            | (
+                {"sens": (cfg.sensitivity_keep, cfg.sensitivity_unit, cfg.sensitivity_windows)}
+                if cell[0] == "asvd_rank"
+                else {}
+            ),
             model=mkey,
         )
         for cell in progress(cells, desc="decoder probes")
@@ -292,3 +429,25 @@ def rank_table(model, ratios: Sequence[float], layers: Sequence[int] | None = No
             row[f"removed [{d_in}, {d_out}]"] = 1 - compress.factor_params(d_in, d_out, k) / (d_in * d_out)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def interval_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The decoder grid with 95 % intervals: perplexity (bootstrap over windows), fact and TruthfulQA
+    multiple-choice accuracy (bootstrap over questions) and fact recall, as ``value [low, high]``."""
+    units = frame.attrs.get("units", {})
+    rows = []
+    for _, row in frame.iterrows():
+        u = units.get((row["method"], row["ratio"]), {})
+        out = {
+            "method": row["method"],
+            "ratio": row["ratio"],
+            "removed": row["removed"],
+            "perplexity": f"{row['perplexity']:.3f} [{row['ppl low']:.3f}, {row['ppl high']:.3f}]",
+        }
+        for col, name in (("fact mc", "fact MC"), ("truthfulqa mc", "TruthfulQA MC"), ("fact recall", "fact recall")):
+            hits = np.asarray(u.get(col, []), float)
+            if len(hits):
+                est, lo, hi = stats.mean_ci(hits)
+                out[f"{name} (n={len(hits)})"] = f"{est:.3f} [{lo:.3f}, {hi:.3f}]"
+        rows.append(out)
+    return pd.DataFrame(rows).set_index(["method", "ratio"])

@@ -70,3 +70,18 @@ def test_norm_inputs_include_the_norm_weight_and_count_once(tiny_model):
     x = calls[0].reshape(-1, calls[0].shape[-1]).double()
     got = ctx.stats[f"xtx:{hooks.input_hook('blocks.1.attn.W_Q')}"].double()
     assert torch.allclose(got, x.T @ x / len(x), rtol=1e-4, atol=1e-6)
+
+
+def test_prefixes_equal_statistics_of_the_first_windows(tiny_model):
+    from analysis.compress.calibration import calibration_prefixes
+
+    tokens = torch.randint(0, 50, (6 * 16,), generator=torch.Generator().manual_seed(4))
+    w = ["blocks.0.mlp.W_in", "blocks.1.mlp.W_out"]
+    got = calibration_prefixes(tiny_model, tokens, w, [2, 5, 6], context=16, batch_size=4, max_grad_examples=5)
+    for n in (2, 5, 6):
+        ref = compress.calibration_stats(tiny_model, tokens[: n * 16], w, context=16, max_grad_examples=min(n, 5))
+        assert set(got[n].stats) == set(ref.stats)
+        for k, v in ref.stats.items():
+            assert torch.allclose(got[n].stats[k], v, rtol=1e-4, atol=1e-8), (n, k)
+    with pytest.raises(ValueError, match="less than"):
+        calibration_prefixes(tiny_model, tokens, w, [7], context=16)

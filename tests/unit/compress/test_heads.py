@@ -61,3 +61,36 @@ def test_head_sparsity_prunes_each_head_to_its_fraction(gqa_model):
         compress.HeadSparsity((0.1, 0.2))(
             compress.Stored(wo.clone(), 16, wo.numel()), name="blocks.0.attn.W_O", context=ctx
         )
+
+
+@pytest.mark.parametrize("fixture", ["tiny_model", "gqa_model"])
+def test_head_sparsity_at_one_on_one_head_equals_zero_ablating_its_hook_z(fixture, request):
+    model = request.getfixturevalue(fixture)
+    tokens = torch.randint(0, 50, (2, 12), generator=torch.Generator().manual_seed(3))
+
+    def ablate(z, hook):
+        z = z.clone()
+        z[..., 1, :] = 0
+        return z
+
+    want = model.run_with_hooks(tokens, fwd_hooks=[(hooks.z(1), ablate)])
+    keep = compress.CompressionPlan({"blocks.1.attn": [compress.HeadSparsity((0, 1.0, 0, 0), shared_kv="keep")]})
+    with keep.applied(model):
+        got = model(tokens)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    if fixture == "gqa_model":  # the default prunes the shared K/V slice too, which moves head 0 (same group)
+        mean = compress.CompressionPlan({"blocks.1.attn": [compress.HeadSparsity((0, 1.0, 0, 0))]})
+        with mean.applied(model):
+            moved = model(tokens)
+        assert not torch.allclose(moved, want, atol=1e-4, rtol=1e-4)
+
+
+def test_head_sparsity_keep_leaves_kv_untouched(gqa_model):
+    ctx = compress.Context(model=gqa_model)
+    wk = compress.to_linear("blocks.0.attn.W_K", gqa_model.blocks[0].attn._W_K.detach())
+    out = compress.HeadSparsity((0.9, 0.9, 0.9, 0.9), shared_kv="keep")(
+        compress.Stored(wk.clone(), 16, wk.numel()), name="blocks.0.attn.W_K", context=ctx
+    )
+    assert torch.equal(out.weight, wk)
+    with pytest.raises(ValueError, match="shared_kv"):
+        compress.HeadSparsity((0.1,) * 4, shared_kv="drop")

@@ -166,3 +166,76 @@ def test_singular_xtx_is_regularized_not_nan():
     assert torch.allclose(plain, zero, atol=1e-4)
     with pytest.raises(ValueError, match="not finite"):
         compress.whitening_factor(torch.full((4, 4), float("nan")))
+
+
+# --------------------------------------------------------------------------------------
+# ASVD's sensitivity-based rank search
+# --------------------------------------------------------------------------------------
+
+
+def _reference_allocation(sens, shapes, budget):
+    """ASVD's rule by a linear scan: the largest prefix cut m whose allocation fits the budget."""
+    from analysis.compress import lowrank
+
+    cands = sorted(((u, k, p) for u, ks in sens.items() for k, p in ks.items()), key=lambda c: -c[2])
+    best = None
+    for m in range(len(cands) + 1):
+        keep = {u: 1.0 for u in sens}
+        for u, k, _ in cands[m:]:
+            keep[u] = min(keep[u], k)
+        alloc = {u: 0.0 if k >= 1 else round(1 - k, 10) for u, k in keep.items()}
+        if sum(lowrank.unit_values(shapes[u], r) for u, r in alloc.items()) <= budget:
+            best = alloc
+    return best
+
+
+def test_rank_search_spares_the_sensitive_unit_and_fits_the_budget():
+    from analysis.compress import lowrank
+
+    g = torch.Generator().manual_seed(0)
+    sens = {
+        f"u{i}": {k: float(10 + (1 - k) * s) for k in (0.5, 0.65, 0.8, 0.95)}
+        for i, s in enumerate(torch.rand(6, generator=g).mul(40).tolist())
+    }
+    shapes = {u: {"w": (32, 64), "v": (64, 32)} for u in sens}
+    dense = sum(lowrank.unit_values(s, 0.0) for s in shapes.values())
+    for frac in (0.95, 0.8, 0.7, 0.55):
+        budget = int(frac * dense)
+        alloc = lowrank.allocate_ranks(sens, shapes, budget)
+        assert sum(lowrank.unit_values(shapes[u], r) for u, r in alloc.items()) <= budget
+        assert alloc == _reference_allocation(sens, shapes, budget)
+    # the most sensitive unit is cut least, the least sensitive most
+    alloc = lowrank.allocate_ranks(sens, shapes, int(0.75 * dense))
+    slope = {u: v[0.5] for u, v in sens.items()}
+    assert alloc[max(slope, key=slope.get)] <= alloc[min(slope, key=slope.get)]
+    with pytest.raises(ValueError, match="smaller keep"):
+        lowrank.allocate_ranks(sens, shapes, int(0.3 * dense))
+
+
+def test_sensitivity_is_the_loss_with_one_unit_factorized(tiny_model):
+    from analysis.compress import lowrank
+
+    tokens = torch.randint(0, 50, (2, 16), generator=torch.Generator().manual_seed(3))
+    weights = compress.mlp_weights(tiny_model)
+    ctx = compress.calibration_stats(tiny_model, tokens.reshape(-1), weights, kinds=("absmean",), context=16)
+    units = lowrank.mlp_units(tiny_model)
+    assert units == {
+        "blocks.0.mlp": ["blocks.0.mlp.W_in", "blocks.0.mlp.W_out"],
+        "blocks.1.mlp": ["blocks.1.mlp.W_in", "blocks.1.mlp.W_out"],
+    }
+    before = [p.clone() for p in tiny_model.parameters()]
+    sens = lowrank.truncation_sensitivity(tiny_model, units, tokens, ctx, keep=(0.5,), batch_size=1)
+    assert all(torch.equal(a, b) for a, b in zip(before, tiny_model.parameters()))  # restored
+    plan = compress.CompressionPlan({w: [ASVD(ratio=0.5)] for w in units["blocks.1.mlp"]}, context=ctx)
+    with plan.applied(tiny_model), torch.no_grad():
+        ref = float(tiny_model(tokens, return_type="loss").exp())
+    assert sens["blocks.1.mlp"][0.5] == pytest.approx(ref, rel=1e-4)
+    # the allocated plan stores no more than the uniform one
+    shapes = {u: lowrank.weight_shapes(tiny_model, ws) for u, ws in units.items()}
+    budget = sum(lowrank.unit_values(s, 0.3) for s in shapes.values())
+    alloc = lowrank.allocate_ranks(sens | {"blocks.0.mlp": {0.5: sens["blocks.0.mlp"][0.5]}}, shapes, budget)
+    size = lowrank.allocated_plan(tiny_model, alloc, units, ctx).size(tiny_model)
+    uniform = compress.factorization_plan(tiny_model, "asvd", 0.3, context=ctx).size(tiny_model)
+    assert size.bits <= uniform.bits
+    with pytest.raises(ValueError, match="unit"):
+        lowrank.mlp_units(tiny_model, by="head")

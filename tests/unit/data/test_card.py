@@ -22,6 +22,7 @@ def test_summary_table_covers_every_dataset():
 USED_ELSEWHERE = [
     "DATA_VERSION", "FACT_RELATIONS", "SENTIMENT_LABELS", "TASKS", "bigbench_examples",
     "document_token_ids", "facts", "fetch", "filter_known", "guess_language", "known_facts",
+    "fact_splits", "fact_split", "known_share", "SPLIT_FRACTIONS", "FACT_TEMPLATES",
     "lm_text", "lm_tokens", "load_task", "parse_fact_prompt", "sizes", "summary",
 ]  # fmt: skip
 """Names chapters, tests and other layers import from ``analysis.data`` itself."""

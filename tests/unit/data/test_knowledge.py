@@ -1,4 +1,5 @@
-"""Tests for analysis.data.knowledge: the facts, ``filter_known`` and the known-fact screen."""
+"""Tests for analysis.data.knowledge: the facts, ``filter_known``, the known-fact screen and its
+split by purpose."""
 
 from __future__ import annotations
 
@@ -22,9 +23,62 @@ def test_facts_size_and_relations():
 def test_facts_are_well_formed():
     for row in knowledge.facts():
         assert row["subject"] and row["subject"] in row["prompt"]
-        assert row["prompt"] == f"The {row['relation']} of {row['subject']} is"
+        assert row["prompt"] == knowledge.FACT_TEMPLATES[row["relation"]].replace("{}", row["subject"])
         assert row["target"].startswith(" ") and not row["target"].startswith("  ")
         assert row["target"][1:] == row["answers"][0]
+
+
+def test_facts_come_from_the_qa_wikidata_prompts():
+    """Each fact's subject and relation are those of a qa_wikidata prompt with that answer."""
+    from analysis.data.sources import bigbench_examples
+
+    pairs = {}
+    for ex in bigbench_examples("qa_wikidata/task.json"):
+        parsed = knowledge.parse_fact_prompt(ex["input"])
+        if parsed:
+            target = ex["target"] if isinstance(ex["target"], list) else [ex["target"]]
+            pairs.setdefault(parsed, set()).update(t.strip() for t in target)
+    for row in knowledge.facts(500):
+        assert row["answers"][0] in pairs[(row["relation"], row["subject"])]
+
+
+def test_templates_keep_the_subject_verbatim_with_tokens_after_it():
+    """Every relation has a template; the subject appears once, verbatim, followed by at least
+    two words (so ROME's first-subsequent and further-token roles both occur); most templates
+    start with the subject."""
+    assert set(knowledge.FACT_TEMPLATES) == set(knowledge.FACT_RELATIONS)
+    subject = "Zq Xw Subject"
+    starts = 0
+    for relation, template in knowledge.FACT_TEMPLATES.items():
+        prompt = knowledge.fact_prompt(relation, subject)
+        assert template.count("{}") == 1 and prompt.count(subject) == 1
+        after = prompt[prompt.index(subject) + len(subject) :]
+        assert len(after.replace(",", " ,").replace("'s", " 's").split()) >= 3, relation
+        assert not prompt.endswith(" ")  # the target carries the space
+        starts += prompt.startswith(subject)
+    assert starts > len(knowledge.FACT_TEMPLATES) / 2
+    with pytest.raises(ValueError, match="Unknown relation"):
+        knowledge.fact_prompt("genre", subject)
+    with pytest.raises(ValueError, match="subject is empty"):
+        knowledge.fact_prompt("capital", "")
+
+
+def test_templates_put_several_tokens_after_the_subject_for_byte_level_bpe():
+    """Byte-level BPE (GPT-2's, and SmolLM2's) never merges across its pre-tokenizer's pieces, so
+    these pieces bound the tokens: for every fact at least two pieces follow the subject (the
+    first subsequent and a further token), and for nearly all a piece ends where the subject does
+    (the exceptions are subjects ending in punctuation before ", " or "'s", e.g. "Jr.,")."""
+    from tokenizers import pre_tokenizers
+
+    pieces = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    split = 0
+    fs = knowledge.facts()
+    for prompt, subject in zip(fs["prompt"], fs["subject"]):
+        end = prompt.index(subject) + len(subject)
+        spans = [span for _, span in pieces.pre_tokenize_str(prompt)]
+        assert sum(a >= end for a, _ in spans) >= 2, prompt
+        split += any(b == end for _, b in spans)
+    assert split >= 0.995 * len(fs)
 
 
 def test_facts_order_is_fixed_and_balanced():
@@ -187,3 +241,134 @@ def test_known_facts_are_cached_by_weights_not_by_name(word_tokenizer, answers, 
     assert known_b["id"] == _starting_with(fs, b)
     assert set(known_a["id"]).isdisjoint(known_b["id"])
     assert len(list((cache_dir / knowledge.KNOWN_FACTS_CACHE).glob("*.pt"))) == 2
+
+
+# ---------------------------------------------------------------------------------------
+# fact_splits: the known facts split by purpose
+# ---------------------------------------------------------------------------------------
+
+
+def _pool():
+    """Facts standing in for a screen's known facts: 600 of them, every third dropped."""
+    fs = knowledge.facts(600)
+    return fs.select([i for i in range(len(fs)) if i % 3])
+
+
+@pytest.fixture(scope="module")
+def pool():
+    return _pool()
+
+
+def ids(facts) -> list[str]:
+    """The facts' ids as a list."""
+    return list(facts["id"])
+
+
+def test_splits_are_disjoint_and_cover_every_fact_in_order(pool):
+    split = knowledge.split_by_purpose(pool)
+    assert set(split) == set(knowledge.SPLIT_FRACTIONS) == {"score", "eval"}
+    score, evals = ids(split["score"]), ids(split["eval"])
+    assert set(score).isdisjoint(evals) and sorted(score + evals) == sorted(ids(pool))
+    position = {fid: i for i, fid in enumerate(ids(pool))}
+    for part in (score, evals):
+        assert [position[f] for f in part] == sorted(position[f] for f in part)  # the pool's order
+    assert split["eval"].features == pool.features
+
+
+def test_splits_are_stratified_by_relation(pool):
+    split = knowledge.split_by_purpose(pool)
+    n = Counter(pool["relation"])
+    n_score = Counter(split["score"]["relation"])
+    assert set(n) == set(knowledge.FACT_RELATIONS)
+    for relation, total in n.items():
+        assert abs(n_score[relation] - knowledge.SPLIT_FRACTIONS["score"] * total) <= 0.5, relation
+    assert sum(knowledge.SPLIT_FRACTIONS.values()) == pytest.approx(1.0)
+
+
+def test_splits_are_deterministic_and_seeded(pool):
+    first = knowledge.split_by_purpose(pool, seed=0)
+    sources.clear_parsed()
+    again = knowledge.split_by_purpose(_pool(), seed=0)  # from a fresh parse
+    assert ids(again["score"]) == ids(first["score"]) and ids(again["eval"]) == ids(first["eval"])
+    other = knowledge.split_by_purpose(pool, seed=1)
+    assert ids(other["score"]) != ids(first["score"])
+    assert Counter(other["score"]["relation"]) == Counter(first["score"]["relation"])  # same strata
+
+
+def test_split_of_a_fact_does_not_depend_on_the_others_in_a_relation(pool):
+    """Facts ranked by a per-fact hash: dropping the last-ranked eval facts of a relation moves
+    no other fact between purposes while the score count of that relation stays the same."""
+    split = knowledge.split_by_purpose(pool)
+    score, every = set(ids(split["score"])), ids(pool)
+    relation = pool["relation"][0]
+    rows = [i for i, r in enumerate(pool["relation"]) if r == relation]
+    in_score = [i for i in rows if every[i] in score]
+    # keep the relation's score facts and the fewest eval facts that keep round(0.4 n) the same
+    n_keep = next(n for n in range(len(in_score), len(rows) + 1) if int(0.4 * n + 0.5) == len(in_score))
+    evals = [i for i in rows if every[i] not in score][: n_keep - len(in_score)]
+    smaller = knowledge.split_by_purpose(pool.select(sorted(in_score + evals)))
+    assert set(ids(smaller["score"])) == {every[i] for i in in_score}
+
+
+def test_split_by_purpose_rejects_bad_input(pool):
+    with pytest.raises(ValueError, match="ids repeat"):
+        knowledge.split_by_purpose(concatenate([pool.select(range(3)), pool.select(range(3))]))
+    with pytest.raises(ValueError, match="'id' and 'relation'"):
+        knowledge.split_by_purpose(pool.remove_columns("relation"))
+
+
+def concatenate(parts):
+    from datasets import concatenate_datasets
+
+    return concatenate_datasets(parts)
+
+
+def test_fact_splits_split_the_one_cached_screen(word_tokenizer, answers, cache_dir, monkeypatch):
+    fs, word, _ = answers
+    model = _fact_model(word_tokenizer, fs, answer=word)
+    calls = _counting_filter(monkeypatch)
+    evals = knowledge.fact_split(model, N_SCREEN, "eval")  # one purpose asked for first
+    splits = knowledge.fact_splits(model, N_SCREEN)
+    score = knowledge.fact_split(model, N_SCREEN, "score")
+    assert calls == [N_SCREEN]  # one screen for every purpose
+    assert evals[:] == splits["eval"][:] and score[:] == splits["score"][:]
+    known, _ = knowledge.known_facts(model, N_SCREEN)
+    assert sorted(ids(score) + ids(evals)) == sorted(ids(known)) == sorted(_starting_with(fs, word))
+    assert ids(splits["score"]) == ids(knowledge.split_by_purpose(known)["score"])
+    assert ids(knowledge.fact_splits(model, N_SCREEN, seed=3)["eval"]) == ids(
+        knowledge.split_by_purpose(known, 3)["eval"]
+    )
+
+
+def test_fact_splits_reject_bad_input(word_tokenizer, answers, cache_dir):
+    fs, word, _ = answers
+    model = _fact_model(word_tokenizer, fs, answer=word)
+    with pytest.raises(ValueError, match="asked for 0"):
+        knowledge.fact_splits(model, 0)
+    with pytest.raises(ValueError, match="only 12"):
+        knowledge.fact_splits(model, 10**6)
+    with pytest.raises(ValueError, match="Unknown purpose 'train'"):
+        knowledge.fact_split(model, N_SCREEN, "train")
+    nobody = _fact_model(word_tokenizer, fs, answer="<pad>")  # predicts padding, knows nothing
+    with pytest.raises(ValueError, match="knows none"):
+        knowledge.fact_splits(nobody, N_SCREEN)
+
+
+def test_known_share_tabulates_the_screen():
+    stats = {"n_total": 9, "n_known": 3, "by_relation": {"religion": [4, 1], "capital": [5, 2]}}
+    table = knowledge.known_share(stats)
+    assert list(table.index) == ["capital", "religion", "all"]  # FACT_RELATIONS order, then all
+    assert table.loc["capital"].tolist() == [5, 2, 0.4] and table.loc["religion", "share"] == 0.25
+    assert table.loc["all", "screened"] == 9 and table.loc["all", "known"] == 3
+    assert table.loc["all", "share"] == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="by_relation"):
+        knowledge.known_share({"n_total": 9})
+
+
+def test_every_profile_screens_a_valid_number_of_facts():
+    """``Profile.n_facts`` is the one screen's size: it must fit the pool, and grow with scale."""
+    from analysis.config import PROFILES
+
+    sizes = {name: p.n_facts for name, p in PROFILES.items()}
+    assert all(1 <= n <= len(knowledge.facts()) for n in sizes.values()), sizes
+    assert sizes["smoke"] < sizes["cpu"] <= sizes["gpu"]

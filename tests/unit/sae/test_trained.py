@@ -50,6 +50,29 @@ def test_stream_serves_every_token_of_every_layer(tiny_saes):
         torch.testing.assert_close(got.sort(0).values, want.sort(0).values, atol=1e-6, rtol=1e-6)
 
 
+def test_pool_serves_what_the_stream_would_collect_without_a_second_forward(tiny_saes):
+    model, tokens, tcfg, _ = tiny_saes
+    cfg = dataclasses.replace(tcfg, epochs=2)
+    pool = sae.ActivationPool(model, tokens, cfg.context, cfg.skip_first, forward_batch=8)
+    half = tokens[: tokens.numel() // 2]
+    calls = []
+    handle = model.blocks[0].attn.hook_z.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        for toks in (tokens, half):  # the full stream and a prefix, one forward pass between them
+            want = list(sae.HookZStream(model, toks, cfg))
+            n_calls = len(calls)
+            got = list(sae.HookZStream(model, toks, cfg, pool=pool))
+            assert len(got) == len(want)
+            for a, b in zip(got, want):
+                torch.testing.assert_close(a[sae.sae_key(1)], b[sae.sae_key(1)], atol=1e-6, rtol=1e-6)
+            if toks is half:
+                assert len(calls) == n_calls  # the pool was already filled: no forward pass
+    finally:
+        handle.remove()
+    with pytest.raises(ValueError, match="pool"):
+        sae.HookZStream(model, torch.flip(tokens, [0]), cfg, pool=pool)
+
+
 def test_saved_sae_reloads_bit_identically(tiny_saes, tmp_path):
     from sae_lens import SAE
     from safetensors.torch import load_file

@@ -132,11 +132,11 @@ def test_control_labels_are_a_function_of_the_word_type():
         by_type.setdefault(probing.word_type(t), set()).add(c)
     assert all(len(v) == 1 for v in by_type.values())
     assert set(by_type) == {"sat", "ran"}
-    assert torch.equal(ctrl, probing.control_labels(texts, labels, seed=3))  # deterministic
+    assert torch.equal(ctrl, probing.control_labels(texts, labels, by="last_word", seed=3))  # deterministic
     # over many types the control labels follow the task's label distribution
     many = [f"w{i}" for i in range(4000)]
     lab = [0] * 3000 + [1] * 1000
-    frac = probing.control_labels(many, lab, seed=0).float().mean()
+    frac = probing.control_labels(many, lab, by="last_word", seed=0).float().mean()
     assert 0.22 < float(frac) < 0.28
 
 
@@ -174,3 +174,42 @@ def test_bad_input():
         probing.probe_layers(torch.zeros(2, 5, 3), [0, 1], ["a", "b"], ["x", "y"])
     with pytest.raises(ValueError, match="control type"):
         probing.word_type("a b", by="middle")
+    with pytest.raises(ValueError, match="vocab"):
+        probing.word_type("a b", by="frequent_word")
+    with pytest.raises(ValueError, match="k >= 2"):
+        probing.group_folds(["a", "b"], 1)
+
+
+def test_frequent_word_types_recur_where_last_words_do_not():
+    """Unique last words never recur across a split; the last *frequent* word does (Hewitt & Liang's intent)."""
+    fillers = ["the", "a", "of", "is", "was"]
+    texts = [f"{fillers[i % 5]} cat {fillers[(i * 3) % 5]} unique{i}" for i in range(200)]
+    groups = [f"g{i}" for i in range(200)]
+    tr, te = probing.group_split(groups, 0.8, 0)
+    last = probing.text_types(texts, "last_word")
+    freq = probing.text_types(texts, "frequent_word", vocab_size=6)
+    assert probing.type_coverage(last, tr.tolist(), te.tolist()) == 0.0
+    assert probing.type_coverage(freq, tr.tolist(), te.tolist()) == 1.0
+    assert set(freq) <= set(fillers)  # "cat" comes earlier, so the last frequent word is the filler
+    assert freq[1] == fillers[3]
+    ctrl = probing.control_labels(texts, [i % 2 for i in range(200)], vocab_size=6)
+    for t in set(freq):  # one label per type
+        assert len({int(c) for c, f in zip(ctrl, freq) if f == t}) == 1
+
+
+def test_group_folds_partition_the_rows_and_hits_match_accuracy():
+    feats, y, texts, groups = _toy(n=120)
+    folds = probing.group_folds(groups, 4, seed=0)
+    tests = torch.cat([te for _, te in folds])
+    assert sorted(tests.tolist()) == list(range(120))  # every row tested exactly once
+    for tr, te in folds:
+        assert {groups[i] for i in tr}.isdisjoint({groups[i] for i in te})
+        assert len(tr) + len(te) == 120
+    res = probing.probe_layers(feats, y.tolist(), groups, texts, probing.ProbeConfig(folds=4, steps=30, hidden=8))
+    assert res.acc["mlp"]["task"].shape == (3, 4)
+    hits = res.hits["linear"]["task"]
+    assert not torch.isnan(hits).any() and set(hits.unique().tolist()) <= {0.0, 1.0}
+    n_test = torch.tensor(res.n_test, dtype=torch.float)
+    pooled = (res.acc["linear"]["task"] * n_test).sum(1) / n_test.sum()
+    assert torch.allclose(hits.mean(1), pooled, atol=1e-6)
+    assert 0.0 <= res.coverage <= 1.0

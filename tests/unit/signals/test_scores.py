@@ -80,8 +80,9 @@ def test_gradient_magnitude_caches_by_model_and_tokens(tiny_model, monkeypatch, 
     assert len(list(tmp_path.rglob("*.pt"))) == 3
 
 
-def test_pooled_and_per_kind_levels_differ_as_the_seed_and_sweep_need():
-    # attention scores are small, MLP scores large: pooled, every MLP is high and every attention low
+def test_levels_z_score_within_each_kind_and_pooling_is_only_an_option():
+    # attention scores are small, MLP scores large: pooled (not the seed's definition), every MLP
+    # is high and every attention low; the default z-scores each kind over its own layers
     v = torch.tensor([[1.0, 10.0], [2.0, 11.0], [3.0, 12.0], [4.0, 13.0]], dtype=torch.float64)
     s = scores.ComponentScores("t", v)
     pooled = s.levels(by_kind=False)
@@ -89,6 +90,12 @@ def test_pooled_and_per_kind_levels_differ_as_the_seed_and_sweep_need():
     assert [pooled[f"blocks.{l}.mlp"] for l in range(4)] == ["high"] * 4
     per_kind = s.levels()
     assert [per_kind[f"blocks.{l}.mlp"] for l in range(4)] == ["low", "medium", "medium", "high"]  # z = ±1.16, ±0.39
+    assert per_kind == s.levels(by_kind=True) and [per_kind[f"blocks.{l}.attn"] for l in range(4)] == [
+        "low",
+        "medium",
+        "medium",
+        "high",
+    ]
     assert torch.allclose(s.zscores(by_kind=False).reshape(-1), scores.zscores(v.reshape(-1)))
     frame = s.frame(by_kind=False)
     assert frame["mlp level"].tolist() == ["high"] * 4 and frame["attn"].tolist() == [1.0, 2.0, 3.0, 4.0]
@@ -110,3 +117,21 @@ def test_samples_must_match_the_scores_shape():
         scores.ComponentScores("t", torch.ones(4, 2).cumsum(0), samples=torch.ones(3, 5, 2))
     with pytest.raises(ValueError, match="no per-unit samples"):
         scores.ComponentScores("t", torch.ones(4, 2).cumsum(0)).split_half()
+
+
+def test_gradient_curve_checkpoints_equal_the_score_on_each_prefix(tiny_model):
+    tokens = torch.randint(0, 50, (160,), generator=torch.Generator().manual_seed(5))  # 5 windows of 32
+    curve = scores.gradient_magnitude_curve(tiny_model, tokens, [64, 160], context=32, batch_size=3, cache=False)
+    assert sorted(curve) == [64, 160]
+    for n in (64, 160):  # each checkpoint is the gradient of the mean loss over its own prefix
+        direct = scores.gradient_magnitude(tiny_model, tokens[:n], context=32, batch_size=2, cache=False)
+        assert torch.allclose(curve[n].values, direct.values, rtol=1e-4)
+    assert not torch.allclose(curve[64].values, curve[160].values, rtol=1e-2)
+    table = scores.curve_agreement(curve)
+    assert table.loc[160].tolist() == pytest.approx([1.0, 1.0, 1.0])  # the largest agrees with itself
+    assert list(table.index) == [64, 160]
+
+
+def test_gradient_curve_rejects_too_few_tokens(tiny_model):
+    with pytest.raises(ValueError, match="calibration tokens"):
+        scores.gradient_magnitude_curve(tiny_model, torch.arange(10), [10], context=32)

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from analysis import compress
-from analysis.probing import PROBE_TASKS, ProbeResult
+from analysis.probing import ProbeResult
 from analysis.studies import factorization
-
-CODES = {label: code for code, label in factorization.METHOD_LABELS.items()}
 
 
 def _probe(acc: float | tuple[float, float], layers: int = 4) -> ProbeResult:
@@ -22,16 +21,133 @@ def _probe(acc: float | tuple[float, float], layers: int = 4) -> ProbeResult:
     return ProbeResult("t", {"mlp": {"task": task, "control": torch.full_like(task, 0.5)}}, [8], [2], 0.5)
 
 
-def _grids(ppl: dict[str, float], probe: dict[str, float | tuple]) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """A decoder frame and probe grid at one ratio (0.1) from perplexity and CoLA-probe accuracy per method."""
-    rows = [{"method": m, "ratio": 0.0 if m == "none" else 0.1, "perplexity": p} for m, p in ppl.items()]
-    grid = {
-        ("none" if m == "none" else CODES[m], 0.0 if m == "none" else 0.1): {
-            t: _probe(probe.get(m, 0.8) if t == "CoLA" else 0.8) for t in PROBE_TASKS
-        }
-        for m in ppl
+def _hits(n: int, p: float, seed: int) -> list[bool]:
+    return (torch.rand(n, generator=torch.Generator().manual_seed(seed)) < p).tolist()
+
+
+def _frame(cells: dict, n_windows: int = 16, seed: int = 0) -> pd.DataFrame:
+    """A decoder frame from ``{(label, ratio): (fact-mc hits, loss per token)}`` with per-window scores."""
+    g = torch.Generator().manual_seed(seed)
+    rows, units = [], {}
+    for (m, r), (hits, loss) in cells.items():
+        nll = (loss + 0.05 * torch.randn(n_windows, generator=g)) * 100
+        units[(m, r)] = {"fact mc": list(hits), "window_nll": nll.tolist(), "window_tokens": [100] * n_windows}
+        rows.append({"method": m, "ratio": r, "perplexity": math.exp(float(nll.sum()) / (100 * n_windows))})
+    frame = pd.DataFrame(rows)
+    frame.attrs["units"] = units
+    return frame
+
+
+def _nested(n: int, accs: dict[str, float], seed: int = 0) -> dict[str, list[bool]]:
+    """Correct sets nested by accuracy: whoever is more accurate is right wherever the other is."""
+    u = torch.rand(n, generator=torch.Generator().manual_seed(seed))
+    return {m: (u < a).tolist() for m, a in accs.items()}
+
+
+def test_ordering_verdict_reproduced_not_reproduced_inconclusive():
+    h = _nested(300, {"none": 0.95, "ASVD": 0.9, "FWSVD": 0.7, "SVD": 0.5})
+    cells = {("none", 0.0): (h["none"], 3.0)}
+    for r in (0.05, 0.1):
+        cells |= {(m, r): (h[m], 3.5) for m in ("ASVD", "FWSVD", "SVD")}
+    v = factorization.ordering_verdict(_frame(cells), metric="fact mc")
+    assert v.verdict == "reproduced" and v.ours == pytest.approx(0.2, abs=0.05)
+    assert v.claim == "ASVD > FWSVD > SVD at every ratio"
+    # must fail: SVD beats FWSVD at 10 %
+    cells[("SVD", 0.1)], cells[("FWSVD", 0.1)] = (h["ASVD"], 3.5), (h["SVD"], 3.5)
+    assert factorization.ordering_verdict(_frame(cells), metric="fact mc").verdict == "not reproduced"
+    # inconclusive: 20 questions, one apart
+    small = _nested(20, {"none": 0.9, "ASVD": 0.65, "FWSVD": 0.6, "SVD": 0.55})
+    cells = {("none", 0.0): (small["none"], 3.0)} | {(m, 0.1): (small[m], 3.5) for m in ("ASVD", "FWSVD", "SVD")}
+    v = factorization.ordering_verdict(_frame(cells), metric="fact mc")
+    assert v.verdict == "inconclusive" and "would settle" in v.evidence
+
+
+def test_ordering_verdict_on_perplexity_paired_over_windows():
+    hits = [True] * 10
+    loss = {"ASVD": 3.3, "FWSVD": 3.5, "SVD": 3.8}
+    cells = {("none", 0.0): (hits, 3.0)} | {(m, r): (hits, v + r) for m, v in loss.items() for r in (0.05, 0.1)}
+    v = factorization.ordering_verdict(_frame(cells))
+    assert v.verdict == "reproduced" and v.ours == pytest.approx(0.2, abs=0.05)
+    assert "t-test" in v.criterion and "fact mc accuracy: inconclusive" in v.evidence  # all questions right
+    cells[("SVD", 0.1)] = (hits, 3.2)  # must fail: SVD beats FWSVD at 10 %
+    assert factorization.ordering_verdict(_frame(cells)).verdict == "not reproduced"
+    close = {("none", 0.0): (hits, 3.0)} | {
+        (m, 0.1): (hits, 3.5 + 0.005 * i) for i, m in enumerate(("ASVD", "FWSVD", "SVD"))
     }
-    return pd.DataFrame(rows), factorization.probe_frame(grid), grid
+    v = factorization.ordering_verdict(_frame(close, n_windows=4))
+    assert v.verdict == "inconclusive" and "windows (now 4)" in v.evidence
+
+
+def test_collapse_verdict_reproduced_not_reproduced_inconclusive():
+    h = _nested(400, {"none": 0.9, "svd5": 0.45, "svd10": 0.3, "mild": 0.88})
+    cells = {("none", 0.0): (h["none"], 3.0), ("SVD", 0.05): (h["svd5"], 4.0), ("SVD", 0.1): (h["svd10"], 5.0)}
+    v = factorization.collapse_verdict(_frame(cells))
+    assert v.verdict == "reproduced" and v.claim == "SVD collapses at 5–10%"
+    assert v.ours == pytest.approx((np.mean(h["svd10"]) - 0.25) / (np.mean(h["none"]) - 0.25))
+    assert v.ci_high < 0.5
+    cells[("SVD", 0.1)] = (h["mild"], 3.1)  # must fail: SVD keeps almost everything
+    assert factorization.collapse_verdict(_frame(cells)).verdict == "not reproduced"
+    small = _nested(16, {"none": 0.9, "svd": 0.6})
+    v = factorization.collapse_verdict(_frame({("none", 0.0): (small["none"], 3.0), ("SVD", 0.1): (small["svd"], 4.0)}))
+    assert v.verdict == "inconclusive"
+    assert factorization.retained_share([True] * 4, [True] * 4)[0] == pytest.approx(1.0)
+
+
+def _probe_hits(scores: torch.Tensor, layers: int = 4) -> ProbeResult:
+    task = scores.float().expand(layers, -1).clone()
+    acc = torch.full((layers, 1), float(scores.float().mean()))
+    return ProbeResult(
+        "t",
+        {"mlp": {"task": acc, "control": acc}},
+        [0],
+        [len(scores)],
+        0.5,
+        hits={"mlp": {"task": task, "control": task}},
+    )
+
+
+def _probe_case(a_hits, b_hits, n_groups):
+    """SVD 10 % has clearly higher perplexity than FWSVD 10 %; the probe scores each as given."""
+    frame = _frame({("none", 0.0): ([True], 3.0), ("SVD", 0.1): ([True], 4.0), ("FWSVD", 0.1): ([True], 3.2)})
+    grid = {
+        ("none", 0.0): {},
+        ("svd", 0.1): {"CoLA": _probe_hits(a_hits)},
+        ("fwsvd", 0.1): {"CoLA": _probe_hits(b_hits)},
+    }
+    groups = {"CoLA": [f"g{i % n_groups}" for i in range(len(a_hits))]}
+    labels = {("svd", 0.1): "SVD", ("fwsvd", 0.1): "FWSVD"}
+    return factorization.probes_hide_verdict(frame, grid, groups, labels)
+
+
+def test_probes_hide_verdict_reproduced_not_reproduced_inconclusive():
+    g = torch.Generator().manual_seed(0)
+    # FWSVD has the lower perplexity but its probe is far worse: damage perplexity hides
+    v = _probe_case(torch.rand(600, generator=g) < 0.9, torch.rand(600, generator=g) < 0.6, 300)
+    assert v.verdict == "reproduced" and v.ours > 0.2
+    # must fail: the probes agree (same accuracy), with enough items to see a 10-point drop
+    v = _probe_case(torch.rand(800, generator=g) < 0.8, torch.rand(800, generator=g) < 0.8, 400)
+    assert v.verdict == "not reproduced" and "power" in v.evidence
+    # inconclusive: too few items to see a 10-point drop
+    v = _probe_case(torch.rand(12, generator=g) < 0.8, torch.rand(12, generator=g) < 0.8, 6)
+    assert v.verdict == "inconclusive"
+
+
+def test_probes_hide_verdict_needs_an_ordered_pair():
+    frame = _frame({("none", 0.0): ([True], 3.0), ("SVD", 0.1): ([True], 3.5), ("FWSVD", 0.1): ([True], 3.5)})
+    s = torch.ones(10, dtype=torch.bool)
+    grid = {("svd", 0.1): {"CoLA": _probe_hits(s)}, ("fwsvd", 0.1): {"CoLA": _probe_hits(s)}}
+    v = factorization.probes_hide_verdict(
+        frame, grid, {"CoLA": ["g"] * 10}, {("svd", 0.1): "SVD", ("fwsvd", 0.1): "FWSVD"}
+    )
+    assert v.verdict == "inconclusive" and "no pair" in v.evidence
+
+
+def test_mcnemar_is_one_sided_and_exact():
+    a = [True] * 8 + [False] * 2
+    b = [False] * 8 + [True] * 2
+    assert factorization.mcnemar_greater(a, b) == pytest.approx(sum(math.comb(10, k) for k in range(8, 11)) / 2**10)
+    assert factorization.mcnemar_greater(b, a) > 0.9
+    assert factorization.mcnemar_greater(a, a) == 1.0
 
 
 def test_probe_frame_averages_the_top_four_layers():
@@ -59,40 +175,6 @@ def test_mean_damage():
     assert drop.loc["SVD", "CoLA"] == pytest.approx(0.2)
 
 
-def test_discordant_pairs_need_a_gap_beyond_margin_and_seed_spread():
-    ppl = {"none": 10.0, "SVD": 40.0, "ASVD": 12.0, "FWSVD": 20.0}
-    decoder, probes, grid = _grids(ppl, {"SVD": 0.5, "ASVD": 0.6, "FWSVD": 0.8})
-    pairs = factorization.discordant_pairs(decoder, probes, grid)
-    assert len(pairs) == 1 and pairs[0].startswith("CoLA: ASVD 10% has lower perplexity")
-    # the same gap within twice the seeds' spread does not count
-    decoder, probes, grid = _grids(ppl, {"SVD": 0.5, "ASVD": (0.4, 0.8), "FWSVD": 0.8})
-    assert factorization.discordant_pairs(decoder, probes, grid) == []
-    # nor does a gap under the margin
-    decoder, probes, grid = _grids(ppl, {"SVD": 0.5, "ASVD": 0.77, "FWSVD": 0.8})
-    assert factorization.discordant_pairs(decoder, probes, grid) == []
-
-
-def test_verdicts_hold_where_the_grid_shows_the_seeds_claims():
-    decoder, probes, grid = _grids(
-        {"none": 10.0, "SVD": 40.0, "FWSVD": 20.0, "ASVD": 12.0, "SVD-LLM": 11.0},
-        {"SVD": 0.5, "ASVD": 0.6, "FWSVD": 0.8},
-    )
-    v = factorization.verdicts(decoder, probes, grid)
-    assert list(v["holds here"]) == [True, True, True]
-    assert "SVD x4" in v.loc[0, "evidence (ours)"]
-
-
-def test_verdicts_fail_where_the_grid_contradicts_them():
-    # FWSVD collapses fastest, ASVD is worse than SVD, and the probes agree with perplexity
-    decoder, probes, grid = _grids(
-        {"none": 10.0, "SVD": 20.0, "FWSVD": 50.0, "ASVD": 30.0, "SVD-LLM": 11.0},
-        {"SVD": 0.7, "FWSVD": 0.5, "ASVD": 0.6, "SVD-LLM": 0.8},
-    )
-    v = factorization.verdicts(decoder, probes, grid)
-    assert list(v["holds here"]) == [False, False, False]
-    assert v.loc[2, "evidence (ours)"].startswith("no pair")
-
-
 def test_first_ratio_changes_and_seed_tables():
     decoder = pd.DataFrame(
         {
@@ -116,7 +198,7 @@ def test_first_ratio_changes_and_seed_tables():
     probes = pd.DataFrame(
         {"method": ["none", "SVD"], "ratio": [0.0, 0.1], "CoLA": [0.9, 0.7], "CoLA control": [0.5, 0.55]}
     )
-    cola = factorization.cola_beside_seed(probes, ["svd", "asvd"], "enc")
+    cola = factorization.cola_beside_seed(probes, ["svd", "asvd_rank"], "enc")
     assert cola.loc[("SVD", 0.1), "seed: BERT-base CoLA (Matthews corr.)"] == 0.384
     assert cola.loc[("SVD", 0.1), "ours: enc acceptability probe"] == 0.7
     assert cola.loc[("ASVD", 0.0), "ours: enc acceptability probe"] == 0.9  # the uncompressed row, per method
@@ -159,6 +241,11 @@ def test_choice_logprobs_batched_equal_one_at_a_time(tiny_model):
 
 def test_config_per_profile():
     smoke = factorization.factor_config_for("smoke")
-    assert smoke.ratios == (0.35,) and smoke.decoder_layers == (0,)
+    assert smoke.decoder_layers == (0,)
+    cells = smoke.cells()
+    assert cells[0] == ("none", 0.0) and ("asvd", 0.10) not in cells and ("asvd_rank", 0.10) in cells
+    cpu = factorization.factor_config_for("cpu")
+    assert cpu.calib_tokens >= 10 * 1536  # 10x SmolLM2's widest MLP input
+    assert {"svd", "fwsvd", "asvd_rank"} <= {m for m, r in cpu.cells() if r in cpu.ratios and r == 0.05}
     with pytest.raises(ValueError, match="profile"):
         factorization.factor_config_for("nonsense")

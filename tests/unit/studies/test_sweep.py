@@ -32,6 +32,49 @@ def test_reference_scores_agree_with_lm_score(tiny_model):
     assert ref.base.perplexity == pytest.approx(direct.perplexity, rel=1e-5)
     assert ref.base.accuracy == pytest.approx(direct.accuracy)
     assert abs(ref.base.kl) < 1e-6
+    # the per-window sums are lm_score's windows (disjoint windows score context - 1 tokens each)
+    assert ref.base.window_nll == pytest.approx(direct.window_nll, rel=1e-5)
+    assert ref.base.window_tokens == direct.window_tokens == (31,) * 6
+    assert ref.base.perplexity_interval() == pytest.approx(direct.perplexity_interval(), rel=1e-5)
+    lo, hi = ref.base.perplexity_interval()
+    assert lo < ref.base.perplexity < hi
+
+
+def test_reference_fact_hits_and_their_wilson_interval(tiny_model, monkeypatch):
+    import analysis.evaluate as E
+    from analysis.evaluate import proportion_interval
+
+    # the tiny model has no tokenizer: prompts are space-separated token ids, targets one id
+    def predictions(model, prompts, batch_size=16, desc=""):
+        return torch.stack([model(torch.tensor([[int(t) for t in p.split()]]))[0, -1] for p in prompts])
+
+    monkeypatch.setattr(E, "next_token_predictions", predictions)
+    monkeypatch.setattr(E, "first_target_token", lambda model, target: int(target))
+    prompts = ["1 2 3", "4 5", "6 7 8 9", "10"]
+    with torch.no_grad():
+        top = [int(tiny_model(torch.tensor([[int(t) for t in p.split()]]))[0, -1].argmax()) for p in prompts]
+    targets = [str(top[0]), str(top[1]), str((top[2] + 1) % 50), str(top[3])]  # the third is wrong
+    tokens = torch.randint(0, 50, (64,), generator=torch.Generator().manual_seed(4))
+    ref = Reference(tiny_model, tokens, context=32, prompts=prompts, targets=targets)
+    hits = [True, True, False, True]
+    assert list(ref.base.fact_hits) == hits and ref.base.fact_recall == pytest.approx(sum(hits) / 4)
+    # Wilson's interval by its formula (z = 1.96): 3 of 10
+    z, p, n = 1.959964, 0.3, 10
+    centre, half = (
+        (p + z * z / (2 * n)) / (1 + z * z / n),
+        z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n),
+    )
+    assert proportion_interval(3, 10) == pytest.approx((centre - half, centre + half), rel=1e-4)
+    assert all(math.isnan(x) for x in proportion_interval(0, 0))
+
+
+def test_constant_allocations_are_the_uniform_cells_of_their_level():
+    c = sweep.Cell("constant low", (0.3, 0.2, 0.1), (2, 3, 4))
+    assert c.canonical() == sweep.Cell(sweep.UNIFORM, (0.3,) * 3, (2,) * 3) and c.is_uniform
+    assert sweep.Cell("constant high", (0.5, 0.3, 0.1), (2, 3, 4)).canonical() == sweep.Cell(
+        sweep.UNIFORM, (0.1,) * 3, (4,) * 3
+    )
+    assert not sweep.Cell("m", (0.3, 0.2, 0.1), (2, 3, 4)).is_uniform
 
 
 def test_sweep_cells_compress_evaluate_and_resume(tiny_model, tmp_path, monkeypatch):
@@ -49,9 +92,20 @@ def test_sweep_cells_compress_evaluate_and_resume(tiny_model, tmp_path, monkeypa
     mixed = by["weight magnitude", (2, 3, 4)]
     assert mixed.kl > 0 and mixed.bits_per_weight < 4.1
     assert 4.0 <= by["constant high", (2, 3, 4)].bits_per_weight < 4.6  # the high level's 4 bits everywhere
-    monkeypatch.setattr(sweep, "evaluate_cell", lambda *a, **k: pytest.fail("cell recomputed"))
+    import analysis.studies.sweep.cells as cells_mod
+
+    monkeypatch.setattr(cells_mod, "evaluate_cell", lambda *a, **k: pytest.fail("cell recomputed"))
     again = sweep.run_sweep(tiny_model, ref, cells, scores, cache_config={"test": 1})
     assert [r.perplexity for r in again] == [r.perplexity for r in results]
+    # "constant high" at (2, 3, 4) is uniform 4-bit: served from the cache under that name
+    same = sweep.run_sweep(
+        tiny_model, ref, [sweep.Cell(sweep.UNIFORM, (0.0,) * 3, (4,) * 3)], scores, cache_config={"test": 1}
+    )
+    assert same[0].perplexity == by["constant high", (2, 3, 4)].perplexity and same[0].cell.allocation == sweep.UNIFORM
+    assert (
+        len(mixed.window_nll) == 4
+        and mixed.perplexity_interval()[0] < mixed.perplexity < mixed.perplexity_interval()[1]
+    )
 
 
 @pytest.mark.parametrize(
@@ -93,114 +147,3 @@ def test_sweep_runs_in_worker_processes(tmp_path, monkeypatch, save_tiny):
     )
     serial = [sweep.evaluate_cell(model, ref, c, scores) for c in cells]
     assert [r.perplexity for r in par] == pytest.approx([r.perplexity for r in serial], rel=1e-5)
-
-
-# --------------------------------------------------------------------------------------
-# Verdicts on hand-made results whose answers are known
-# --------------------------------------------------------------------------------------
-
-
-def _res(alloc, prune, bits, ppl, mb, kl=0.0, recall=1.0):
-    return sweep.CellResult(sweep.Cell(alloc, prune, bits), ppl, kl, recall, 0.5, 4.0, mb, 0.0, 0.0)
-
-
-def test_versus_random_is_the_log_ratio_to_the_mean_control():
-    s = ((0.3, 0.2, 0.1), (2, 3, 4))
-    results = [
-        _res("m", *s, ppl=10.0, mb=5.0, kl=0.2, recall=0.5),
-        _res("random:m:0", *s, ppl=12.0, mb=5.0, kl=0.4, recall=0.7),
-        _res("random:m:1", *s, ppl=8.0, mb=5.0, kl=0.2, recall=0.5),
-        _res(sweep.UNIFORM, (0.1,) * 3, (4,) * 3, ppl=9.0, mb=5.0),  # no controls: no row
-        _res("n", *s, ppl=10.0, mb=5.0),
-    ]  # no controls: no row
-    vs = sweep.versus_random(results)
-    assert list(vs["score"]) == ["m"]
-    row = vs.iloc[0]
-    assert row["delta log ppl"] == pytest.approx(math.log(10) - (math.log(12) + math.log(8)) / 2)
-    assert row["delta log ppl"] > 0  # the geometric mean of the controls (9.80) beats 10: the score does not help
-    assert row["delta KL"] == pytest.approx(-0.1) and row["delta fact recall"] == pytest.approx(-0.1)
-    assert bool(row["same size"]) and row["n random"] == 2
-    results[2] = _res("random:m:1", *s, ppl=8.0, mb=5.5)  # a control of another size is flagged
-    assert not bool(sweep.versus_random(results).iloc[0]["same size"])
-
-
-def test_uniform_matched_interpolates_log_perplexity_in_size():
-    uniform = [_res(sweep.UNIFORM, (0,) * 3, (b,) * 3, ppl=p, mb=mb) for b, p, mb in ((3, 20.0, 4.0), (5, 10.0, 8.0))]
-    results = [
-        _res("m", (0,) * 3, (2, 3, 4), ppl=12.0, mb=6.0),
-        _res("w", (0,) * 3, (2, 3, 4), ppl=16.0, mb=6.0),
-        _res("m", (0,) * 3, (8, 8, 8), ppl=5.0, mb=10.0),
-    ]
-    m = sweep.uniform_matched(results, uniform)
-    assert m["uniform ppl at same size"].iloc[0] == pytest.approx(math.sqrt(200))  # halfway in log ppl
-    assert m["delta log ppl"].iloc[0] == pytest.approx(math.log(12 / math.sqrt(200)))
-    assert m["delta log ppl"].iloc[0] < 0 < m["delta log ppl"].iloc[1]  # m beats uniform, w does not
-    assert math.isnan(m["delta log ppl"].iloc[2])  # outside the uniform cells' sizes: not compared
-
-
-def test_matched_verdict_and_summary_count_wins():
-    import pandas as pd
-
-    vs = pd.DataFrame(
-        {
-            "score": ["a", "a", "b"],
-            "delta log ppl": [-0.2, 0.1, 0.3],
-            "delta KL": [0.0, 0.1, 0.2],
-            "delta fact recall": [0.0, 0.0, -0.1],
-        }
-    )
-    matched = pd.DataFrame({"allocation": ["a", "b", "b"], "delta log ppl": [-0.1, 0.2, float("nan")]})
-    v = sweep.matched_verdict(vs, matched)
-    assert (v["wins vs random"], v["n vs random"]) == (1, 3)
-    assert v["mean vs random"] == pytest.approx(0.2 / 3)
-    assert (v["wins vs uniform"], v["n vs uniform"]) == (1, 2)  # the NaN comparison is not counted
-    assert v["mean vs uniform"] == pytest.approx(0.05)
-    s = sweep.allocation_summary(vs, matched)
-    assert s.loc["a", "better than random (settings)"] == 1 and s.loc["b", "better than random (settings)"] == 0
-    assert s.loc["a", "delta log ppl"] == pytest.approx(-0.05)
-    assert s.loc["b", "vs uniform at same size (mean delta log ppl)"] == pytest.approx(0.2)
-    lost = sweep.matched_verdict(vs.assign(**{"delta log ppl": [0.1, 0.1, 0.1]}), matched.iloc[1:])
-    assert lost["wins vs random"] == 0 and lost["wins vs uniform"] == 0
-
-
-def _seed_frame(ppl_of):
-    """Three allocations x two prune settings x two bit settings; ``ppl_of(alloc, prune_total, bits_total)``."""
-    results = []
-    for prune in ((0.3, 0.2, 0.1), (0.5, 0.3, 0.1)):
-        for bits in ((2, 3, 4), (3, 4, 5)):
-            for alloc in ("causal tracing", "weight magnitude", "constant high"):
-                mb = 10.0 - 5 * sum(prune) + sum(bits) / 10
-                mb = 10.0 if alloc == "constant high" else mb  # the same pruning everywhere: its size never changes
-                results.append(_res(alloc, prune, bits, ppl_of(alloc, sum(prune), sum(bits)), mb))
-    return sweep.frame(results)
-
-
-def test_seed_claims_hold_on_a_sweep_that_shows_them():
-    import pandas as pd
-
-    f = _seed_frame(lambda a, p, b: 10 * p + (1 if a == "causal tracing" else 2) - 0.1 * b)
-    vs = pd.DataFrame(
-        {
-            "score": ["causal tracing"] * 2 + ["gradient magnitude"] * 2 + ["weight magnitude"] * 2,
-            "delta log ppl": [-0.1, -0.2, -0.05, -0.01, 0.1, -0.01],
-        }
-    )
-    c = sweep.seed_claims(f, vs, ["causal tracing", "weight magnitude", "gradient magnitude"])
-    assert list(c["holds"]) == [True, True, True, True]
-    assert "in 4 of 4" in c["evidence (ours)"].iloc[0]  # "constant high" never changes size: not counted
-    assert "causal tracing" in c["evidence (ours)"].iloc[3]
-
-
-def test_seed_claims_fail_on_a_sweep_that_contradicts_them():
-    import pandas as pd
-
-    f = _seed_frame(lambda a, p, b: 20 - 10 * p + (1 if a == "weight magnitude" else 2))  # pruning helps
-    vs = pd.DataFrame(
-        {"score": ["causal tracing"] * 2 + ["weight magnitude"] * 2, "delta log ppl": [0.1, -0.01, -0.3, -0.2]}
-    )
-    c = sweep.seed_claims(f, vs, ["causal tracing", "weight magnitude"])
-    assert list(c["holds"]) == [False, False, False, False]
-    assert "weight magnitude" in c["evidence (ours)"].iloc[3]
-    # no random controls: the claims that need them are untested, not failed
-    none = sweep.seed_claims(f, vs.iloc[:0], ["causal tracing", "weight magnitude"])
-    assert none["holds"].iloc[1] is None and none["holds"].iloc[2] is None

@@ -1,5 +1,5 @@
-"""analysis.studies.tracing: sizes per profile, and the ROME comparison and its verdict on
-constructed average indirect effects whose answer is known."""
+"""analysis.studies.tracing: sizes per profile, the ROME comparison, and the verdict functions on
+constructed average indirect effects whose answer is known (reproduced, must fail, inconclusive)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,16 @@ from analysis.studies import tracing as study
 
 L, T, SPAN = 11, 6, (1, 3)  # depth = layer / 10; roles: subject 1-2, first subsequent 3, further 4, last 5
 P_CORRUPT = 0.1
+HOOKS = ("hook_resid_post", "hook_mlp_out", "hook_attn_out")
 
 
-def fact(peaks: dict[str, list[tuple[int, int, float]]], prompt: str) -> tracing.TraceResult:
-    """A trace whose indirect effect is 0 except ``effect`` at each ``(layer, pos, effect)`` of a hook."""
+def fact(peaks: dict[str, list[tuple[int, int, float]]], prompt: str, scale: float = 1.0) -> tracing.TraceResult:
+    """A trace whose indirect effect is 0 except ``effect * scale`` at each ``(layer, pos, effect)``."""
     restored = {}
-    for hook in ("hook_resid_pre", "hook_mlp_out", "hook_attn_out"):
+    for hook in HOOKS:
         grid = torch.full((L, T), P_CORRUPT)
         for layer, pos, effect in peaks.get(hook, []):
-            grid[layer, pos] += effect
+            grid[layer, pos] += effect * scale
         restored[hook] = grid
     return tracing.TraceResult(
         prompt=prompt,
@@ -41,62 +42,91 @@ def fact(peaks: dict[str, list[tuple[int, int, float]]], prompt: str) -> tracing
     )
 
 
-def aie(peaks) -> tracing.AIEResult:
-    traces = [fact(peaks, "a"), fact(peaks, "b")]  # two facts, so intervals exist
-    return tracing.AIEResult(("hook_resid_pre", "hook_mlp_out", "hook_attn_out"), traces, [], {"window": 1})
+def aie(*groups: tuple[dict, int]) -> tracing.AIEResult:
+    """Facts made from ``(peaks, count)`` groups, each fact's effects scaled by 0.8..1.2 (seeded)."""
+    gen = torch.Generator().manual_seed(0)
+    traces = [
+        fact(peaks, f"fact {g}.{i}", float(0.8 + 0.4 * torch.rand(1, generator=gen)))
+        for g, (peaks, count) in enumerate(groups)
+        for i in range(count)
+    ]
+    return tracing.AIEResult(HOOKS, traces, [], {"window": 1})
 
 
 ROME_LIKE = {
     "hook_mlp_out": [(3, 2, 0.4)],  # last subject token, depth 0.3
-    "hook_attn_out": [(8, 5, 0.3)],  # last token, depth 0.8
-    "hook_resid_pre": [(2, 2, 0.5), (9, 5, 0.6)],  # last subject early, last token late
+    "hook_attn_out": [(8, 5, 0.3), (8, 2, 0.05)],  # last token, depth 0.8; little at the last subject
+    "hook_resid_post": [(2, 2, 0.5), (9, 5, 0.6)],  # last subject early, last token late
 }
 NOT_ROME = {
-    "hook_mlp_out": [(9, 5, 0.4)],  # last token, late
-    "hook_attn_out": [(1, 1, 0.3)],  # first subject token, early
-    "hook_resid_pre": [(8, 2, 0.5), (2, 5, 0.6)],  # last subject peaks after the last token
+    "hook_mlp_out": [(9, 5, 0.4), (9, 2, 0.2)],  # strongest at the last token; last subject late
+    "hook_attn_out": [(1, 1, 0.3), (1, 2, 0.6), (1, 5, 0.1)],  # early, and above the MLP at the last subject
+    "hook_resid_post": [(8, 2, 0.5), (2, 5, 0.6)],  # last subject late, last token early
 }
+# half the facts put the MLP peak at the last subject token in layer 3, half at layer 7, where
+# the last token is as strong: neither the peak's depth nor its role is settled by 20 facts
+SPLIT_A = {"hook_mlp_out": [(3, 2, 0.4)]}
+SPLIT_B = {"hook_mlp_out": [(7, 2, 0.4), (7, 5, 0.4)]}
 
 
-def test_rome_pattern_is_reproduced_when_every_finding_matches():
-    comparison = study.rome_comparison(aie(ROME_LIKE))
+def test_rome_comparison_and_verdicts_reproduced_when_every_finding_matches():
+    result = aie((ROME_LIKE, 20))
+    comparison = study.rome_comparison(result)
     assert comparison["same pattern"].tolist() == [True, True, True, True]
     assert "layer 3/10" in comparison.iloc[0, 2]
-    verdict = study.rome_verdict(comparison)
-    assert verdict["verdict"] == "reproduced" and (verdict["n_match"], verdict["n_findings"]) == (4, 4)
+    found = study.rome_verdicts(result, n_boot=200)
+    assert [v.verdict for v in found] == ["reproduced"] * 4
+    mlp = found[0]
+    assert mlp.ours == pytest.approx(0.3) and mlp.ci_low == pytest.approx(0.3) and mlp.ci_high == pytest.approx(0.3)
+    assert found[1].ours == pytest.approx(0.4 - 0.05, rel=0.25)  # MLP minus attention at the last subject
 
 
-def test_rome_pattern_is_not_reproduced_when_no_finding_matches():
-    comparison = study.rome_comparison(aie(NOT_ROME))
-    assert not comparison["same pattern"].any()
-    assert study.rome_verdict(comparison)["verdict"] == "not reproduced"
+def test_rome_verdicts_fail_when_no_finding_matches():
+    result = aie((NOT_ROME, 20))
+    assert not study.rome_comparison(result)["same pattern"].any()
+    found = study.rome_verdicts(result, n_boot=200)
+    assert [v.verdict for v in found] == ["not reproduced"] * 4
+    assert found[0].ours == pytest.approx(0.9)  # the last subject token's MLP curve peaks late
 
 
-def test_a_peak_at_layer_0s_mlp_alone_reproduces_rome_only_partly():
+def test_location_verdict_is_inconclusive_when_the_facts_disagree():
+    result = aie((SPLIT_A, 10), (SPLIT_B, 10))
+    v = study.location_verdict("MLP", result, "mlp", "last subject", "early-to-middle", "ROME", n_boot=400)
+    assert v.verdict == "inconclusive"
+    assert v.ci_low == pytest.approx(0.3) and v.ci_high == pytest.approx(0.7)  # the interval spans the edge 0.5
+    assert "units" in v.evidence  # how many facts would settle it
+
+
+def test_mlp_over_attention_is_inconclusive_when_they_tie_on_average():
+    equal = {"hook_mlp_out": [(3, 2, 0.4)], "hook_attn_out": [(4, 2, 0.4)]}
+    result = aie((equal, 10), ({"hook_mlp_out": [(3, 2, 0.1)], "hook_attn_out": [(4, 2, 0.7)]}, 1), (equal, 9))
+    assert study.mlp_over_attention(result, n_boot=400).verdict == "inconclusive"
+
+
+def test_bands_do_not_overlap():
+    assert study.band_of(study.BAND_EDGE - 1e-9) == "early-to-middle"
+    assert study.band_of(study.BAND_EDGE) == "late"
+    edge = dict(ROME_LIKE, hook_mlp_out=[(5, 2, 0.4)], hook_attn_out=[(5, 5, 0.3)])  # both at depth 0.5
+    assert study.rome_comparison(aie((edge, 2)))["same pattern"].tolist()[:3] == [False, False, True]
+
+
+def test_a_peak_at_layer_0s_mlp_alone_matches_rome_only_over_all_windows():
     # the strongest MLP restoration is layer 0 at the last subject token; beyond layer 0 the
     # MLP peaks at the last token, which is not ROME's claim
     peaks = dict(ROME_LIKE, hook_mlp_out=[(0, 2, 0.8), (6, 5, 0.2)])
-    comparison = study.rome_comparison(aie(peaks))
-    assert comparison["same pattern"].tolist() == [True, False, True, True]
-    verdict = study.rome_verdict(comparison)
-    assert verdict["verdict"] == "partly reproduced" and verdict["n_match"] == 3
+    assert study.rome_comparison(aie((peaks, 2)))["same pattern"].tolist() == [True, False, True, True]
 
 
-def test_depth_thresholds_are_inclusive_where_stated():
-    at_limit = dict(ROME_LIKE, hook_mlp_out=[(6, 2, 0.4)], hook_attn_out=[(5, 5, 0.3)])  # depths 0.6, 0.5
-    assert study.rome_comparison(aie(at_limit))["same pattern"].all()
-    beyond = dict(ROME_LIKE, hook_mlp_out=[(7, 2, 0.4)], hook_attn_out=[(4, 5, 0.3)])  # 0.7, 0.4
-    assert study.rome_comparison(aie(beyond))["same pattern"].tolist() == [False, False, False, True]
-
-
-def test_verdict_needs_findings():
-    with pytest.raises(ValueError, match="no findings"):
-        study.rome_verdict(study.rome_comparison(aie(ROME_LIKE)).iloc[:0])
+def test_verdicts_need_the_three_kinds():
+    result = aie((ROME_LIKE, 4))
+    partial = tracing.AIEResult(("hook_mlp_out", "hook_attn_out"), result.traces, [], {})
+    with pytest.raises(ValueError, match="residual"):
+        study.rome_verdicts(partial)
 
 
 def test_aie_agreement_names_peaks_and_is_perfect_with_itself():
-    a = aie(ROME_LIKE)
-    table = study.aie_agreement(a, aie(NOT_ROME), ("rome", "not"))
+    a = aie((ROME_LIKE, 2))
+    table = study.aie_agreement(a, aie((NOT_ROME, 2)), ("rome", "not"))
     assert table.loc["hook_mlp_out", "peak (rome)"] == "last subject, layer 3"
     assert table.loc["hook_mlp_out", "peak (not)"] == "last, layer 9"
     same = study.aie_agreement(a, a)
@@ -105,11 +135,15 @@ def test_aie_agreement_names_peaks_and_is_perfect_with_itself():
 
 def test_trace_config_for_profiles():
     cpu = study.trace_config_for(get_profile("cpu"))
-    assert cpu.n_exact >= 50 and cpu.n_attribution >= 200
+    assert cpu.n_exact >= 30 and cpu.n_attribution >= 150 and cpu.resid == "resid_post"
+    assert cpu.n_heatmaps <= cpu.convergence_facts and cpu.heatmap_samples == cpu.convergence_samples  # reused
+    assert cpu.noise_source == "subjects" and cpu.convergence_samples > cpu.max_samples
     gpu = study.trace_config_for("gpu")
-    assert gpu.n_exact >= 1000 and gpu.n_samples == 10 and gpu.window == 10
+    assert gpu.n_exact >= 1000 and gpu.max_samples >= 10 and gpu.window == 10
     assert study.trace_config_for("smoke").n_exact < cpu.n_exact
     with pytest.raises(ValueError, match="profile"):
         study.trace_config_for("laptop")
     custom = get_profile("smoke").replace(extra={"tracing": {"n_exact": 7}})
     assert study.trace_config_for(custom).n_exact == 7
+    with pytest.raises(ValueError, match="noise_source"):
+        study.trace_config_for(get_profile("smoke").replace(extra={"tracing": {"noise_source": "eval"}}))

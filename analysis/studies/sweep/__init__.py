@@ -1,0 +1,121 @@
+"""Information-aware compression (seed 004, Scarlatescu and Mehta): prune fractions and bit
+widths per information-density level, and whether density knows *where* to compress.
+
+The seed scores each layer's attention and MLP (causal tracing after ROME, Meng et al. 2022;
+weight and gradient magnitude as baselines), z-scores each score over the layers within each
+kind, buckets it into low / medium / high density at ±0.5 and compresses low-density
+components hardest. High density means *compress least*: the seed writes prune
+``[0.3, 0.2, 0.1]`` and bits ``[8, 16, 24]`` in the order (low, medium, high).
+
+The seed's design compares allocations of different sizes. This package adds two size-matched
+controls and judges every claim with an interval:
+
+- :mod:`~analysis.studies.sweep.config`: :class:`SweepConfig` per profile and the seed's words;
+- :mod:`~analysis.studies.sweep.cells`: cells (allocation x setting), evaluated and cached;
+- :mod:`~analysis.studies.sweep.inputs`: the scores (causal tracing on the ``"score"`` facts)
+  and the reference (fact recall on the ``"eval"`` facts);
+- :mod:`~analysis.studies.sweep.compare`: the uniform Pareto frontier, random controls, and
+  the shared paired bootstrap over evaluation windows;
+- :mod:`~analysis.studies.sweep.claims`: one verdict per seed claim.
+"""
+
+from analysis.studies.sweep.cells import (
+    CACHE_VERSION,
+    Cell,
+    CellResult,
+    control_grid,
+    evaluate_cell,
+    frame,
+    grid,
+    level_assignment,
+    plan_for,
+    run_sweep,
+    seed_grid,
+    uniform_grid,
+)
+from analysis.studies.sweep.claims import (
+    SCORES,
+    claim_aggressive,
+    claim_comparable,
+    claim_perform_well,
+    claim_pruning,
+    open_question,
+    pruning_pairs,
+    score_versus_random,
+    score_versus_uniform,
+    seed_verdicts,
+)
+from analysis.studies.sweep.compare import (
+    Bootstrap,
+    Delta,
+    frontier_at,
+    intervals,
+    pareto_front,
+    pooled,
+    random_deltas,
+    size_frame,
+    uniform_frontier,
+    uniform_matched,
+    versus_random,
+    versus_uniform,
+)
+from analysis.studies.sweep.config import (
+    CONSTANT,
+    SEED_RESULTS,
+    SWEEP_CONFIGS,
+    TERCILES,
+    UNIFORM,
+    Setting,
+    SweepConfig,
+    sweep_config_for,
+)
+from analysis.studies.sweep.inputs import fact_split, gradient_curve, redundancy_scores, reference_for
+
+__all__ = [
+    "CACHE_VERSION",
+    "CONSTANT",
+    "SCORES",
+    "SEED_RESULTS",
+    "SWEEP_CONFIGS",
+    "TERCILES",
+    "UNIFORM",
+    "Bootstrap",
+    "Cell",
+    "CellResult",
+    "Delta",
+    "Setting",
+    "SweepConfig",
+    "claim_aggressive",
+    "claim_comparable",
+    "claim_perform_well",
+    "claim_pruning",
+    "control_grid",
+    "evaluate_cell",
+    "fact_split",
+    "frame",
+    "frontier_at",
+    "gradient_curve",
+    "grid",
+    "intervals",
+    "level_assignment",
+    "open_question",
+    "pareto_front",
+    "plan_for",
+    "pooled",
+    "pruning_pairs",
+    "random_deltas",
+    "redundancy_scores",
+    "reference_for",
+    "run_sweep",
+    "score_versus_random",
+    "score_versus_uniform",
+    "seed_grid",
+    "size_frame",
+    "seed_verdicts",
+    "sweep_config_for",
+    "uniform_frontier",
+    "uniform_grid",
+    "uniform_matched",
+    "versus_random",
+    "versus_uniform",
+]

@@ -1,0 +1,257 @@
+"""The seed's claims, each judged on the sweep with an interval: one :class:`Verdict` per claim.
+
+Every test here is paired over the evaluation windows (:class:`~analysis.studies.sweep.compare.Bootstrap`)
+and made at matched size where the claim compares allocations:
+
+1. "all methods perform worse with larger amounts of pruning": Δ log perplexity between the
+   same method and bit widths at more and at less pruning, pooled, each pair Holm-corrected;
+2. "weight magnitude ... is comparable to simply compressing the whole network": an
+   equivalence test (intersection-union TOST: every weight-magnitude cell's 90% interval of Δ
+   log perplexity against the uniform frontier at its size inside ±margin);
+3. "causal tracing and gradient magnitude perform well": each beats the uniform frontier at
+   matched size and its own random controls (pooled over cells, 95% interval below 0);
+4. "causal tracing performs best with aggressive quantization and mild pruning; other methods
+   perform the same or worse": at that setting, causal tracing's matched-size Δ below each
+   other score's (Holm over the other scores);
+5. the open question: does any score-based allocation beat the uniform frontier at matched
+   size (Holm over the scores)?
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Sequence
+
+from analysis import stats
+from analysis.studies import verdicts
+from analysis.studies.sweep.cells import CellResult
+from analysis.studies.sweep.compare import Bootstrap, Delta, pooled, random_deltas, versus_uniform
+from analysis.studies.sweep.config import SEED_RESULTS, Setting, SweepConfig
+
+ALPHA = 0.05
+SCORES = ("causal tracing", "weight magnitude", "gradient magnitude")
+CLAIMS = SEED_RESULTS["claims"]
+
+
+def _inconclusive(claim: str, why: str, criterion: str, seed=None) -> verdicts.Verdict:
+    return verdicts.Verdict(claim, "inconclusive", criterion, why, seed)
+
+
+def _ci_text(d: Delta, level: float = 0.95) -> str:
+    lo, hi = d.ci(level)
+    return f"{d.estimate:+.4f} [{lo:+.4f}, {hi:+.4f}]"
+
+
+def pruning_pairs(results: Sequence[CellResult], boot: Bootstrap) -> list[Delta]:
+    """``log ppl(more pruning) - log ppl(less pruning)`` for each method (allocation, random
+    controls excluded) and bit widths, between neighbouring prune settings that give different
+    models (the two "constant high" cells prune 0.1 in both settings: one model, no pair).
+
+    Sizes need not differ: a pruned weight is stored as a bitmask plus its values, which at 5
+    bits or fewer is no smaller than storing it densely, so pruning here changes quality only."""
+    groups: dict[tuple, list[CellResult]] = {}
+    for r in results:
+        if not r.cell.allocation.startswith("random:"):
+            groups.setdefault((r.cell.allocation, r.cell.bits), []).append(r)
+    out = []
+    for (alloc, bits), cells in groups.items():
+        cells = sorted(cells, key=lambda r: sum(r.cell.prune))
+        for less, more in zip(cells, cells[1:]):
+            if less.cell.canonical() != more.cell.canonical() and less.window_nll != more.window_nll:
+                out.append(boot.between(more, less, f"{alloc} bits {list(bits)}: prune {list(more.cell.prune)}"))
+    return out
+
+
+def claim_pruning(results: Sequence[CellResult], boot: Bootstrap) -> verdicts.Verdict:
+    """Claim 1: more pruning raises perplexity for every method."""
+    criterion = (
+        "reproduced if the pooled 95% interval of Δ log ppl (more minus less pruning, same method and bits) "
+        "lies above 0 and every pair is worse after Holm; partly if the pooled interval lies above 0 but not "
+        "every pair is; not reproduced if it lies below 0; else inconclusive"
+    )
+    pairs = pruning_pairs(results, boot)
+    if not pairs:
+        return _inconclusive(CLAIMS[0], "no method was run at two prune settings", criterion)
+    pool = pooled(pairs, "more pruning")
+    lo, hi = pool.ci()
+    v = verdicts.interval_verdict(
+        CLAIMS[0], pool.estimate, lo, hi, 0.0, ">", boot.n_windows, "worse (Fig. 2)", "pooled Δ log ppl"
+    )
+    adjusted = stats.holm([d.p_above(0.0) for d in pairs])
+    worse = sum(p < ALPHA for p in adjusted)
+    better = sum(d.ci()[1] < 0 for d in pairs)
+    verdict = v.verdict
+    if verdict == "reproduced" and (worse < len(pairs) or better):
+        verdict = "partly"
+    evidence = f"{v.evidence}; {worse} of {len(pairs)} (method, bits) pairs worse after Holm, {better} better"
+    return dataclasses.replace(v, verdict=verdict, criterion=criterion, evidence=evidence)
+
+
+def claim_comparable(
+    results: Sequence[CellResult], uniform: Sequence[CellResult], boot: Bootstrap, margin: float
+) -> verdicts.Verdict:
+    """Claim 2: weight magnitude is comparable to uniform compression at the same size (TOST)."""
+    claim = CLAIMS[1]
+    criterion = (
+        f"equivalence at matched size: reproduced if every weight-magnitude cell's 90% interval of Δ log ppl "
+        f"against the uniform frontier lies inside ±{margin} (TOST, α = {ALPHA}); not reproduced if any cell "
+        f"beats uniform by more than {margin} (Holm); partly if some cell is worse than uniform by more than "
+        f"{margin} (no better, but not comparable); else inconclusive"
+    )
+    cells = [r for r in results if r.cell.allocation == "weight magnitude"]
+    deltas = [d for d in versus_uniform(cells, uniform, boot) if not math.isnan(d.estimate)]
+    if not deltas:
+        return _inconclusive(claim, "no weight-magnitude cell lies within the uniform frontier's sizes", criterion)
+    inside = [d for d in deltas if -margin < d.ci(0.90)[0] and d.ci(0.90)[1] < margin]
+    better = sum(p < ALPHA for p in stats.holm([d.p_below(-margin) for d in deltas]))
+    worse = sum(p < ALPHA for p in stats.holm([d.p_above(margin) for d in deltas]))
+    if better:
+        verdict = "not reproduced"
+    elif len(inside) == len(deltas):
+        verdict = "reproduced"
+    elif worse:
+        verdict = "partly"
+    else:
+        verdict = "inconclusive"
+    pool = pooled(deltas, "weight magnitude vs uniform")
+    lo, hi = pool.ci()
+    evidence = (
+        f"weight magnitude vs the uniform frontier over {len(deltas)} cells: pooled Δ log ppl {_ci_text(pool)}; "
+        f"{len(inside)} of {len(deltas)} cells' 90% intervals inside ±{margin}, {better} better and {worse} worse "
+        "beyond the margin (Holm)"
+    )
+    return verdicts.Verdict(claim, verdict, criterion, evidence, "comparable (no number)", pool.estimate, lo, hi)
+
+
+def score_versus_uniform(
+    name: str, results: Sequence[CellResult], uniform: Sequence[CellResult], boot: Bootstrap
+) -> Delta:
+    """One score's cells against the uniform frontier at their sizes, pooled (NaN cells dropped)."""
+    cells = [r for r in results if r.cell.allocation == name]
+    return pooled(versus_uniform(cells, uniform, boot), f"{name} vs uniform")
+
+
+def score_versus_random(name: str, results: Sequence[CellResult], boot: Bootstrap) -> Delta:
+    """One score against its random controls, pooled over the control settings."""
+    return pooled([d for (n, _), d in random_deltas(results, boot).items() if n == name], f"{name} vs random")
+
+
+def _below_zero(d: Delta, claim: str, n: int) -> verdicts.Verdict:
+    lo, hi = d.ci()
+    return verdicts.interval_verdict(claim, d.estimate, lo, hi, 0.0, "<", n, what="Δ log ppl")
+
+
+def claim_perform_well(
+    results: Sequence[CellResult],
+    uniform: Sequence[CellResult],
+    boot: Bootstrap,
+    names: Sequence[str] = ("causal tracing", "gradient magnitude"),
+) -> verdicts.Verdict:
+    """Claim 3: each named score beats uniform compression at matched size and its random controls."""
+    parts = []
+    for name in names:
+        parts.append(
+            _below_zero(score_versus_uniform(name, results, uniform, boot), f"{name} vs uniform", boot.n_windows)
+        )
+        parts.append(_below_zero(score_versus_random(name, results, boot), f"{name} vs random", boot.n_windows))
+    v = verdicts.combine(CLAIMS[2], parts, "perform well (no number)")
+    return dataclasses.replace(
+        v,
+        criterion="each score's pooled Δ log ppl must lie below 0 (95% interval) against the uniform frontier at "
+        "matched size and against its size-identical random controls; reproduced if all parts are, not "
+        "reproduced if none is, else partly (inconclusive if no part decides)",
+        evidence="; ".join(f"{p.claim}: {p.verdict} ({p.evidence})" for p in parts),
+    )
+
+
+def claim_aggressive(
+    results: Sequence[CellResult],
+    uniform: Sequence[CellResult],
+    boot: Bootstrap,
+    setting: Setting,
+    main: str = "causal tracing",
+    others: Sequence[str] = ("weight magnitude", "gradient magnitude"),
+) -> verdicts.Verdict:
+    """Claim 4: at aggressive quantization with mild pruning, ``main`` beats every other score at matched size."""
+    claim = CLAIMS[3]
+    criterion = (
+        f"at prune {list(setting[0])}, bits {list(setting[1])}: Δ log ppl against the uniform frontier at each "
+        f"cell's size, {main} minus each other score; reproduced if every difference lies below 0 after Holm; "
+        "not reproduced if one lies above 0 (95% interval); partly if some do; else inconclusive"
+    )
+    at = [r for r in results if r.cell.setting == (tuple(setting[0]), tuple(setting[1]))]
+    by = {r.cell.allocation: r for r in at}
+    if main not in by or not any(o in by for o in others):
+        return _inconclusive(claim, f"{main} or the other scores were not run at this setting", criterion)
+    names = [main] + [o for o in others if o in by]
+    d = dict(zip(names, versus_uniform([by[n] for n in names], uniform, boot)))
+    diffs = [d[main] - d[o] for o in names[1:]]
+    if any(math.isnan(x.estimate) for x in diffs):
+        return _inconclusive(claim, "a cell lies outside the uniform frontier's sizes", criterion)
+    adjusted = stats.holm([x.p_below(0.0) for x in diffs])
+    wins = sum(p < ALPHA for p in adjusted)
+    losses = sum(x.ci()[0] > 0 for x in diffs)
+    verdict = (
+        "not reproduced" if losses else "reproduced" if wins == len(diffs) else "partly" if wins else "inconclusive"
+    )
+    weakest = max(diffs, key=lambda x: x.estimate)
+    lo, hi = weakest.ci()
+    evidence = "; ".join(
+        f"{main} minus {o}: {_ci_text(x)}, Holm p {p:.3g}" for o, x, p in zip(names[1:], diffs, adjusted)
+    )
+    if verdict == "inconclusive":
+        need = verdicts.n_to_settle(weakest.estimate, lo, hi, boot.n_windows)
+        if need:
+            evidence += f"; about {need} evaluation windows (now {boot.n_windows}) would settle it if the estimate held"
+    return verdicts.Verdict(claim, verdict, criterion, evidence, "best there (Fig. 2)", weakest.estimate, lo, hi)
+
+
+def open_question(
+    results: Sequence[CellResult],
+    uniform: Sequence[CellResult],
+    boot: Bootstrap,
+    margin: float,
+    names: Sequence[str] = SCORES,
+) -> verdicts.Verdict:
+    """The open question: does any score-based allocation beat uniform compression at matched size?"""
+    claim = SEED_RESULTS["open_question"]
+    criterion = (
+        "each score's cells pooled against the uniform frontier at matched size, Holm over the scores: "
+        "reproduced (yes) if some score's Δ log ppl lies below 0; not reproduced (no) if every score is "
+        f"worse than uniform (Holm) or within ±{margin} (90% interval, TOST); else inconclusive"
+    )
+    deltas = [score_versus_uniform(n, results, uniform, boot) for n in names]
+    deltas = [d for d in deltas if not math.isnan(d.estimate)]
+    if not deltas:
+        return _inconclusive(claim, "no score-based cell lies within the uniform frontier's sizes", criterion)
+    better = stats.holm([d.p_below(0.0) for d in deltas])
+    worse = stats.holm([d.p_above(0.0) for d in deltas])
+    same = [-margin < d.ci(0.90)[0] and d.ci(0.90)[1] < margin for d in deltas]
+    if any(p < ALPHA for p in better):
+        verdict = "reproduced"
+    elif all(w < ALPHA or s for w, s in zip(worse, same)):
+        verdict = "not reproduced"
+    else:
+        verdict = "inconclusive"
+    best = min(deltas, key=lambda d: d.estimate)
+    lo, hi = best.ci()
+    evidence = "; ".join(f"{d.label}: {_ci_text(d)}, Holm p(better) {p:.3g}" for d, p in zip(deltas, better))
+    return verdicts.Verdict(claim, verdict, criterion, evidence, "not tested (sizes unmatched)", best.estimate, lo, hi)
+
+
+def seed_verdicts(results: Sequence[CellResult], cfg: SweepConfig) -> list[verdicts.Verdict]:
+    """The chapter's verdict table: the seed's four claims and the open question, judged on every
+    cell of the sweep (seed grid, controls and uniform cells scored on one reference)."""
+    boot = Bootstrap.of(results, cfg.n_boot)
+    uniform = [r for r in results if r.cell.is_uniform]
+    seed_cells = [r for r in results if not r.cell.allocation.startswith("random:")]
+    grid = {(tuple(p), tuple(b)) for p in cfg.prunes for b in cfg.bits}
+    seed_grid = [r for r in seed_cells if r.cell.setting in grid]
+    return [
+        claim_pruning(seed_grid, boot),
+        claim_comparable(results, uniform, boot, cfg.margin),
+        claim_perform_well(results, uniform, boot),
+        claim_aggressive(results, uniform, boot, cfg.aggressive),
+        open_question(results, uniform, boot, cfg.margin),
+    ]

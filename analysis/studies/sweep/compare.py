@@ -1,0 +1,313 @@
+"""Comparisons at matched size, each with an interval from one shared bootstrap.
+
+Every cell is scored on the same evaluation windows, so two cells are compared window by window:
+:class:`Bootstrap` draws window resamples once and every statistic (a cell's log perplexity, a
+difference between cells, the uniform frontier at some size) is recomputed on each draw, which
+makes all intervals paired. Random controls are resampled too, so an interval against them
+includes which shuffles happened to be drawn.
+
+- :func:`uniform_frontier`: the Pareto frontier of the uniform cells (the best uniform result
+  at each size; a uniform cell that another is both smaller and better than is dropped), and
+  log perplexity interpolated linearly in model size between its points;
+- :func:`versus_uniform`: a cell's Δ log perplexity against that frontier at the cell's size;
+- :func:`versus_random`: a score's allocation against the mean of its random controls (the same
+  level counts per kind shuffled over layers, hence exactly the same size), with a one-sided
+  bootstrap p-value and Holm's correction over the settings of one score.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from analysis import stats
+from analysis.studies.sweep.cells import CellResult
+from analysis.studies.sweep.config import UNIFORM
+
+
+@dataclass
+class Delta:
+    """A difference in log perplexity (negative: the first side is better), with its bootstrap draws."""
+
+    label: str
+    estimate: float
+    draws: np.ndarray
+    """``[n_boot]`` replicates of the estimate (NaN where undefined)."""
+    n: int = 0
+    """Evaluation windows behind it (the unit the bootstrap resamples)."""
+
+    def ci(self, level: float = 0.95) -> tuple[float, float]:
+        """Percentile interval of the draws (NaN when the estimate is undefined)."""
+        d = self.draws[~np.isnan(self.draws)]
+        if math.isnan(self.estimate) or len(d) == 0:
+            return float("nan"), float("nan")
+        a = (1 - level) / 2
+        lo, hi = np.quantile(d, [a, 1 - a])
+        return float(lo), float(hi)
+
+    def p_below(self, threshold: float = 0.0) -> float:
+        """One-sided bootstrap p-value for "the difference is below ``threshold``"."""
+        d = self.draws[~np.isnan(self.draws)]
+        if math.isnan(self.estimate) or len(d) == 0:
+            return float("nan")
+        return float((1 + np.sum(d >= threshold)) / (1 + len(d)))
+
+    def p_above(self, threshold: float = 0.0) -> float:
+        """One-sided bootstrap p-value for "the difference is above ``threshold``"."""
+        return Delta(self.label, -self.estimate, -self.draws, self.n).p_below(-threshold)
+
+    def __sub__(self, other: "Delta") -> "Delta":
+        return Delta(f"{self.label} - {other.label}", self.estimate - other.estimate, self.draws - other.draws, self.n)
+
+
+def pooled(deltas: Sequence[Delta], label: str) -> Delta:
+    """The mean of several differences (undefined ones dropped), draw by draw."""
+    ok = [d for d in deltas if not math.isnan(d.estimate)]
+    if not ok:
+        return Delta(label, float("nan"), np.full(1, np.nan), 0)
+    return Delta(label, float(np.mean([d.estimate for d in ok])), np.mean([d.draws for d in ok], 0), ok[0].n)
+
+
+class Bootstrap:
+    """Window resamples shared by every cell scored on one reference (``n_boot`` x ``n_windows``)."""
+
+    def __init__(self, n_windows: int, n_boot: int = 2000, seed: int = 0):
+        if n_windows < 2:
+            raise ValueError(f"Paired intervals need at least 2 evaluation windows, got {n_windows}; score more text.")
+        self.n_windows = n_windows
+        self.n_boot = n_boot
+        self.seed = seed
+        self.idx = np.random.default_rng(seed).integers(0, n_windows, (n_boot, n_windows))
+
+    def draw_controls(self, k: int, label: str) -> np.ndarray:
+        """``[n_boot, k]`` resamples of ``k`` random controls, seeded by the bootstrap and ``label``."""
+        rng = np.random.default_rng([self.seed, zlib.crc32(label.encode())])
+        return rng.integers(0, k, (self.n_boot, k))
+
+    @classmethod
+    def of(cls, results: Sequence[CellResult], n_boot: int = 2000, seed: int = 0) -> "Bootstrap":
+        """A bootstrap for cells scored on one reference (they must share its windows)."""
+        sizes = {len(r.window_nll) for r in results}
+        if len(sizes) != 1:
+            raise ValueError(f"Cells were scored on different numbers of windows {sorted(sizes)}; use one reference.")
+        return cls(sizes.pop(), n_boot, seed)
+
+    def log_ppl(self, r: CellResult) -> np.ndarray:
+        """``[n_boot]`` log perplexity of ``r`` on each window resample."""
+        nll, tok = np.asarray(r.window_nll, dtype=float), np.asarray(r.window_tokens, dtype=float)
+        if len(nll) != self.n_windows:
+            raise ValueError(f"{r.cell.label} has {len(nll)} windows, the bootstrap {self.n_windows}.")
+        return nll[self.idx].sum(1) / tok[self.idx].sum(1)
+
+    def between(self, a: CellResult, b: CellResult, label: str = "") -> Delta:
+        """``log ppl(a) - log ppl(b)``, paired over windows."""
+        est = math.log(a.perplexity) - math.log(b.perplexity)
+        return Delta(
+            label or f"{a.cell.label} vs {b.cell.label}", est, self.log_ppl(a) - self.log_ppl(b), self.n_windows
+        )
+
+
+def pareto_front(sizes, values) -> np.ndarray:
+    """Indices of the points no other point is at most as large as and better than, by size.
+
+    ``values`` are lower-is-better (log perplexity); ties in size keep the best."""
+    sizes, values = np.asarray(sizes, dtype=float), np.asarray(values, dtype=float)
+    order = np.lexsort((values, sizes))
+    keep, best = [], math.inf
+    for i in order:
+        if values[i] < best:
+            keep.append(i)
+            best = values[i]
+    return np.asarray(keep, dtype=int)
+
+
+def frontier_at(sizes, values, at) -> np.ndarray:
+    """The frontier's log perplexity at sizes ``at``: linear in size between frontier points,
+    NaN outside them."""
+    sizes, values, at = (np.asarray(v, dtype=float) for v in (sizes, values, at))
+    f = pareto_front(sizes, values)
+    xs, ys = sizes[f], values[f]
+    out = np.interp(at, xs, ys)
+    out[(at < xs[0] - 1e-9) | (at > xs[-1] + 1e-9)] = np.nan
+    return out
+
+
+def uniform_frontier(uniform: Sequence[CellResult]) -> pd.DataFrame:
+    """The uniform cells, and whether each lies on the Pareto frontier (the matched-size baseline)."""
+    unique = _unique(uniform)
+    sizes = [r.model_mb for r in unique]
+    front = set(pareto_front(sizes, [math.log(r.perplexity) for r in unique]).tolist())
+    rows = [
+        {
+            "prune": r.cell.canonical().prune[0],
+            "bits": r.cell.canonical().bits[0],
+            "model MB": r.model_mb,
+            "perplexity": r.perplexity,
+            "on frontier": i in front,
+        }
+        for i, r in enumerate(unique)
+    ]
+    return pd.DataFrame(rows).sort_values("model MB").reset_index(drop=True)
+
+
+def _unique(uniform: Sequence[CellResult]) -> list[CellResult]:
+    """One result per distinct uniform model (a constant baseline repeats a uniform cell)."""
+    seen: dict = {}
+    for r in uniform:
+        if not r.cell.is_uniform:
+            raise ValueError(f"{r.cell.label} is not a uniform cell.")
+        seen.setdefault(r.cell.canonical(), r)
+    if not seen:
+        raise ValueError("No uniform cells: the matched-size baseline needs at least one.")
+    return list(seen.values())
+
+
+def versus_uniform(results: Sequence[CellResult], uniform: Sequence[CellResult], boot: Bootstrap) -> list[Delta]:
+    """Each result's ``log ppl - log ppl(uniform frontier at its size)``, paired over windows; the
+    frontier is rebuilt on every resample. NaN outside the frontier's sizes."""
+    unique = _unique(uniform)
+    sizes = np.array([r.model_mb for r in unique])
+    at = np.array([r.model_mb for r in results])
+    u_point = np.log([r.perplexity for r in unique])
+    u_draws = np.stack([boot.log_ppl(r) for r in unique])  # [uniform, n_boot]
+    base_point = frontier_at(sizes, u_point, at)
+    base_draws = np.stack([frontier_at(sizes, u_draws[:, b], at) for b in range(boot.n_boot)], 1)  # [result, n_boot]
+    return [
+        Delta(r.cell.label, math.log(r.perplexity) - base_point[i], boot.log_ppl(r) - base_draws[i], boot.n_windows)
+        for i, r in enumerate(results)
+    ]
+
+
+def uniform_matched(results: Sequence[CellResult], uniform: Sequence[CellResult], boot: Bootstrap) -> pd.DataFrame:
+    """Each result beside the uniform frontier at its size: Δ log perplexity with a 95% interval
+    (``< 0``: the allocation beats uniform compression at the same size)."""
+    deltas = versus_uniform(results, uniform, boot)
+    rows = []
+    for r, d in zip(results, deltas):
+        lo, hi = d.ci()
+        rows.append(
+            {
+                "allocation": r.cell.allocation,
+                "prune": str(list(r.cell.prune)),
+                "bits": str(list(r.cell.bits)),
+                "model MB": r.model_mb,
+                "perplexity": r.perplexity,
+                "uniform ppl at same size": r.perplexity / math.exp(d.estimate)
+                if not math.isnan(d.estimate)
+                else np.nan,
+                "delta log ppl": d.estimate,
+                "ci low": lo,
+                "ci high": hi,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def random_deltas(results: Sequence[CellResult], boot: Bootstrap) -> dict[tuple[str, tuple], Delta]:
+    """``{(score, (prune, bits)): Delta}``: each score-based allocation against the mean of its
+    random controls at the same setting; the controls are resampled on every draw."""
+    by_setting: dict[tuple, dict[str, list[CellResult]]] = {}
+    for r in results:
+        by_setting.setdefault(r.cell.setting, {}).setdefault(r.cell.allocation, []).append(r)
+    out = {}
+    for setting, cells in by_setting.items():
+        for name, found in cells.items():
+            if name.startswith("random:") or found[0].cell.is_uniform:
+                continue
+            rand = [x for n, c in cells.items() if n.startswith(f"random:{name}:") for x in c]
+            if not rand:
+                continue
+            r = found[0]
+            c_draws = np.stack([boot.log_ppl(x) for x in rand])  # [k, n_boot]
+            pick = boot.draw_controls(len(rand), f"{name} {setting}")  # controls resampled per draw
+            mean_draws = c_draws[pick, np.arange(boot.n_boot)[:, None]].mean(1)
+            est = math.log(r.perplexity) - float(np.mean([math.log(x.perplexity) for x in rand]))
+            out[name, setting] = Delta(f"{name} vs random", est, boot.log_ppl(r) - mean_draws, boot.n_windows)
+    return out
+
+
+def versus_random(results: Sequence[CellResult], boot: Bootstrap) -> pd.DataFrame:
+    """Each score-based allocation against its random controls at the same setting: Δ log
+    perplexity (``< 0``: the score's placement helps) with a 95% interval over windows and
+    controls, a one-sided p-value, and Holm's adjustment over the settings of each score; and
+    the mean differences in KL and fact recall."""
+    deltas = random_deltas(results, boot)
+    rows = []
+    for (name, setting), d in deltas.items():
+        r = next(x for x in results if x.cell.allocation == name and x.cell.setting == setting)
+        rand = [x for x in results if x.cell.setting == setting and x.cell.allocation.startswith(f"random:{name}:")]
+        lo, hi = d.ci()
+        rows.append(
+            {
+                "score": name,
+                "prune": str(list(setting[0])),
+                "bits": str(list(setting[1])),
+                "model MB": r.model_mb,
+                "same size": all(abs(x.model_mb - r.model_mb) < 1e-9 for x in rand),
+                "n random": len(rand),
+                "perplexity": r.perplexity,
+                "random perplexity (min..max)": f"{min(x.perplexity for x in rand):.4g}.."
+                f"{max(x.perplexity for x in rand):.4g}",
+                "delta log ppl": d.estimate,
+                "ci low": lo,
+                "ci high": hi,
+                "p (one-sided)": d.p_below(0.0),
+                "delta KL": r.kl - float(np.mean([x.kl for x in rand])),
+                "delta fact recall": r.fact_recall - float(np.mean([x.fact_recall for x in rand])),
+            }
+        )
+    frame = pd.DataFrame(rows)
+    if len(frame):
+        frame["p Holm"] = frame.groupby("score")["p (one-sided)"].transform(lambda p: pd.Series(stats.holm(p), p.index))
+    return frame
+
+
+def intervals(results: Sequence[CellResult], n_boot: int = 2000) -> pd.DataFrame:
+    """Every distinct cell's perplexity and fact recall with their 95% intervals (bootstrap over
+    windows; Wilson over facts)."""
+    rows, seen = [], set()
+    for r in results:
+        key = r.cell.canonical()
+        if key in seen:
+            continue
+        seen.add(key)
+        plo, phi = r.perplexity_interval(n_boot)
+        flo, fhi = r.fact_recall_interval()
+        rows.append(
+            {
+                "allocation": r.cell.allocation if not r.cell.is_uniform else UNIFORM,
+                "prune": str(list(key.prune)),
+                "bits": str(list(key.bits)),
+                "model MB": r.model_mb,
+                "perplexity": r.perplexity,
+                "ppl low": plo,
+                "ppl high": phi,
+                "fact recall": r.fact_recall,
+                "recall low": flo,
+                "recall high": fhi,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def size_frame(results: Sequence[CellResult]) -> pd.DataFrame:
+    """:func:`analysis.studies.sweep.frame` for a size/perplexity plot: the constant baselines
+    shown as the uniform cells they are, and uniform cells off the Pareto frontier labelled so."""
+    from analysis.studies.sweep.cells import frame
+
+    out = frame(results)
+    uniform = [r for r in results if r.cell.is_uniform]
+    if not uniform:
+        return out
+    front = uniform_frontier(uniform)
+    on = set(front.loc[front["on frontier"], "model MB"].round(9))
+    is_uniform = pd.Series([r.cell.is_uniform for r in results], index=out.index)
+    off = is_uniform & ~out["model MB"].round(9).isin(on)
+    out.loc[is_uniform, "allocation"] = UNIFORM
+    out.loc[off, "allocation"] = f"{UNIFORM} (off the frontier)"
+    return out

@@ -1,0 +1,144 @@
+"""Sizes of the information-aware compression study per run profile, and the seed's words."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+CONSTANT = ("constant low", "constant high")
+"""The seed's baselines: every component treated as low (resp. high) density."""
+TERCILES = " (terciles)"
+"""Suffix of an allocation that buckets a score by equal-count terciles instead of z-scores."""
+UNIFORM = "uniform"
+"""Every component treated as medium density: with equal settings per level, plain uniform compression."""
+
+SEED_RESULTS = {
+    "model": "GPT-2 (124M)",
+    "eval": "WikiText-2 perplexity",
+    "perplexity_best": 5.552,
+    "perplexity_worst": 13.275,
+    "prune_grid": "e.g. [0.3, 0.2, 0.1] for (low, medium, high)",
+    "bits_grid": "e.g. [8, 16, 24] for (low, medium, high)",
+    "levels": "z-scores over the 12 layers; below -0.5 low, above +0.5 high, else medium",
+    "claims": [
+        "all methods perform worse with larger amounts of pruning",
+        "weight magnitude appears ineffective as a heuristic for redundancy and is comparable to simply "
+        "compressing the whole network",
+        "the causal tracing and gradient magnitude-based heuristics perform well",
+        "casual tracing appears to perform best when using a combination of aggressive quantization with "
+        "mild to moderate pruning; other methods in comparison perform either the same or worse",
+    ],
+    "open_question": "at the same model size, does allocating by information density beat compressing every "
+    "layer alike? (the seed's figure compares allocations of different sizes)",
+}
+"""The seed's reported numbers (its Figure 2 colour scale) and claims, quoted, not ours."""
+
+Setting = tuple[tuple[float, float, float], tuple[int, int, int]]
+"""``(prune fractions, bit widths)`` for the (low, medium, high) density levels."""
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """Sizes of the information-aware compression study for one run profile."""
+
+    eval_tokens: int
+    """Held-out tokens each cell is scored on (perplexity, accuracy, KL to the base model)."""
+    n_facts: int
+    """At most this many ``"eval"`` known facts score each cell's fact recall."""
+    calib_tokens: int
+    """Calibration tokens for the gradient-magnitude score (at least 10x the widest input width)."""
+    calib_sizes: tuple[int, ...]
+    """Calibration sizes at which the gradient score is also computed, to show it has settled."""
+    prunes: tuple[tuple[float, float, float], ...]
+    """The seed-style grid: prune fractions for (low, medium, high) density."""
+    bits: tuple[tuple[int, int, int], ...]
+    """The seed-style grid: bit widths for (low, medium, high) density."""
+    controls: tuple[Setting, ...]
+    """Settings of the seed grid where every score also gets :attr:`n_shuffles` random controls."""
+    uniform: tuple[tuple[float, int], ...]
+    """(prune, bits) applied alike everywhere, besides the seed's constant baselines: the uniform
+    cells whose Pareto frontier is the size-matched baseline."""
+    n_shuffles: int = 5
+    """Random controls (a score's levels shuffled within each kind) per score and control setting."""
+    margin: float = 0.02
+    """Equivalence margin on Δ log perplexity (0.02: perplexities within about 2%) for "comparable"."""
+    n_boot: int = 2000
+    """Bootstrap replicates over evaluation windows (and random controls) behind every interval."""
+    model: str | None = None
+    """Model to use instead of the profile's (the seed's GPT-2 under ``gpu``)."""
+    batch_size: int = 8
+    threshold: float = 0.5
+    """The seed's z-score threshold between density levels."""
+    n_procs: int = 1
+
+    def __post_init__(self):
+        grid = {(tuple(p), tuple(b)) for p in self.prunes for b in self.bits}
+        outside = [s for s in self.controls if (tuple(s[0]), tuple(s[1])) not in grid]
+        if outside:
+            raise ValueError(f"Control settings {outside} are not in the seed grid (prunes x bits); add them there.")
+        if self.n_shuffles < 1:
+            raise ValueError(f"n_shuffles must be >= 1, got {self.n_shuffles}.")
+
+    @property
+    def aggressive(self) -> Setting:
+        """The seed's "aggressive quantization with mild pruning": the grid's mildest prune
+        setting that prunes at all, with its lowest bit widths."""
+        pruned = [p for p in self.prunes if sum(p) > 0] or list(self.prunes)
+        return min(pruned, key=sum), min(self.bits, key=sum)
+
+
+_NONE, _MILD, _MODERATE = (0.0, 0.0, 0.0), (0.3, 0.2, 0.1), (0.5, 0.3, 0.1)
+_BITS = ((2, 3, 4), (3, 4, 5))
+
+SWEEP_CONFIGS: dict[str, SweepConfig] = {
+    "smoke": SweepConfig(
+        eval_tokens=512,
+        n_facts=8,
+        calib_tokens=512,
+        calib_sizes=(256, 512),
+        prunes=(_NONE, _MILD),
+        bits=_BITS[1:],
+        controls=((_MILD, _BITS[1]),),
+        uniform=((0.0, 4), (0.0, 5)),
+        n_shuffles=2,
+        n_boot=200,
+        batch_size=2,
+    ),
+    "cpu": SweepConfig(
+        eval_tokens=3072,
+        n_facts=150,
+        calib_tokens=16_384,
+        calib_sizes=(2048, 8192, 16_384),
+        prunes=(_NONE, _MILD, _MODERATE),
+        bits=_BITS,
+        controls=((_NONE, _BITS[0]), (_MILD, _BITS[0])),
+        uniform=((0.0, 2), (0.0, 3), (0.0, 4), (0.0, 5)),
+    ),
+    "gpu": SweepConfig(
+        eval_tokens=65_536,
+        n_facts=1000,
+        calib_tokens=65_536,
+        calib_sizes=(2048, 8192, 32_768, 65_536),
+        prunes=(_NONE, (0.1, 0.05, 0.0), _MILD, _MODERATE),
+        bits=_BITS + ((4, 5, 6), (4, 6, 8), (8, 16, 24)),
+        controls=tuple((p, b) for p in (_MILD, _MODERATE) for b in _BITS + ((4, 6, 8),)),
+        uniform=((0.0, 2), (0.0, 3), (0.0, 4), (0.0, 5), (0.0, 6), (0.0, 8)),
+        n_shuffles=10,
+        model="gpt2",
+        batch_size=16,
+    ),
+}
+"""Sizes per profile. The seed grid adds a no-pruning row to the seed's prune settings: its
+constant baselines are the uniform quantization-only cells, and its score cells compare
+allocations where pruning (which buys no size at 5 bits or fewer) does not blur the comparison.
+``cpu`` aims at about 15 minutes cold on 2 idle cores, an estimate scaled by forward-pass FLOPs
+from the 10 s a cell measured at 2,048 tokens and 120 facts (not measured at these sizes): 58
+distinct cells (18 score cells, 10 distinct uniform cells, 30 random controls) at about 14 s
+each on 3,072 tokens (12 windows) and 150 facts, plus about 150 s for the gradient score on
+16,384 tokens (forward and backward)."""
+
+
+def sweep_config_for(profile) -> SweepConfig:
+    """The sweep sizes for a :class:`analysis.config.Profile` (or its name); ``profile.extra["sweep"]`` overrides fields."""
+    from analysis.config import study_config
+
+    return study_config(SWEEP_CONFIGS, profile, "sweep")

@@ -1,0 +1,98 @@
+"""The variance study's sizes per run profile (:class:`VarianceConfig`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from analysis.config import study_config
+
+CACHE_VERSION = 1
+"""Part of every cached result's key; bumped when a result changes for the same inputs."""
+
+
+@dataclass(frozen=True)
+class VarianceConfig:
+    """Sizes of seed 003's study for one run profile (see :func:`variance_config_for`)."""
+
+    fit_tokens: int = 20_480
+    """Training-split tokens for the block maps and the tuned lens: 35 per dimension of SmolLM2 (35 x 577)."""
+    direction_tokens: int = 2048
+    """Training-split tokens for the gradient covariance (one backward pass each)."""
+    eval_tokens: int = 2048
+    """Held-out tokens: R², perplexity of replaced and quantized models, CCA samples."""
+    ablation_tokens: int = 512
+    """Held-out tokens scored per ablation cell."""
+    quant_tokens: int = 1024
+    """Held-out tokens scored per quantization cell."""
+    exit_tokens: int = 1024
+    """Held-out tokens for the lenses and early exit."""
+    context: int = 256
+    batch_size: int = 8
+    ablation_layers: tuple[float, ...] = (0.1, 0.5, 0.9)
+    """Depths (fractions of the layer count) where directions are projected out."""
+    ks: tuple[int, ...] = (1, 8, 64)
+    """Directions removed (d_model is always added: everything removed)."""
+    k_overlap: int = 8
+    """Subspace size for the overlap (principal angles, CCA) and the causal verdict."""
+    uncorrelated_below: float = 0.3
+    """A canonical correlation below this counts as "uncorrelated"."""
+    keep_ranks: tuple[int, ...] = (8, 64)
+    """Ranks kept in the compression view (keep only the top-r variance directions)."""
+    quant_bits: tuple[int, ...] = (2, 3, 4, 8)
+    quant_layers: tuple[float, ...] | None = None
+    """Depths whose block weights are quantized (None: every block)."""
+    amp_layers: tuple[float, ...] = (0.1, 0.5, 0.9)
+    """Depths whose weights are measured for error amplification."""
+    replace_ratio: float = 34.0
+    """Compression of a rank-r block map (the seed's 34x)."""
+    multi_blocks: tuple[int, ...] = (1, 2, 4, 8)
+    """How many of the last blocks are replaced together."""
+    exit_threshold: float = 0.9
+    """Confidence threshold of the easy-token verdict, fixed before looking (CALM-style)."""
+    thresholds: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+    seed: int = 0
+
+
+VARIANCE_CONFIGS: dict[str, VarianceConfig] = {
+    "smoke": VarianceConfig(
+        fit_tokens=1024,
+        direction_tokens=256,
+        eval_tokens=256,
+        ablation_tokens=128,
+        quant_tokens=256,
+        exit_tokens=256,
+        context=128,
+        batch_size=4,
+        ablation_layers=(0.5,),
+        ks=(8,),
+        keep_ranks=(8,),
+        quant_bits=(4,),
+        quant_layers=(0.5,),
+        amp_layers=(0.5,),
+        multi_blocks=(1, 2),
+        thresholds=(0.5, 0.9),
+    ),
+    "cpu": VarianceConfig(),
+    "gpu": VarianceConfig(
+        fit_tokens=160_000,
+        direction_tokens=16_384,
+        eval_tokens=65_536,
+        ablation_tokens=16_384,
+        quant_tokens=16_384,
+        exit_tokens=16_384,
+        context=1024,
+        batch_size=8,
+        ablation_layers=(0.0, 0.25, 0.5, 0.75, 0.97),
+        ks=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+        keep_ranks=(1, 4, 16, 64, 256, 512),
+        quant_bits=(2, 3, 4, 6, 8),
+        multi_blocks=(1, 2, 4, 8, 16),
+    ),
+}
+"""``smoke``: the test suite; ``cpu``: the book on 2 cores; ``gpu``: larger samples (and the profile's model)."""
+
+
+def variance_config_for(profile: Any) -> VarianceConfig:
+    """The :class:`VarianceConfig` for a profile (or its name); ``profile.extra["variance"]`` overrides fields."""
+    return study_config(VARIANCE_CONFIGS, profile, "variance")

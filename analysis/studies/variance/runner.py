@@ -1,0 +1,321 @@
+"""Seed 003's experiments on one model, each cached on disk by its configuration and the model.
+
+- :func:`fits`: streamed block statistics on training-split text, the block maps (full and at the
+  seed's compression), the least-squares tuned lens, in-sample linearity scores and the PCA of
+  every layer's residual stream;
+- :func:`linearity`: held-out R² per block, clean and replaced upstream, of the output and the update;
+- :func:`directions`: rogue dimensions, variance vs predictive subspaces (principal angles, CCA);
+- :func:`ablation`: loss when top-k variance / gradient / readout / random directions are removed,
+  and when only the top-r variance directions are kept;
+- :func:`replacement`: perplexity with the last block, then the last k blocks, replaced;
+- :func:`quantization`: direct RTN, rotated RTN and factor-then-RTN at matched bits, and the
+  amplification of factor errors;
+- :func:`exits`: logit and tuned lens, early exit against the confidence threshold.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+
+import numpy as np
+import pandas as pd
+import torch
+
+from analysis import geometry
+from analysis.cache import cached
+from analysis.compress import linear_block, rotation
+from analysis.compress.linear import to_linear
+from analysis.data import lm_tokens
+from analysis.evaluate import LMScore, lm_score
+from analysis.models import model_key
+from analysis.progress import progress
+from analysis.studies.variance.config import CACHE_VERSION, VarianceConfig
+
+
+def _cached(name: str, cfg: VarianceConfig, model, compute):
+    return cached(f"variance/{name}", compute, config={"cfg": cfg, "v": CACHE_VERSION}, model=model_key(model))
+
+
+def tokens(model, cfg: VarianceConfig) -> dict[str, torch.Tensor]:
+    """``fit`` and ``direction`` tokens (training split) and ``eval`` tokens (held-out split)."""
+    return {
+        "fit": lm_tokens(model.tokenizer, "train", n_tokens=cfg.fit_tokens),
+        "direction": lm_tokens(model.tokenizer, "train", n_tokens=cfg.direction_tokens),
+        "eval": lm_tokens(model.tokenizer, "eval", n_tokens=cfg.eval_tokens),
+    }
+
+
+def depth_layers(model, fractions) -> list[int]:
+    """Layer indices at fractions of the depth (deduplicated, in order)."""
+    L = model.cfg.n_layers
+    return sorted({min(L - 1, int(round(f * (L - 1)))) for f in fractions})
+
+
+def _half(m):
+    """A fitted map with float32 tensors (halves the cache; maps compute in float64 anyway)."""
+    return dataclasses.replace(
+        m, **{f.name: getattr(m, f.name).float() for f in dataclasses.fields(m) if torch.is_tensor(getattr(m, f.name))}
+    )
+
+
+def fits(model, cfg: VarianceConfig) -> dict:
+    """Block maps, tuned-lens translators, in-sample scores and per-layer PCA, from one streamed pass."""
+
+    def compute():
+        tok = tokens(model, cfg)["fit"]
+        st = geometry.block_stats(model, tok, cfg.context, cfg.batch_size, to_final=True)
+        L, d = model.cfg.n_layers, model.cfg.d_model
+        multi = range(L - max(cfg.multi_blocks), L)
+        rows, full, ranked, lens, pcas = [], {}, {}, {}, {}
+        for l, s in enumerate(progress(st["block"], desc="block maps")):
+            full[l] = _half(linear_block.fit_block(s, l))
+            if l in multi:
+                ranked[l] = _half(
+                    linear_block.fit_block(s, l, linear_block.rank_for_ratio(model, l, cfg.replace_ratio))
+                )
+            if l < L - 1:
+                lens[l] = _half(geometry.fit_map(st["final"][l]))
+            p = geometry.pca(s)
+            eig = (p.variances, p.components)
+            pcas[l] = geometry.PCA(p.mean.float(), p.components.float(), p.variances.float())
+            upd = geometry.pca(s.update_stats(), "y")
+            rows.append(
+                {
+                    "block": l,
+                    "score with residual": geometry.score_from_stats(s, eig),
+                    "score without residual": geometry.score_from_stats(s.update_stats(), eig),
+                    "ridge": full[l].ridge,
+                    "tokens per dim": s.n / (d + 1),
+                    "update variance in top 16": upd.retained(min(16, d)),
+                }
+            )
+        return {
+            "frame": pd.DataFrame(rows).set_index("block"),
+            "full": full,
+            "ranked": ranked,
+            "lens": lens,
+            "pca": pcas,
+        }
+
+    return _cached("fits", cfg, model, compute)
+
+
+def linearity(model, cfg: VarianceConfig, fit: dict) -> pd.DataFrame:
+    """Per block: in-sample scores and held-out R² of the full map, output and update, clean and replaced upstream."""
+
+    def compute():
+        ev = tokens(model, cfg)["eval"]
+        out = fit["frame"].copy()
+        for upstream in ("clean", "replaced"):
+            sc = geometry.heldout_scores(model, ev, fit["full"], cfg.context, cfg.batch_size, upstream)
+            out[f"R² output, {upstream}"] = pd.Series(sc["output"])
+            out[f"R² update, {upstream}"] = pd.Series(sc["update"])
+        return out
+
+    return _cached("linearity", cfg, model, compute)
+
+
+def directions(model, cfg: VarianceConfig, fit: dict) -> dict:
+    """Rogue dimensions and the overlap of variance, gradient and readout subspaces at every layer."""
+
+    def compute():
+        tok = tokens(model, cfg)
+        L, d, k = model.cfg.n_layers, model.cfg.d_model, cfg.k_overlap
+        grads = geometry.gradient_covariance(model, tok["direction"], list(range(L)), cfg.context, cfg.batch_size)
+        readout = geometry.readout_basis(model)[0][:, :k]
+        names = [f"blocks.{l}.hook_resid_pre" for l in range(L)]
+        states = geometry.collect(model, tok["eval"], names, cfg.context, cfg.batch_size, max_tokens=cfg.eval_tokens)
+        rows, grad_dirs = [], {}
+        for l in progress(range(L), desc="overlap"):
+            var = fit["pca"][l].top(k).double()
+            grad_dirs[l] = geometry.top_directions(grads[l], max(max(cfg.ks), k)).float()
+            g = grad_dirs[l][:, :k].double()
+            rnd = geometry.random_subspace(d, k, cfg.seed + l)
+            x = states[names[l]].double()
+            rogue = geometry.rogue_dimensions(x)
+            idx = rogue.rogue()
+            cc = geometry.cca(x @ var, x @ g)
+            rows.append(
+                {
+                    "layer": l,
+                    "rogue dims": len(idx),
+                    "top ratio": float(rogue.ratio.max()),
+                    "rogue variance share": float(rogue.variance_share[idx].sum()) if len(idx) else 0.0,
+                    "top-k variance share": fit["pca"][l].retained(k),
+                    "cos² variance-gradient": float(geometry.principal_angles(var, g).square().mean()),
+                    "cos² variance-readout": float(geometry.principal_angles(var, readout).square().mean()),
+                    "cos² gradient-readout": float(geometry.principal_angles(g, readout).square().mean()),
+                    "cos² random": k / d,
+                    "CCA mean": float(cc.mean()),
+                    "CCA uncorrelated share": float((cc < cfg.uncorrelated_below).double().mean()),
+                    "CCA random uncorrelated share": float(
+                        (geometry.cca(x @ var, x @ rnd) < cfg.uncorrelated_below).double().mean()
+                    ),
+                }
+            )
+        return {"frame": pd.DataFrame(rows).set_index("layer"), "gradient": grad_dirs, "readout": readout}
+
+    return _cached("directions", cfg, model, compute)
+
+
+def _score(model, tok, cfg: VarianceConfig, desc: str) -> LMScore:
+    return lm_score(model, tok, cfg.context, batch_size=cfg.batch_size, desc=desc)
+
+
+def _row(base: LMScore, s: LMScore, **extra) -> dict:
+    return {
+        **extra,
+        "nll": s.nll,
+        "Δnll": s.nll - base.nll,
+        "perplexity": s.perplexity,
+        "window nll": s.window_nll,
+        "window tokens": s.window_tokens,
+    }
+
+
+def ablation(model, cfg: VarianceConfig, fit: dict, dirs: dict) -> pd.DataFrame:
+    """Loss with top-k directions of each kind projected out, and with only the top-r variance kept."""
+
+    def compute():
+        ev = tokens(model, cfg)["eval"][: cfg.ablation_tokens]  # the start of the held-out text
+        base = _score(model, ev, cfg, "ablation base")
+        d = model.cfg.d_model
+        ks = sorted(set(k for k in cfg.ks if k < d) | {d})
+        u_read, s_read = geometry.readout_basis(model)
+        rows = [_row(base, base, layer=-1, kind="none", k=0)]
+        for l in depth_layers(model, cfg.ablation_layers):
+            p = fit["pca"][l]
+            g = dirs["gradient"][l]
+            bases = {
+                "variance": lambda k: p.top(k),
+                "gradient": lambda k: (
+                    g[:, :k]
+                    if k <= g.shape[1]
+                    else geometry.orthonormal(torch.cat([g.double(), p.components.double()], 1))[:, :k]
+                ),
+                "readout": lambda k: u_read[:, :k],
+                "random": lambda k: geometry.random_subspace(d, k, cfg.seed + 1000 * l + k),
+            }
+            for kind, make in bases.items():
+                for k in ks:
+                    with geometry.ablated(model, l, make(k).float(), p.mean.float()):
+                        s = _score(model, ev, cfg, f"remove {kind} k={k}")
+                    rows.append(_row(base, s, layer=l, kind=kind, k=k, retained=1 - p.retained(k)))
+            for r in sorted(set(cfg.keep_ranks) | {d}):
+                if r > d:
+                    continue
+                with geometry.ablated(model, l, p.top(r).float(), p.mean.float(), keep=True):
+                    s = _score(model, ev, cfg, f"keep r={r}")
+                rows.append(_row(base, s, layer=l, kind="keep variance", k=r, retained=p.retained(r)))
+        return pd.DataFrame(rows)
+
+    return _cached("ablation", cfg, model, compute)
+
+
+def replacement(model, cfg: VarianceConfig, fit: dict) -> pd.DataFrame:
+    """Perplexity with the last k blocks replaced (rank maps at the seed's ratio, and full maps)."""
+
+    def compute():
+        ev = tokens(model, cfg)["eval"]
+        base = _score(model, ev, cfg, "replacement base")
+        L = model.cfg.n_layers
+        rows = [_row(base, base, blocks=0, map="none", compression=1.0, first=L)]
+        for kind in ("ranked", "full"):
+            for k in cfg.multi_blocks:
+                maps = [fit[kind][l] for l in range(L - k, L)]
+                with linear_block.replaced(model, maps):
+                    s = _score(model, ev, cfg, f"{kind} last {k}")
+                ratio = sum(linear_block.block_params(model, m.layer) for m in maps) / sum(m.n_values for m in maps)
+                label = f"rank {maps[0].rank}" if kind == "ranked" else "full d×d"
+                rows.append(_row(base, s, blocks=k, map=label, compression=ratio, first=L - k))
+        return pd.DataFrame(rows)
+
+    return _cached("replacement", cfg, model, compute)
+
+
+def quantization(model, cfg: VarianceConfig) -> dict[str, pd.DataFrame]:
+    """Perplexity per bits for direct, rotated and factor-then-quantize RTN, and amplification per weight."""
+
+    def compute():
+        ev = tokens(model, cfg)["eval"][: cfg.quant_tokens]
+        base = _score(model, ev, cfg, "quantization base")
+        rms = model.cfg.normalization_type in ("RMS", "RMSPre")  # rotation needs RMSNorm (see rotation)
+        rotated = rotation.rotated_copy(model, cfg.seed) if rms else None
+        factors: dict = {}
+        layers = None if cfg.quant_layers is None else depth_layers(model, cfg.quant_layers)
+        rows = [_row(base, base, scheme="none", bits=32, bpw=32.0)]
+        schemes = [("direct", model, None), ("rotated", rotated, None), ("factor", model, 0)]
+        for bits in cfg.quant_bits:
+            for scheme, src, rank in [s for s in schemes if s[1] is not None]:
+                m = copy.deepcopy(src)
+                rep = rotation.quantize_blocks(m, bits, rank, factors, layers)
+                rows.append(
+                    _row(
+                        base,
+                        _score(m, ev, cfg, f"{scheme} {bits}b"),
+                        scheme=scheme,
+                        bits=bits,
+                        bpw=rotation.bits_per_weight(rep),
+                    )
+                )
+                del m
+        del rotated
+        params = dict(model.named_parameters())
+        amp = []
+        for name in rotation.block_weights(model, depth_layers(model, cfg.amp_layers)):
+            w = to_linear(name, params[name].detach()).float()
+            r = (w.shape[0] * w.shape[1]) // sum(w.shape)
+            for bits in cfg.quant_bits:
+                amp.append(
+                    {
+                        "weight": name,
+                        "bits": bits,
+                        "rank": min(r, *w.shape),
+                        **rotation.amplification(w, min(r, *w.shape), bits),
+                    }
+                )
+        return {"ppl": pd.DataFrame(rows), "amplification": pd.DataFrame(amp)}
+
+    return _cached("quantization", cfg, model, compute)
+
+
+def exits(model, cfg: VarianceConfig, fit: dict) -> dict:
+    """Lens statistics (logit and least-squares tuned lens) and early exit per threshold."""
+
+    def compute():
+        ev = tokens(model, cfg)["eval"][: cfg.exit_tokens]
+        out, curves = {}, []
+        for lens, tr in (("logit lens", None), ("tuned lens", fit["lens"])):
+            st = geometry.lens_stats(model, ev, cfg.context, max(1, cfg.batch_size // 2), tr, desc=lens)
+            for r in geometry.exit_curve(st, cfg.thresholds):
+                curves.append(
+                    {
+                        "lens": lens,
+                        "threshold": r.threshold,
+                        "easy share": r.easy_share,
+                        "exit share": r.exit_share,
+                        "compute saved": r.compute_saved,
+                        "ΔPPL": r.delta_ppl,
+                        "perplexity": math.exp(r.nll),
+                    }
+                )
+            fixed = geometry.early_exit(st, cfg.exit_threshold)
+            out[lens] = {
+                "kl": st.kl_to_final.mean(1).numpy(),
+                "exit layers": fixed.exit_layer.numpy(),
+                "easy layers": fixed.easy_layer.numpy(),
+                "easy": (fixed.easy_share, *geometry.easy_share_ci(fixed, st)),
+                "n": int(st.confidence.shape[1]),
+            }
+        out["curve"] = pd.DataFrame(curves)
+        return out
+
+    return _cached("exits", cfg, model, compute)
+
+
+def paired_gap(a: pd.Series, b: pd.Series) -> np.ndarray:
+    """Per-window mean NLL of ``a`` minus ``b`` (rows with ``window nll``/``window tokens`` tuples)."""
+    na, nb, t = (np.asarray(x, dtype=float) for x in (a["window nll"], b["window nll"], a["window tokens"]))
+    return (na - nb) / t

@@ -1,0 +1,265 @@
+"""The sweep's matched-size comparisons and verdicts on hand-made cells whose answers are known.
+
+Every cell is scored on the same 20 windows of 100 tokens; a cell's per-token NLL in a window is
+the shared window difficulty plus the cell's ``shift`` (plus seeded noise), so its Δ log perplexity
+against another cell is exactly the difference of the shifts when there is no noise.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from analysis.studies import sweep
+
+W = 20
+DIFFICULTY = np.linspace(3.0, 4.0, W)
+MILD, MODERATE, AGG = (0.3, 0.2, 0.1), (0.5, 0.3, 0.1), (2, 3, 4)
+SETTING = (MILD, AGG)
+
+
+def _cell(alloc, prune, bits, mb, shift=0.0, noise=0.0, seed=0, recall=1.0):
+    per_token = DIFFICULTY + shift + noise * np.random.default_rng(seed).standard_normal(W)
+    nll = tuple(float(x) * 100 for x in per_token)
+    ppl = math.exp(sum(nll) / (100 * W))
+    return sweep.CellResult(
+        sweep.Cell(alloc, tuple(prune), tuple(bits)), ppl, 0.0, recall, 0.5, 4.0, mb, 0.0, 0.0, {}, nll, (100,) * W
+    )
+
+
+def _uniform():
+    """Uniform cells at 4, 6, 8, 10 MB (shift 1.0, 0.6, 0.3, 0.1) and a dominated one at 7 MB (0.9)."""
+    pts = [
+        ((0.0, 2), 4.0, 1.0),
+        ((0.0, 3), 6.0, 0.6),
+        ((0.0, 4), 8.0, 0.3),
+        ((0.0, 5), 10.0, 0.1),
+        ((0.3, 4), 7.0, 0.9),
+    ]
+    return [_cell(sweep.UNIFORM, (p,) * 3, (b,) * 3, mb, s) for (p, b), mb, s in pts]
+
+
+def _boot(results):
+    return sweep.Bootstrap.of(results, n_boot=400)
+
+
+# ---------------------------------------------------------------------------------------------
+# Frontier and paired differences
+# ---------------------------------------------------------------------------------------------
+
+
+def test_pareto_front_keeps_the_best_uniform_result_at_each_size():
+    sizes, values = [4.0, 6.0, 7.0, 8.0, 8.0], [1.0, 0.6, 0.9, 0.3, 0.5]
+    assert sweep.pareto_front(sizes, values).tolist() == [0, 1, 3]  # 7 MB is dominated by 6 MB; tie at 8 keeps the best
+    at = sweep.frontier_at(sizes, values, [5.0, 7.0, 3.0, 9.0])
+    assert at[0] == pytest.approx(0.8) and at[1] == pytest.approx(0.45)  # interpolated between 6 and 8, not through 7
+    assert math.isnan(at[2]) and math.isnan(at[3])  # outside the frontier's sizes
+
+
+def test_versus_uniform_uses_the_frontier_not_every_uniform_cell():
+    uniform = _uniform()
+    m = _cell("m", MILD, AGG, 7.0, shift=0.5)
+    results = uniform + [m]
+    (d,) = sweep.versus_uniform([m], uniform, _boot(results))
+    assert d.estimate == pytest.approx(0.5 - 0.45)  # the 7 MB uniform cell (0.9) would make m look better
+    assert d.ci() == pytest.approx((0.05, 0.05), abs=1e-9)  # no noise: every resample agrees
+    table = sweep.uniform_frontier(uniform)
+    assert table["on frontier"].tolist() == [True, True, False, True, True]
+    f = sweep.uniform_matched([m], uniform, _boot(results))
+    assert f["uniform ppl at same size"].iloc[0] == pytest.approx(m.perplexity / math.exp(0.05))
+
+
+def test_bootstrap_differences_are_paired_over_windows():
+    a, b = _cell("a", MILD, AGG, 5.0, shift=0.1, noise=0.05, seed=1), _cell("b", MILD, AGG, 5.0, noise=0.05, seed=2)
+    boot = _boot([a, b])
+    d = boot.between(a, b)
+    assert d.estimate == pytest.approx(math.log(a.perplexity / b.perplexity))
+    lo, hi = d.ci()
+    assert lo < d.estimate < hi and hi - lo < 0.1  # the window difficulty (spread 1.0) cancels
+    assert d.p_below(0.0) > 0.9 and d.p_above(0.0) < 0.01
+
+
+def test_versus_random_compares_with_the_mean_of_the_shuffles_and_holm_adjusts():
+    results = [_cell("m", *SETTING, 5.0, shift=0.2)] + [
+        _cell(f"random:m:{s}", *SETTING, 5.0, shift=0.3 + 0.02 * s) for s in range(5)
+    ]
+    results += [_cell("m", MILD, (3, 4, 5), 6.0, shift=0.1)] + [
+        _cell(f"random:m:{s}", MILD, (3, 4, 5), 6.0, shift=0.1, noise=0.3, seed=s) for s in range(5)
+    ]
+    vs = sweep.versus_random(results, _boot(results)).set_index("bits")
+    row = vs.loc[str(list(AGG))]
+    assert row["delta log ppl"] == pytest.approx(0.2 - np.mean([0.3 + 0.02 * s for s in range(5)]))
+    assert row["ci high"] < 0 and bool(row["same size"]) and row["n random"] == 5
+    assert row["p Holm"] == pytest.approx(min(1.0, 2 * min(vs["p (one-sided)"])))  # the smaller p, doubled
+    noisy = vs.loc["[3, 4, 5]"]
+    assert noisy["ci low"] < 0 < noisy["ci high"]  # five noisy shuffles: the interval includes 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Claim 1: more pruning is worse
+# ---------------------------------------------------------------------------------------------
+
+
+def _pruning(shift_more, noise=0.0):
+    out = []
+    for i, alloc in enumerate(("m", "constant low")):
+        out.append(_cell(alloc, MILD, AGG, 7.0, shift=0.3, noise=noise, seed=i))
+        out.append(_cell(alloc, MODERATE, AGG, 7.0, shift=0.3 + shift_more, noise=noise, seed=10 + i))  # same size
+    out.append(_cell("constant high", MILD, AGG, 8.0, 0.1))
+    out.append(_cell("constant high", MODERATE, AGG, 8.0, 0.1))  # prunes 0.1 in both: one model, not a pair
+    return out
+
+
+@pytest.mark.parametrize(
+    "shift, noise, expect", [(0.2, 0.0, "reproduced"), (-0.2, 0.0, "not reproduced"), (0.005, 0.3, "inconclusive")]
+)
+def test_claim_pruning(shift, noise, expect):
+    results = _pruning(shift, noise)
+    assert len(sweep.pruning_pairs(results, _boot(results))) == 2
+    v = sweep.claim_pruning(results, _boot(results))
+    assert v.verdict == expect
+    if expect == "inconclusive":
+        assert "would settle it" in v.evidence
+
+
+def test_claim_pruning_is_partly_when_one_method_does_not_follow():
+    results = _pruning(0.2)
+    results[3] = _cell("constant low", MODERATE, AGG, 7.0, shift=0.3, noise=0.01, seed=5)  # no worse with more pruning
+    assert sweep.claim_pruning(results, _boot(results)).verdict == "partly"
+
+
+# ---------------------------------------------------------------------------------------------
+# Claim 2: weight magnitude comparable to uniform (equivalence)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "offset, noise, expect",
+    [(0.0, 0.0, "reproduced"), (-0.1, 0.0, "not reproduced"), (0.1, 0.0, "partly"), (0.0, 0.2, "inconclusive")],
+)
+def test_claim_comparable(offset, noise, expect):
+    uniform = _uniform()
+    wm = [  # frontier at 5 MB: 0.8, at 9 MB: 0.2
+        _cell("weight magnitude", MILD, AGG, 5.0, 0.8 + offset, noise, 1),
+        _cell("weight magnitude", MILD, (3, 4, 5), 9.0, 0.2 + offset, noise, 2),
+    ]
+    results = uniform + wm
+    v = sweep.claim_comparable(results, uniform, _boot(results), margin=0.02)
+    assert v.verdict == expect
+    assert v.ours == pytest.approx(offset, abs=0.1 if noise else 1e-9)
+
+
+def test_claim_comparable_without_matched_cells_is_inconclusive():
+    uniform = _uniform()
+    results = uniform + [_cell("weight magnitude", MILD, AGG, 12.0, 0.0)]  # larger than every uniform cell
+    assert sweep.claim_comparable(results, uniform, _boot(results), 0.02).verdict == "inconclusive"
+
+
+# ---------------------------------------------------------------------------------------------
+# Claims 3, 4 and the open question
+# ---------------------------------------------------------------------------------------------
+
+
+def _scored(ct, gm, wm, random_shift=0.8, noise=0.0):
+    """Each score at the aggressive setting at 5 MB (frontier 0.8), five random controls each."""
+    out = _uniform()
+    for i, (name, shift) in enumerate((("causal tracing", ct), ("gradient magnitude", gm), ("weight magnitude", wm))):
+        out.append(_cell(name, *SETTING, 5.0, shift, noise, i))
+        out += [_cell(f"random:{name}:{s}", *SETTING, 5.0, random_shift, noise, 100 * i + s) for s in range(5)]
+    return out
+
+
+@pytest.mark.parametrize(
+    "ct, gm, noise, expect",
+    [
+        (0.6, 0.7, 0.0, "reproduced"),
+        (0.9, 1.0, 0.0, "not reproduced"),
+        (0.6, 1.0, 0.0, "partly"),
+        (0.8, 0.8, 0.3, "inconclusive"),
+    ],
+)
+def test_claim_perform_well(ct, gm, noise, expect):
+    results = _scored(ct, gm, 0.8, noise=noise)
+    v = sweep.claim_perform_well(results, [r for r in results if r.cell.is_uniform], _boot(results))
+    assert v.verdict == expect
+    assert v.evidence.count("vs uniform") == 2 and v.evidence.count("vs random") == 2
+
+
+@pytest.mark.parametrize(
+    "ct, noise, expect", [(0.6, 0.0, "reproduced"), (0.9, 0.0, "not reproduced"), (0.79, 0.3, "inconclusive")]
+)
+def test_claim_aggressive(ct, noise, expect):
+    results = _scored(ct, 0.8, 0.8, noise=noise)
+    v = sweep.claim_aggressive(results, [r for r in results if r.cell.is_uniform], _boot(results), SETTING)
+    assert v.verdict == expect
+    if expect == "reproduced":
+        assert v.ours == pytest.approx(-0.2) and v.ci_high < 0
+
+
+def test_claim_aggressive_is_partly_when_one_competitor_ties():
+    results = _scored(0.6, 0.8, 0.6)
+    v = sweep.claim_aggressive(results, [r for r in results if r.cell.is_uniform], _boot(results), SETTING)
+    assert v.verdict == "partly"
+
+
+@pytest.mark.parametrize(
+    "shifts, noise, expect",
+    [
+        ((0.8, 0.8, 0.7), 0.0, "reproduced"),
+        ((0.8, 0.9, 0.8), 0.0, "not reproduced"),
+        ((0.8, 0.8, 0.8), 0.3, "inconclusive"),
+    ],
+)
+def test_open_question(shifts, noise, expect):
+    results = _scored(*shifts, noise=noise)
+    v = sweep.open_question(results, [r for r in results if r.cell.is_uniform], _boot(results), margin=0.02)
+    assert v.verdict == expect
+
+
+def test_seed_verdicts_give_one_row_per_claim():
+    results = _scored(0.6, 0.7, 0.8) + _pruning(0.2)
+    cfg = sweep.SweepConfig(
+        eval_tokens=100,
+        n_facts=1,
+        calib_tokens=100,
+        calib_sizes=(100,),
+        prunes=(MILD, MODERATE),
+        bits=(AGG,),
+        controls=(SETTING,),
+        uniform=(),
+        n_boot=300,
+    )
+    vs = sweep.seed_verdicts(results, cfg)
+    assert [v.claim for v in vs] == sweep.SEED_RESULTS["claims"] + [sweep.SEED_RESULTS["open_question"]]
+    assert [v.verdict for v in vs][2:] == ["reproduced", "reproduced", "reproduced"]
+
+
+def test_the_aggressive_setting_prunes_mildly_but_does_prune():
+    cfg = sweep.SweepConfig(
+        eval_tokens=1,
+        n_facts=1,
+        calib_tokens=1,
+        calib_sizes=(1,),
+        prunes=((0.0,) * 3, MODERATE, MILD),
+        bits=((3, 4, 5), AGG),
+        controls=(),
+        uniform=(),
+    )
+    assert cfg.aggressive == (MILD, AGG)
+    assert sweep.sweep_config_for("cpu").aggressive == (MILD, AGG)
+
+
+def test_control_settings_must_be_in_the_seed_grid():
+    with pytest.raises(ValueError, match="not in the seed grid"):
+        sweep.SweepConfig(
+            eval_tokens=1,
+            n_facts=1,
+            calib_tokens=1,
+            calib_sizes=(1,),
+            prunes=(MILD,),
+            bits=(AGG,),
+            controls=((MODERATE, AGG),),
+            uniform=(),
+        )
