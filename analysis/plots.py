@@ -155,29 +155,6 @@ def method_scatter(x, y, xlabel: str, ylabel: str, title: str | None = None, ax:
     return ax
 
 
-def component_scores(scores, ax: plt.Axes | None = None, title: str | None = None) -> plt.Axes:
-    """Per-layer score of attention and MLP outputs (an analysis.scores.ComponentScores), with the
-    seed's z = ±0.5 bands within each kind (dotted, in the kind's colour)."""
-    from analysis.hooks import hook_kind
-
-    values = scores.values.numpy()
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6.4, 3.2))
-    layers = np.arange(values.shape[0])
-    width = 0.4
-    for k, (kind, colour) in enumerate(zip(scores.kinds, ("tab:red", "tab:green"))):
-        ax.bar(layers + (k - 0.5) * width, values[:, k], width, label=hook_kind(kind), color=colour, alpha=0.8)
-        mean, std = values[:, k].mean(), values[:, k].std(ddof=1)
-        for z in (-0.5, 0.5):
-            ax.axhline(mean + z * std, color=colour, lw=0.8, ls=":")
-    ax.set_xlabel("layer l  (blocks.l.hook_attn_out / hook_mlp_out)")
-    ax.set_ylabel(scores.name)
-    n = "" if scores.samples is None else f"{len(scores.samples)} facts; "
-    ax.set_title(title or f"{scores.name} per component ({n}dotted: z = ±0.5 within each kind)", fontsize=10)
-    ax.legend(fontsize=8, frameon=False)
-    return ax
-
-
 def score_profiles(scores, threshold: float = 0.5) -> plt.Figure:
     """z-scored per-layer scores of several :class:`analysis.scores.ComponentScores`, one panel
     per kind, with the seed's medium band (``|z| <= threshold``) shaded."""

@@ -204,12 +204,16 @@ def record(study: str, profile: str, verdicts: Sequence[Verdict]) -> None:
     atomic_write(path, lambda p: p.write_text(json.dumps(payload, indent=1, default=str)))
 
 
-def intervals(frame: pd.DataFrame) -> list[str]:
-    """``[lo, hi]`` strings for a :func:`scoreboard` frame's ``ci_low``/``ci_high`` columns."""
-    return [
-        Verdict("", "inconclusive", "", ci_low=lo, ci_high=hi).interval() if pd.notna(lo) and pd.notna(hi) else ""
-        for lo, hi in zip(frame["ci_low"], frame["ci_high"])
+def shown(board: pd.DataFrame) -> pd.DataFrame:
+    """A :func:`scoreboard` frame as the book shows it: study, claim, seed, ours (4 significant
+    digits), the 95% interval as ``[lo, hi]``, and the verdict."""
+    interval = [
+        f"[{_fmt(lo)}, {_fmt(hi)}]" if pd.notna(lo) and pd.notna(hi) else ""
+        for lo, hi in zip(board["ci_low"], board["ci_high"])
     ]
+    ours = [_fmt(v) if pd.notna(v) else "" for v in board["ours"]]
+    out = board.assign(ours=ours, interval=interval)
+    return out[["study", "claim", "seed", "ours", "interval", "verdict"]].set_index(["study", "claim"])
 
 
 def scoreboard(profile: str, studies: Sequence[str] | None = None) -> pd.DataFrame:

@@ -48,6 +48,8 @@ def test_record_and_scoreboard(tmp_path, monkeypatch):
     board = V.scoreboard("smoke", ["b_study", "a_study"])
     assert list(board["study"]) == ["b_study", "a_study"] and list(board["verdict"]) == ["reproduced", "partly"]
     assert board.loc[0, "seed"] == 0.4 and V.scoreboard("cpu").empty
+    shown = V.shown(board)
+    assert shown.loc[("b_study", "x > 0"), "interval"] == "[0.2, 0.8]" and shown.loc[("a_study", "y"), "interval"] == ""
     assert list(V.table([V.Verdict("y", "partly", "rule")]).columns)[:5] == [
         "claim",
         "seed",
