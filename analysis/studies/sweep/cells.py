@@ -269,6 +269,14 @@ def _worker_cell(cell: Cell) -> CellResult:
     return evaluate_cell(w["model"], w["reference"], cell, w["scores"], w["threshold"])
 
 
+def _dask_cell(cell: Cell, model_name: str, reference_args: dict, scores: dict, threshold: float) -> CellResult:
+    """One cell on a Dask worker: the worker loads the model once and keeps it for later cells."""
+    if _WORKER.get("model_name") != model_name:
+        _worker_init(model_name, reference_args, scores, threshold)
+        _WORKER["model_name"] = model_name
+    return _worker_cell(cell)
+
+
 def run_sweep(
     model,
     reference,
@@ -281,12 +289,17 @@ def run_sweep(
     model_name: str | None = None,
     reference_args: dict | None = None,
     desc: str = "sweep",
+    client=None,
 ) -> list[CellResult]:
     """Evaluate every cell; each is cached under ``cache_config`` (the reference's settings) plus
     the cell and the scores it depends on, so a rerun or an interrupted sweep resumes.
 
-    ``n_procs > 1`` evaluates missing cells in worker processes, each loading ``model_name``
-    and rebuilding the reference from ``reference_args`` (one thread each).
+    ``n_procs > 1`` evaluates missing cells in local worker processes; ``client`` (a
+    ``dask.distributed.Client``, e.g. ``Client("tcp://scheduler:8786")``) sends them to a Dask
+    cluster instead, through ``client.map``. Either way each worker loads ``model_name`` once
+    (a name every worker can load, or a folder they all see) and rebuilds the reference from
+    ``reference_args``; results are written to this process's cache as they arrive, so an
+    interrupted distributed sweep resumes too.
     """
     from analysis.cache import DiskCache, cache_key, cached
     from analysis.models import model_key
@@ -310,7 +323,7 @@ def run_sweep(
         }
 
     mkey = model_key(model)
-    if n_procs > 1:
+    if n_procs > 1 or client is not None:
         store = DiskCache()
         missing = list(
             {
@@ -319,9 +332,25 @@ def run_sweep(
                 if not store.load("sweep/cell", cache_key("sweep/cell", key_of(c), mkey))[0]
             }
         )
-        if missing:
-            if model_name is None or reference_args is None:
-                raise ValueError("n_procs > 1 needs model_name and reference_args to rebuild the model in each worker.")
+        if missing and (model_name is None or reference_args is None):
+            raise ValueError("Workers need model_name and reference_args to rebuild the model and the reference.")
+        if missing and client is not None:
+            from distributed import as_completed
+
+            futures = client.map(
+                _dask_cell,
+                missing,
+                model_name=model_name,
+                reference_args=reference_args,
+                scores=dict(scores),
+                threshold=threshold,
+                pure=False,
+            )
+            cell_of = {f.key: c for f, c in zip(futures, missing)}
+            for future in progress(as_completed(futures), total=len(missing), desc=desc):
+                c = cell_of[future.key]
+                store.save("sweep/cell", cache_key("sweep/cell", key_of(c), mkey), future.result())
+        elif missing:
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor
 

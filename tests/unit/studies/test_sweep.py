@@ -147,3 +147,37 @@ def test_sweep_runs_in_worker_processes(tmp_path, monkeypatch, save_tiny):
     )
     serial = [sweep.evaluate_cell(model, ref, c, scores) for c in cells]
     assert [r.perplexity for r in par] == pytest.approx([r.perplexity for r in serial], rel=1e-5)
+
+
+def test_sweep_on_a_dask_cluster_equals_the_serial_run_and_resumes(tmp_path, monkeypatch, save_tiny):
+    """A two-worker LocalCluster: each worker loads the model by path once; cells equal the
+    in-process ones, land in the local cache, and a rerun evaluates nothing."""
+    import distributed
+
+    import analysis.cache as cache_mod
+    from analysis.models import load_model
+
+    monkeypatch.setattr(cache_mod, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setenv("ANALYSIS_CACHE_DIR", str(tmp_path / "cache"))  # the workers' cache
+    folder, _ = save_tiny(tmp_path, "gpt2")
+    model = load_model(str(folder), device="cpu")
+    args = dict(tokens=torch.randint(0, 128, (128,), generator=torch.Generator().manual_seed(3)), context=32)
+    ref = Reference(model, **args)
+    scores = {"weight magnitude": S.weight_magnitude(model)}
+    cells = sweep.grid(["weight magnitude"], [(0.2, 0.1, 0.0)], [(3, 4, 5), (2, 2, 2)])
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        par = sweep.run_sweep(
+            model, ref, cells, scores, cache_config={"t": 3}, client=client, model_name=str(folder), reference_args=args
+        )
+    serial = [sweep.evaluate_cell(model, ref, c, scores) for c in cells]
+    assert [r.perplexity for r in par] == pytest.approx([r.perplexity for r in serial], rel=1e-5)
+
+    def no_work(*a, **k):
+        raise AssertionError("a cached cell was evaluated again")
+
+    monkeypatch.setattr(sweep.cells, "evaluate_cell", no_work)
+    again = sweep.run_sweep(model, ref, cells, scores, cache_config={"t": 3})
+    assert [r.perplexity for r in again] == [r.perplexity for r in par]
