@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -32,8 +31,9 @@ NotebookClient(nb, timeout=7200, kernel_name="python3", resources={"metadata": {
 
 
 def chapters() -> list[str]:
-    toc = (ROOT / "_toc.yml").read_text()
-    return [p.rsplit("/", 1)[-1] for p in re.findall(r"^\s*(?:root|-\s*file):\s*(\S+)\s*$", toc, flags=re.M)]
+    from analysis.book import chapters as toc
+
+    return toc()
 
 
 def run(chapter: str, cache_dir: Path) -> float:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from analysis import book
 from analysis.config import ROOT
 
 STUDY_CHAPTERS = (
@@ -31,8 +32,7 @@ NEEDS = "headless Chromium: install Debian's packages `chromium` and `chromium-d
 
 
 def toc_pages() -> list[str]:
-    toc = (ROOT / "_toc.yml").read_text()
-    return [p.rsplit("/", 1)[-1] for p in re.findall(r"^\s*(?:root|-\s*file):\s*(\S+)\s*$", toc, flags=re.M)]
+    return book.chapters()
 
 
 @pytest.fixture(scope="module")
