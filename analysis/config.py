@@ -15,6 +15,7 @@ scale is never mistaken for another.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,9 @@ DATA_VERSION = "1"
 
 PROFILE_ENV = "ANALYSIS_PROFILE"
 DEFAULT_PROFILE = "cpu"
+OVERRIDES_ENV = "ANALYSIS_PROFILE_OVERRIDES"
+"""Names a JSON file ``{"<profile>": {"<field>": value, "extra": {"<study>": {...}}}}`` whose values
+replace a profile's fields (and, through ``extra``, a study's sizes): an experiment as data."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,10 @@ class Profile:
     n_facts: int = 200
     """Fact prompts screened once for the known-fact screen every chapter shares
     (:func:`analysis.data.fact_splits`); about 1 in 4 is known for SmolLM2."""
+    fact_screen: str = "greedy"
+    """Which screened facts count as known: ``"greedy"`` (the model's greedy next token is the
+    answer's first token) or ``"all"`` (no screen: only for toy runs on random weights, which know
+    no fact, to exercise the code downstream of the screen)."""
     logit_lens_tokens: int = 4_096
     """Tokens used for the intro chapter's logit-lens curve."""
     n_probe_examples: int = 400
@@ -106,22 +114,63 @@ def get_profile(name: str | None = None) -> Profile:
     """The profile called ``name``, else the one named by ``$ANALYSIS_PROFILE``, else ``cpu``."""
     name = name or os.environ.get(PROFILE_ENV) or DEFAULT_PROFILE
     try:
-        return PROFILES[name]
+        profile = PROFILES[name]
     except KeyError:
         raise ValueError(
             f"Unknown profile {name!r}. Known profiles: {', '.join(PROFILES)}. "
             f"Set {PROFILE_ENV} to one of them (e.g. `export {PROFILE_ENV}=smoke`)."
         ) from None
+    changes = _overrides().get(name)
+    if not changes:
+        return profile
+    return profile.replace(**{k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()})
+
+
+def _overrides() -> dict:
+    """The profile overrides in ``$ANALYSIS_PROFILE_OVERRIDES`` (a JSON file), or none."""
+    path = os.environ.get(OVERRIDES_ENV)
+    if not path:
+        return {}
+    try:
+        overrides = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{OVERRIDES_ENV}={path!r} is not a readable JSON file ({err}); fix it or unset it.") from err
+    fields = {f.name for f in dataclasses.fields(Profile)} - {"name"}
+    for name, changes in overrides.items():
+        unknown = set(changes) - fields
+        if name not in PROFILES or unknown:
+            raise ValueError(
+                f"{OVERRIDES_ENV}: {name!r} {'has unknown fields ' + str(sorted(unknown)) if unknown else 'is no profile'}; "
+                f"profiles: {', '.join(PROFILES)}; fields: {', '.join(sorted(fields))}."
+            )
+    return overrides
 
 
 def study_config(configs: dict, profile, key: str):
     """A study's sizes for a profile (a :class:`Profile` or its name) from its per-profile table.
 
     ``configs`` maps profile names to the study's frozen config dataclass; ``profile.extra[key]``
-    (a dict of field values), when present, overrides fields.
+    (a dict of field values; JSON's dicts and lists fill nested configs and tuples), when present,
+    overrides fields.
     """
     name = profile if isinstance(profile, str) else profile.name
+    if name in configs and isinstance(profile, str):
+        profile = get_profile(profile)  # with $ANALYSIS_PROFILE_OVERRIDES applied
     if name not in configs:
         raise ValueError(f"No {key} sizes for profile {name!r}; known: {', '.join(configs)}.")
-    overrides = {} if isinstance(profile, str) else dict(getattr(profile, "extra", {}).get(key, {}))
-    return dataclasses.replace(configs[name], **overrides) if overrides else configs[name]
+    overrides = dict(getattr(profile, "extra", {}).get(key, {}))
+    return _replace(configs[name], overrides) if overrides else configs[name]
+
+
+def _replace(config, changes: dict):
+    """``dataclasses.replace`` that also takes JSON's shapes: a dict for a nested config, a list for a tuple."""
+    values = {}
+    for key, value in changes.items():
+        current = getattr(config, key)
+        if dataclasses.is_dataclass(current) and isinstance(value, dict):
+            value = _replace(current, value)
+        elif isinstance(value, list):  # a tuple; of configs when the current one holds configs
+            template = current[0] if current and dataclasses.is_dataclass(current[0]) else None
+            value = tuple(_replace(template, v) if template and isinstance(v, dict) else v for v in value)
+        values[key] = value
+    return dataclasses.replace(config, **values)

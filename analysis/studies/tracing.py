@@ -210,6 +210,8 @@ class Setup:
     chosen: int | None = None
     """The number of samples the curve asks for (before the profile's cap)."""
     cache: bool = True
+    require_correct: bool = True
+    """Skip facts the clean model gets wrong (ROME); False only under ``fact_screen="all"`` (toy runs)."""
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -248,6 +250,7 @@ class Setup:
                 window=c.window,
                 max_rows=c.max_rows,
                 cache=self.cache,
+                require_correct=self.require_correct,
             )
             | kw
         )
@@ -267,7 +270,8 @@ def setup(model: HookedTransformer, profile: Profile | str | None = None, cache:
         "subjects": tracing.noise_scale(model, facts=facts, factor=cfg.noise_factor),
         "text": tracing.noise_scale(model, eval_tokens, factor=cfg.noise_factor),
     }
-    s = Setup(model, cfg, options[cfg.noise_source], options, facts, screen, cache=cache)
+    require = profile.fact_screen != "all"
+    s = Setup(model, cfg, options[cfg.noise_source], options, facts, screen, cache=cache, require_correct=require)
     s.convergence = tracing.sample_convergence(noise_convergence(s), seed=cfg.seed)
     s.chosen = tracing.choose_samples(s.convergence, cfg.max_share)
     s.n_samples = min(s.chosen or cfg.max_samples, cfg.max_samples)
@@ -372,16 +376,11 @@ def rome_comparison(aie: tracing.AIEResult, label: str = "ours") -> pd.DataFrame
         rows.append(("MLP peak (hook_mlp_out)", SEED_RESULTS["rome_mlp"], _where(p, L), ok))
         window = aie.config.get("window", 1)
         beyond = [l for l in range(L) if 0 not in tracing.window_layers(l, window, L)]
-        p = aie.peak("mlp", layers=beyond)
-        ok = "last subject" in p["role"].split(" = ") and band_of(p["depth"]) == "early-to-middle"
-        rows.append(
-            (
-                f"MLP peak, restorations without layer 0's MLP (layers {beyond[0]}+ at window {window})",
-                SEED_RESULTS["rome_mlp"],
-                _where(p, L),
-                ok,
-            )
-        )
+        if beyond:  # none when the window spans the whole (shallow) model
+            p = aie.peak("mlp", layers=beyond)
+            ok = "last subject" in p["role"].split(" = ") and band_of(p["depth"]) == "early-to-middle"
+            label_beyond = f"MLP peak, restorations without layer 0's MLP (layers {beyond[0]}+ at window {window})"
+            rows.append((label_beyond, SEED_RESULTS["rome_mlp"], _where(p, L), ok))
     if "hook_attn_out" in aie.kinds:
         p = aie.peak("attn")
         ok = "last" in p["role"].split(" = ") and band_of(p["depth"]) == "late"

@@ -48,8 +48,9 @@ class Skipped:
     reason: str
 
 
-def trace_fact(model: HookedTransformer, item: dict, kw: dict) -> TraceResult | Skipped:
-    """Trace one fact at every position from the subject on; wrong clean predictions are skipped."""
+def trace_fact(model: HookedTransformer, item: dict, kw: dict, require_correct: bool = True) -> TraceResult | Skipped:
+    """Trace one fact at every position from the subject on; wrong clean predictions are skipped
+    (unless ``require_correct`` is False: toy runs on random weights, which predict no fact)."""
     try:
         target = item["target"]
         if isinstance(target, str) and model.tokenizer is not None:
@@ -67,7 +68,7 @@ def trace_fact(model: HookedTransformer, item: dict, kw: dict) -> TraceResult | 
         )
     except ValueError as err:
         return Skipped(item["prompt"], item["subject"], item.get("target"), str(err))
-    if not result.correct:
+    if require_correct and not result.correct:
         return Skipped(
             item["prompt"],
             item["subject"],
@@ -225,6 +226,7 @@ def average_indirect_effect(
     max_rows: int = 1024,
     cache: bool = True,
     desc: str | None = None,
+    require_correct: bool = True,
 ) -> AIEResult:
     """Trace many facts and average the indirect effect by token role and layer (ROME Fig. 2).
 
@@ -232,7 +234,8 @@ def average_indirect_effect(
     its first subject token on (earlier positions have no effect by causality), tracing the
     *first token* of the target, as ROME traces the model's predicted token. Facts whose clean
     prediction is not that token, and facts that fail validation, are listed in
-    ``result.skipped`` with the reason and never enter the averages. Each fact's trace is
+    ``result.skipped`` with the reason and never enter the averages (``require_correct=False``
+    keeps the wrong ones: only for toy runs on random weights). Each fact's trace is
     cached on disk (keyed by the settings, the fact and the model), so a rerun resumes.
     ``replacements`` (token corruption) gives each fact's replacement subject. ``noise``
     defaults to ROME's: 3 x the std of the facts' subject-token embeddings
@@ -258,7 +261,9 @@ def average_indirect_effect(
         max_rows=max_rows,
     )
     config = {k: v for k, v in kw.items() if k != "max_rows"} | {"version": CACHE_VERSION}
-    compute = lambda item: trace_fact(model, item, kw)  # noqa: E731
+    if not require_correct:  # the default keeps the cache keys it always had
+        config["require_correct"] = False
+    compute = lambda item: trace_fact(model, item, kw, require_correct)  # noqa: E731
     desc = desc or f"trace {method} ({corruption})"
     if cache:
         out = cached_map("tracing/fact", items, compute, config=config, model=model_key(model), desc=desc)

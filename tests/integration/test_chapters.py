@@ -1,14 +1,19 @@
-"""Every chapter in _toc.yml (and the template) executes without error under the smoke profile."""
+"""Every chapter in _toc.yml (and the template) executes without error under the smoke profile,
+and every chapter runs its ``gpu``-profile code path on tiny random checkpoints of the profile's
+hub models (toy sizes; nothing downloads)."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 
 import jupytext
 import pytest
 from nbclient import NotebookClient
 
-from analysis.config import ROOT
+from analysis.config import OVERRIDES_ENV, PROFILES, ROOT
+from analysis.models import HUB_MODELS, MODELS_DIR_ENV
 
 
 def toc_chapters() -> list[str]:
@@ -23,11 +28,11 @@ def test_toc_lists_existing_chapters():
         assert (ROOT / f"{chapter}.md").exists(), chapter
 
 
-@pytest.mark.chapter
-@pytest.mark.parametrize("chapter", toc_chapters() + ["book/_template"])
-def test_chapter_executes_under_smoke(chapter, monkeypatch):
-    monkeypatch.setenv("ANALYSIS_PROFILE", "smoke")
-    monkeypatch.setenv("ANALYSIS_QUIET", "1")
+def execute(chapter: str, profile: str) -> list[dict]:
+    """Execute one chapter in a fresh kernel (environment as set); its code cells' outputs.
+
+    Fails on any error (nbclient names the cell), and on any warning or traceback printed into
+    the page, and unless ``book.start`` and ``book.finish`` both ran under ``profile``."""
     nb = jupytext.read(ROOT / f"{chapter}.md")
     client = NotebookClient(
         nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "book")}}
@@ -36,8 +41,9 @@ def test_chapter_executes_under_smoke(chapter, monkeypatch):
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     text = "".join(o.get("text", "") for o in outputs)
     stem = chapter.rsplit("/", 1)[-1].lstrip("_")
-    assert f"chapter {stem!r}, profile: smoke" in text  # book.start(<its own name>) ran under smoke
-    assert "under the 'smoke' profile" in text.split(f"chapter {stem!r}, profile: smoke", 1)[1]  # book.finish()
+    banner = f"chapter {stem!r}, profile: {profile}"
+    assert banner in text  # book.start(<its own name>) ran under the profile
+    assert f"under the {profile!r} profile" in text.split(banner, 1)[1]  # book.finish()
     warnings = [
         line
         for o in outputs
@@ -46,3 +52,67 @@ def test_chapter_executes_under_smoke(chapter, monkeypatch):
         if "Warning" in line or "Traceback" in line
     ]
     assert not warnings, f"{chapter} printed warnings into the page: {warnings[:3]}"
+    return outputs
+
+
+@pytest.mark.chapter
+@pytest.mark.parametrize("chapter", toc_chapters() + ["book/_template"])
+def test_chapter_executes_under_smoke(chapter, monkeypatch):
+    monkeypatch.setenv("ANALYSIS_PROFILE", "smoke")
+    monkeypatch.setenv("ANALYSIS_QUIET", "1")
+    execute(chapter, "smoke")
+
+
+def toy_sizes(gpu, smoke) -> dict:
+    """The ``gpu`` config with ``smoke``'s sizes: numbers, tuples of numbers and nested configs
+    come from ``smoke``; model names, methods, switches and layer choices stay ``gpu``'s."""
+    keep = (str, bool, type(None))
+    changes = {}
+    for field in dataclasses.fields(gpu):
+        mine, theirs = getattr(gpu, field.name), getattr(smoke, field.name)
+        choice = isinstance(mine, keep) or (isinstance(mine, tuple) and all(isinstance(v, str) for v in mine))
+        if choice or field.name in ("name", "extra") or "layers" in field.name and mine is None:
+            continue
+        changes[field.name] = dataclasses.asdict(theirs) if dataclasses.is_dataclass(theirs) else theirs
+        if isinstance(theirs, tuple) and theirs and dataclasses.is_dataclass(theirs[0]):
+            changes[field.name] = [dataclasses.asdict(v) for v in theirs]
+    return changes
+
+
+@pytest.fixture(scope="module")
+def gpu_toy(tmp_path_factory, smollm2, tiny_checkpoint):
+    """A folder of tiny random checkpoints under every hub name the ``gpu`` profile uses, and a
+    profile-overrides file that gives ``gpu`` the smoke profile's sizes on the CPU."""
+    from analysis.models import load_model
+    from analysis.studies import adaptive, capability, factorization, sweep, tracing, variance
+
+    root = tmp_path_factory.mktemp("gpu_toy")
+    for name in HUB_MODELS:
+        encoder = name.startswith("bert")
+        tok = load_model("minilm-l6").tokenizer if encoder else smollm2.tokenizer
+        tiny_checkpoint(root / "models" / name, name, layers=4, tokenizer=tok)
+    tables = {
+        "tracing": tracing.TRACE_CONFIGS,
+        "sweep": sweep.SWEEP_CONFIGS,
+        "factorization": factorization.FACTOR_CONFIGS,
+        "sae": capability.CONFIGS,
+        "adaptive": adaptive.CONFIGS,
+        "variance": variance.VARIANCE_CONFIGS,
+    }
+    # random weights know no fact: the toy run keeps every screened one ("fact_screen": "all")
+    profile = toy_sizes(PROFILES["gpu"], PROFILES["smoke"]) | {"device": "cpu", "fact_screen": "all"}
+    profile["extra"] = {key: toy_sizes(t["gpu"], t["smoke"]) for key, t in tables.items()}
+    (root / "overrides.json").write_text(json.dumps({"gpu": profile}, indent=1))
+    return root
+
+
+@pytest.mark.chapter
+@pytest.mark.parametrize("chapter", toc_chapters())
+def test_chapter_runs_its_gpu_code_path_on_tiny_hub_architectures(chapter, monkeypatch, gpu_toy):
+    monkeypatch.setenv("ANALYSIS_PROFILE", "gpu")
+    monkeypatch.setenv("ANALYSIS_QUIET", "1")
+    monkeypatch.setenv(OVERRIDES_ENV, str(gpu_toy / "overrides.json"))
+    monkeypatch.setenv(MODELS_DIR_ENV, str(gpu_toy / "models"))
+    monkeypatch.setenv("ANALYSIS_CACHE_DIR", str(gpu_toy / "cache"))
+    text = "".join(o.get("text", "") for o in execute(chapter, "gpu"))
+    assert "SmolLM2-135M-Instruct" not in text  # no fallback to the embedded model

@@ -12,7 +12,7 @@ from analysis.config import ROOT
 
 PACKAGE = ROOT / "analysis"
 LAYERS = {  # a module may import its own layer and the layers below it, never above
-    0: ("config", "progress", "cache", "models", "components", "hooks", "evaluate", "stats"),
+    0: ("config", "progress", "cache", "models", "components", "hooks", "evaluate", "stats", "memory"),
     1: ("data",),
     2: ("tracing", "sae", "probing", "scores", "wanda", "geometry"),
     3: ("compress",),

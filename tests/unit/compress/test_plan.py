@@ -24,6 +24,21 @@ def test_apply_and_restore_is_bit_identical(tiny_model):
     assert torch.equal(tiny_model.blocks[0].mlp.W_in, before["blocks.0.mlp.W_in"])
 
 
+def test_a_weight_written_inside_the_block_spoils_neither_the_original_nor_the_memo(tiny_model):
+    """Applying swaps storage, so a write inside the block lands in the compressed tensor: the
+    original must come back untouched, and the next application must not reuse the written values."""
+    plan = C.CompressionPlan({"blocks.0.mlp": [C.Prune(0.25), C.Quantize(3)]})
+    before = tiny_model.blocks[0].mlp.W_in.detach().clone()
+    with plan.applied(tiny_model):
+        first = tiny_model.blocks[0].mlp.W_in.detach().clone()
+        with torch.no_grad():
+            tiny_model.blocks[0].mlp.W_in.add_(1.0)
+    assert torch.equal(tiny_model.blocks[0].mlp.W_in, before)
+    with plan.applied(tiny_model):
+        assert torch.equal(tiny_model.blocks[0].mlp.W_in, first)
+    assert torch.equal(tiny_model.blocks[0].mlp.W_in, before)
+
+
 def test_restores_even_when_the_block_raises(tiny_model):
     before = tiny_model.blocks[0].mlp.W_in.detach().clone()
     with pytest.raises(RuntimeError, match="boom"):

@@ -372,3 +372,17 @@ def test_every_profile_screens_a_valid_number_of_facts():
     sizes = {name: p.n_facts for name, p in PROFILES.items()}
     assert all(1 <= n <= len(knowledge.facts()) for n in sizes.values()), sizes
     assert sizes["smoke"] < sizes["cpu"] <= sizes["gpu"]
+
+
+def test_the_all_rule_keeps_every_fact_under_its_own_cache_key(word_tokenizer, answers, cache_dir, monkeypatch):
+    fs, word, _ = answers
+    model = _fact_model(word_tokenizer, fs, answer=word)
+    calls = _counting_filter(monkeypatch)
+    greedy, _ = knowledge.known_facts(model, N_SCREEN, rule="greedy")
+    every, stats = knowledge.known_facts(model, N_SCREEN, rule="all")
+    assert len(greedy) < len(every) == N_SCREEN and every["id"] == knowledge.facts(N_SCREEN)["id"]
+    assert stats["known_fraction"] == 1.0 and sum(n for n, _ in stats["by_relation"].values()) == N_SCREEN
+    assert calls == [N_SCREEN]  # "all" runs no screen, and did not read the greedy entry
+    assert knowledge.known_facts(model, N_SCREEN, rule="greedy")[0]["id"] == greedy["id"]
+    with pytest.raises(ValueError, match="Unknown fact screen"):
+        knowledge.known_facts(model, N_SCREEN, rule="top5")

@@ -96,3 +96,28 @@ def test_cache_dir_that_is_a_file_says_what_to_do(tmp_path):
     with pytest.raises(CacheError, match="ANALYSIS_CACHE_DIR"):
         cached("x", lambda: calls.append(1), cache=DiskCache(blocker / "cache"))
     assert not calls  # refused before the expensive work, not after
+
+
+def test_profile_overrides_file_changes_fields_and_nested_study_sizes(tmp_path, monkeypatch):
+    import json
+
+    from analysis.config import OVERRIDES_ENV, get_profile
+    from analysis.studies.capability.config import config_for
+
+    path = tmp_path / "overrides.json"
+    extra = {"sae": {"ce_tokens": 32, "sae": {"k": 4}, "ladder": [{"k": 2}], "layers": [0, 1]}}
+    path.write_text(json.dumps({"gpu": {"device": "cpu", "eval_tokens": 64, "seeds": [0], "extra": extra}}))
+    monkeypatch.setenv(OVERRIDES_ENV, str(path))
+    profile = get_profile("gpu")
+    assert (profile.device, profile.eval_tokens, profile.seeds, profile.model) == ("cpu", 64, (0,), "gpt2-xl")
+    cfg = config_for("gpu")
+    assert cfg.ce_tokens == 32 and cfg.layers == (0, 1) and cfg.extra_models == ("gpt2-medium",)
+    assert cfg.sae.k == 4 and cfg.sae.train_tokens == 2_000_000  # nested: only k changed
+    assert len(cfg.ladder) == 1 and cfg.ladder[0].k == 2 and type(cfg.ladder[0]).__name__ == "SAETrainConfig"
+    assert get_profile("cpu") == get_profile("cpu").replace()  # other profiles untouched
+    path.write_text(json.dumps({"gpu": {"n_layerz": 3}}))
+    with pytest.raises(ValueError, match="unknown fields.*n_layerz"):
+        get_profile("gpu")
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="not a readable JSON"):
+        get_profile("gpu")

@@ -35,15 +35,39 @@ def test_hub_name_without_weights_says_what_to_do(monkeypatch, tmp_path):
     assert model_card("gpt2-xl").embedded is False
 
 
-@pytest.mark.parametrize("kind", ["llama", "gpt2"])
-def test_hub_path_loads_local_checkpoint(tmp_path, kind, save_tiny):
-    folder, hf = save_tiny(tmp_path, kind)
+HUB_ARCHITECTURES = ["gpt2", "gemma-2-2b", "mistral-7b", "llama-2-7b", "bert-base-uncased"]
+
+
+@pytest.mark.parametrize("name", HUB_ARCHITECTURES)
+def test_local_checkpoint_of_every_hub_architecture_computes_what_transformers_computes(
+    tmp_path, name, tiny_checkpoint
+):
+    # the folder's name misleads on purpose: TransformerLens alone would pick an architecture from it
+    folder, hf = tiny_checkpoint(tmp_path / "llama-gemma-2-x", name)
     model = load_model(str(folder), device="cpu")
-    ids = torch.randint(0, 128, (2, 12), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(1, 128, (2, 40), generator=torch.Generator().manual_seed(0))  # > gemma's window of 32
     with torch.inference_mode():
-        ours = model(ids, return_type="logits")
-        ref = hf(ids).logits
-    assert (ours - ref).abs().max().item() < 1e-4
+        if name.startswith("bert"):
+            _, cache = model.run_with_cache(ids)
+            ours = cache[f"blocks.{model.cfg.n_layers - 1}.hook_normalized_resid_post"]
+            ref = hf.bert(ids).last_hidden_state
+        else:
+            ours = model(ids, return_type="logits")
+            ref = hf(ids).logits
+    assert torch.linalg.norm(ours - ref) <= 1e-4 * torch.linalg.norm(ref)
+    assert model_card(str(folder)).kind == ("encoder" if name.startswith("bert") else "decoder")
+
+
+def test_hub_name_loads_from_the_models_folder_when_it_is_there(tmp_path, monkeypatch, tiny_checkpoint):
+    from analysis.models import MODELS_DIR_ENV
+
+    tiny_checkpoint(tmp_path / "gemma-2-2b", "gemma-2-2b")
+    monkeypatch.setenv(MODELS_DIR_ENV, str(tmp_path))
+    model = load_model("gemma-2-2b", device="cpu")
+    assert model.cfg.d_model == 64 and model.cfg.n_layers == 2 and model.cfg.attn_types == ["local", "global"]
+    assert "local checkpoint" in model_card("gemma-2-2b").source
+    monkeypatch.delenv(MODELS_DIR_ENV)
+    assert model_card("gemma-2-2b").source.startswith("Hugging Face hub")
 
 
 def test_model_key_tells_apart_weights_with_equal_sums(tiny_model):
