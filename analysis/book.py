@@ -52,12 +52,14 @@ PINNED = (
 
 @dataclass
 class Chapter:
-    """The running chapter: its name, profile, start time and the cache counts at its start."""
+    """The running chapter: its name, profile, start time, and the cache counts and computing
+    seconds (:data:`analysis.cache.SECONDS`) at its start."""
 
     name: str
     profile: Profile
     started: float
     counts_at_start: dict = field(default_factory=dict)
+    seconds_at_start: dict = field(default_factory=dict)
     tables: list[str] = field(default_factory=list)
 
     def elapsed(self) -> float:
@@ -86,7 +88,7 @@ def start(name: str, profile: str | Profile | None = None, banner: bool = True) 
     plots.setup_style()
     pd.set_option("display.max_colwidth", 160)
     pd.set_option("display.width", 160)
-    _CURRENT = Chapter(name, prof, time.time(), dict(cache.COUNTS))
+    _CURRENT = Chapter(name, prof, time.time(), dict(cache.COUNTS), dict(cache.SECONDS))
     if banner:
         print(f"chapter {name!r}, profile: {prof.name}")
     return prof
@@ -182,12 +184,15 @@ def finish() -> None:
     chapter = current()
     seconds = chapter.elapsed()
     counts = {k: cache.COUNTS[k] - chapter.counts_at_start.get(k, 0) for k in ("hit", "miss")}
+    spent = {k: v - chapter.seconds_at_start.get(k, 0.0) for k, v in cache.SECONDS.items()}
+    slowest = {k: round(v, 1) for k, v in sorted(spent.items(), key=lambda kv: -kv[1])[:5] if v >= 1.0}
     record = {
         "chapter": chapter.name,
         "profile": chapter.profile.name,
         "seconds": round(seconds, 1),
         "cache hits": counts["hit"],
         "cache misses": counts["miss"],
+        "slowest computations": slowest,
         "tables": chapter.tables,
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
         **machine(),

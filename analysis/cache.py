@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
@@ -35,6 +36,10 @@ T = TypeVar("T")
 COUNTS: collections.Counter = collections.Counter()
 """Cache hits and misses of :func:`cached` in this process (``"hit"``, ``"miss"``); the book's
 build appendix reports them per chapter."""
+
+SECONDS: collections.Counter = collections.Counter()
+"""Seconds spent computing missed entries, per cache name, in this process (inclusive: a
+computation that calls :func:`cached` inside counts that time too): where a cold run's time goes."""
 
 
 class CacheError(RuntimeError):
@@ -155,7 +160,9 @@ def cached(
             return value
     COUNTS["miss"] += 1
     cache.check_writable()  # fail before, not after, an hour of work
+    t0 = time.perf_counter()
     value = compute()
+    SECONDS[name] += time.perf_counter() - t0
     cache.save(name, key, value)
     return value
 

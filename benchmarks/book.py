@@ -5,7 +5,12 @@ also converts the GGUF weights, and later chapters reuse what earlier ones compu
 first `make book` on a new machine does). Warm: the same again with that cache filled. Chapters
 execute as `make book` executes them (nbclient on the MyST notebook, working directory book/).
 
-    python benchmarks/book.py [--chapters intro causal_tracing] [--keep-cache DIR]
+    python benchmarks/book.py [--chapters intro causal_tracing] [--keep-cache DIR] [--warm-only]
+
+``--warm-only --keep-cache DIR`` reuses the cache of a cold build that already ran (``make book``
+with ``ANALYSIS_CACHE_DIR=DIR``): the cold seconds are read from that build's run records
+(``DIR/book_runs/<profile>/<chapter>.json``, timed from ``book.start`` to ``book.finish``), and only
+the warm runs execute.
 
 Last line: ``<chapter>.cold=<s> <chapter>.warm=<s> ... total.cold=<s> total.warm=<s>``.
 """
@@ -13,6 +18,7 @@ Last line: ``<chapter>.cold=<s> <chapter>.warm=<s> ... total.cold=<s> total.warm
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -57,12 +63,19 @@ def main() -> None:
     parser.add_argument(
         "--keep-cache", default=None, help="use (and keep) this cache folder instead of a temporary one"
     )
+    parser.add_argument("--warm-only", action="store_true", help="cold times from the run records in --keep-cache")
     args = parser.parse_args()
+    if args.warm_only and not args.keep_cache:
+        parser.error("--warm-only needs --keep-cache DIR: the cache a cold build filled")
     names = args.chapters or chapters()
     with tempfile.TemporaryDirectory(prefix="book-bench-") as tmp:
         cache_dir = Path(args.keep_cache or tmp)
         times: dict[str, float] = {}
-        for phase in ("cold", "warm"):
+        if args.warm_only:
+            records = cache_dir / "book_runs" / os.environ.get("ANALYSIS_PROFILE", "cpu")
+            for name in names:
+                times[f"{name}.cold"] = json.loads((records / f"{name}.json").read_text())["seconds"]
+        for phase in ("warm",) if args.warm_only else ("cold", "warm"):
             for name in names:
                 times[f"{name}.{phase}"] = run(name, cache_dir)
                 print(f"{name} {phase}: {times[f'{name}.{phase}']:.0f} s", flush=True)

@@ -34,6 +34,21 @@ def test_finish_records_runtime_profile_and_cache_use(sandbox, capsys):
     assert book.run_records("cpu") == []
 
 
+def test_finish_records_where_the_time_went(sandbox):
+    import time
+
+    store = cache.DiskCache(sandbox / "c")
+    cache.cached("demo/before", lambda: time.sleep(1.1), config={"a": 1}, cache=store)  # another chapter's
+    book.start("demo", "smoke")
+    cache.cached("demo/slow", lambda: time.sleep(1.2), config={"a": 1}, cache=store)
+    cache.cached("demo/slow", lambda: time.sleep(1.2), config={"a": 1}, cache=store)  # a hit costs nothing
+    cache.cached("demo/fast", lambda: 1, config={"a": 1}, cache=store)
+    book.finish()
+    (record,) = book.run_records("smoke")
+    assert list(record["slowest computations"]) == ["demo/slow"]  # under a second is left out
+    assert 1.2 <= record["slowest computations"]["demo/slow"] < 2.4
+
+
 def test_table_writes_csv_and_verdict_json(sandbox):
     book.start("demo", "smoke", banner=False)
     frame = pd.DataFrame({"claim": ["a", "b"], "verdict": ["reproduced", "not reproduced"]}).set_index("claim")
