@@ -52,6 +52,10 @@ class VarianceConfig:
     """Confidence threshold of the easy-token verdict, fixed before looking (CALM-style)."""
     thresholds: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
     seed: int = 0
+    models: tuple[str, ...] = ()
+    """The seed's models, tried in order before the profile's (:func:`analysis.models.first_available`);
+    run the chapter again with ``{"gpu": {"extra": {"variance": {"models": ["mistral-7b"]}}}}`` in
+    ``$ANALYSIS_PROFILE_OVERRIDES`` for the other one."""
 
 
 VARIANCE_CONFIGS: dict[str, VarianceConfig] = {
@@ -88,6 +92,7 @@ VARIANCE_CONFIGS: dict[str, VarianceConfig] = {
         keep_ranks=(1, 4, 16, 64, 256, 512),
         quant_bits=(2, 3, 4, 6, 8),
         multi_blocks=(1, 2, 4, 8, 16),
+        models=("gpt2", "mistral-7b"),
     ),
 }
 """``smoke``: the test suite; ``cpu``: the book on 2 cores; ``gpu``: larger samples (and the profile's model)."""
