@@ -229,7 +229,12 @@ class CompressionPlan:
                 if hit is None:
                     stored = self._run(model, params, w, ops)
                     tensor = from_linear(w, stored.weight, p).to(dtype=p.dtype, device=p.device)
-                    hit = _Compressed(tensor if tensor.is_contiguous() else tensor.contiguous(), stored.bits)
+                    if (
+                        not tensor.is_contiguous()
+                        or tensor.untyped_storage().data_ptr() == p.untyped_storage().data_ptr()
+                    ):
+                        tensor = tensor.clone(memory_format=torch.contiguous_format)  # never alias the original
+                    hit = _Compressed(tensor, stored.bits)
                     if key:
                         _memo_put(key, hit)
                 else:

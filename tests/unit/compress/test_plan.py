@@ -160,3 +160,14 @@ def test_operations_reading_data_are_not_memoized(tiny_model):
         with C.CompressionPlan({w: [C.FWSVD(0.5)]}, context=ctx).applied(tiny_model):
             outs.append(tiny_model.blocks[0].mlp.W_in.detach().clone())
     assert not torch.allclose(outs[0], outs[1])
+
+
+def test_an_operation_that_changes_nothing_never_aliases_the_original(tiny_model):
+    plan = C.CompressionPlan({"blocks.0.mlp.W_in": C.Prune(0.0)})  # keeps every value
+    before = tiny_model.blocks[0].mlp.W_in.detach().clone()
+    with plan.applied(tiny_model):
+        with torch.no_grad():
+            tiny_model.blocks[0].mlp.W_in.mul_(3.0)
+    assert torch.equal(tiny_model.blocks[0].mlp.W_in, before)
+    with plan.applied(tiny_model):
+        assert torch.equal(tiny_model.blocks[0].mlp.W_in, before)
