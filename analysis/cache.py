@@ -49,7 +49,11 @@ class CacheError(RuntimeError):
 def _canonical(obj: Any) -> Any:
     """A JSON-able form of a configuration: dataclasses, tuples, paths and dtypes included."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {"__dataclass__": type(obj).__name__, **_canonical(dataclasses.asdict(obj))}
+        values = dataclasses.asdict(obj)
+        for f in dataclasses.fields(obj):
+            if not f.metadata.get("cache_key", True):  # a choice the key records elsewhere (e.g. model_key)
+                del values[f.name]
+        return {"__dataclass__": type(obj).__name__, **_canonical(values)}
     if isinstance(obj, dict):
         return {str(k): _canonical(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
     if isinstance(obj, (list, tuple)):

@@ -123,7 +123,7 @@ def get_profile(name: str | None = None) -> Profile:
     changes = _overrides().get(name)
     if not changes:
         return profile
-    return profile.replace(**{k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()})
+    return _replace(profile, changes)
 
 
 def _overrides() -> dict:

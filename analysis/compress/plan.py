@@ -216,7 +216,7 @@ class CompressionPlan:
         clone = copy.deepcopy(model)
         return clone, self._apply(clone, dict(clone.named_parameters()), None, write=True)
 
-    def _apply(self, model, params: Mapping[str, Tensor], saved: dict | None, write: bool | None = None) -> SizeReport:
+    def _apply(self, model, params: Mapping[str, Tensor], saved: dict | None, write: bool = False) -> SizeReport:
         """Compress every target and size it. With ``saved``, swap each compressed tensor in (the
         originals go into ``saved``); with ``write``, copy it in; else only count."""
         per, n = {}, 0

@@ -73,9 +73,12 @@ def toy_sizes(gpu, smoke) -> dict:
         choice = isinstance(mine, keep) or (isinstance(mine, tuple) and all(isinstance(v, str) for v in mine))
         if choice or field.name in ("name", "extra") or "layers" in field.name and mine is None:
             continue
-        changes[field.name] = dataclasses.asdict(theirs) if dataclasses.is_dataclass(theirs) else theirs
-        if isinstance(theirs, tuple) and theirs and dataclasses.is_dataclass(theirs[0]):
+        if dataclasses.is_dataclass(theirs):
+            changes[field.name] = dataclasses.asdict(theirs)
+        elif isinstance(theirs, tuple) and theirs and dataclasses.is_dataclass(theirs[0]):
             changes[field.name] = [dataclasses.asdict(v) for v in theirs]
+        else:
+            changes[field.name] = theirs
     return changes
 
 

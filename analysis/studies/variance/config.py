@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from analysis.config import study_config
@@ -52,7 +52,7 @@ class VarianceConfig:
     """Confidence threshold of the easy-token verdict, fixed before looking (CALM-style)."""
     thresholds: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
     seed: int = 0
-    models: tuple[str, ...] = ()
+    models: tuple[str, ...] = field(default=(), metadata={"cache_key": False})  # model_key names the model
     """The seed's models, tried in order before the profile's (:func:`analysis.models.first_available`);
     run the chapter again with ``{"gpu": {"extra": {"variance": {"models": ["mistral-7b"]}}}}`` in
     ``$ANALYSIS_PROFILE_OVERRIDES`` for the other one."""

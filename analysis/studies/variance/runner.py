@@ -35,9 +35,7 @@ from analysis.studies.variance.config import CACHE_VERSION, VarianceConfig
 
 
 def _cached(name: str, cfg: VarianceConfig, model, compute):
-    # which model ran is in model_key already: ``models`` (the choice of it) stays out of the key
-    sizes = {"__dataclass__": type(cfg).__name__, **{k: v for k, v in dataclasses.asdict(cfg).items() if k != "models"}}
-    return cached(f"variance/{name}", compute, config={"cfg": sizes, "v": CACHE_VERSION}, model=model_key(model))
+    return cached(f"variance/{name}", compute, config={"cfg": cfg, "v": CACHE_VERSION}, model=model_key(model))
 
 
 def tokens(model, cfg: VarianceConfig) -> dict[str, torch.Tensor]:

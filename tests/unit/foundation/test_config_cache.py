@@ -121,3 +121,20 @@ def test_profile_overrides_file_changes_fields_and_nested_study_sizes(tmp_path, 
     path.write_text("{not json")
     with pytest.raises(ValueError, match="not a readable JSON"):
         get_profile("gpu")
+
+
+def test_a_field_marked_out_of_the_key_does_not_change_it():
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class Sizes:
+        tokens: int = 8
+        models: tuple = dataclasses.field(default=(), metadata={"cache_key": False})
+
+    @dataclasses.dataclass(frozen=True)
+    class Before:  # the same class before the choice existed
+        tokens: int = 8
+
+    Before.__name__ = "Sizes"
+    assert cache_key("x", Sizes()) == cache_key("x", Sizes(models=("gpt2",))) == cache_key("x", Before())
+    assert cache_key("x", Sizes(tokens=9)) != cache_key("x", Sizes())
