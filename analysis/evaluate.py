@@ -65,6 +65,37 @@ class LMScore:
         return float(lo), float(hi)
 
 
+def unigram_score(
+    train: Int[Tensor, " n_train"], windows: Int[Tensor, "n_windows context"], vocab_size: int
+) -> LMScore:
+    """A unigram language model (token frequencies in ``train``, add-one smoothed over the
+    ``vocab_size`` tokens) scored on ``[n_windows, context]`` windows the way :class:`Reference`
+    scores a model: every token after each window's first, NLL summed per window.
+
+    Its perplexity is what word frequencies alone achieve on the text: a model above it has lost
+    everything it knew beyond them."""
+    train, windows = torch.as_tensor(train).flatten(), torch.as_tensor(windows)
+    if train.numel() == 0 or windows.ndim != 2 or windows.shape[1] < 2 or len(windows) == 0:
+        raise ValueError(
+            f"unigram_score needs training tokens and [n_windows, context >= 2] windows; got {train.numel()} "
+            f"training tokens and windows of shape {tuple(windows.shape)}."
+        )
+    if int(max(train.max(), windows.max())) >= vocab_size or int(min(train.min(), windows.min())) < 0:
+        raise ValueError(f"Token ids must lie in [0, {vocab_size}); pass the model's d_vocab as vocab_size.")
+    counts = torch.bincount(train, minlength=vocab_size).double() + 1.0  # [d_vocab]
+    logp = counts.log() - counts.sum().log()
+    target = windows[:, 1:]  # [n_windows, context - 1]
+    window_nll = -logp[target].sum(-1)  # [n_windows]
+    n = target.numel()
+    return LMScore(
+        float(window_nll.sum()) / n,
+        float((target == counts.argmax()).double().mean()),
+        n,
+        tuple(window_nll.tolist()),
+        (target.shape[1],) * len(windows),
+    )
+
+
 def _cached_on(model, tokens: Tensor, name: str, compute, **config):
     """``compute()`` through the disk cache, keyed by the model's and the tokens' content and ``config``."""
     key = {"tokens": tensors_hash([torch.as_tensor(tokens)]), **config}
@@ -406,8 +437,13 @@ class Reference:
             .cpu()
             for i in progress(range(0, len(self.windows), batch_size), desc="reference")
         ]
+        self.d_vocab = base.cfg.d_vocab
         self.base = None  # the base model's own score, filled by the first call below
         self.base = self.score(base)
+
+    def unigram(self, train: Int[Tensor, " n_train"]) -> LMScore:
+        """:func:`unigram_score` of ``train``'s token frequencies on this reference's windows."""
+        return unigram_score(train, self.windows, self.d_vocab)
 
     @torch.inference_mode()
     def score(self, model) -> Comparison:

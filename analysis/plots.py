@@ -205,11 +205,15 @@ def sweep_heatmaps(frame, value: str = "perplexity", log: bool = True) -> plt.Fi
     return fig
 
 
-def pareto(frame, x: str = "model MB", y: str = "perplexity", ax: plt.Axes | None = None) -> plt.Axes:
+def pareto(
+    frame, x: str = "model MB", y: str = "perplexity", ax: plt.Axes | None = None, bar: float | None = None
+) -> plt.Axes:
     """Size against quality: uniform compression as a line, each allocation's cells as markers,
-    random controls as grey crosses."""
+    random controls as grey crosses; ``bar`` draws the line below which a model counts as usable."""
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 4.4))
+    if bar is not None:
+        ax.axhline(bar, color="0.3", linestyle="--", linewidth=1, label="usable below (unigram model)", zorder=1)
     uni = frame[frame["allocation"] == "uniform"].sort_values(x)
     ax.plot(uni[x], uni[y], "k-o", markersize=4, label="uniform", zorder=3)
     rand = frame[frame["allocation"].str.startswith("random:")]

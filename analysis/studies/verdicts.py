@@ -56,6 +56,11 @@ class Verdict:
     def __str__(self) -> str:
         return f"{self.claim}: {self.verdict.upper()} ({self.evidence}). Criterion: {self.criterion}"
 
+    def summary(self) -> str:
+        """``"verdict (ours [lo, hi])"``, or the verdict alone without a number."""
+        number = " ".join(x for x in (_fmt(self.ours), self.interval()) if x)
+        return f"{self.verdict} ({number})" if number else self.verdict
+
     def interval(self) -> str:
         """``[lo, hi]`` or an empty string when there is no interval."""
         if self.ci_low is None or self.ci_high is None:

@@ -35,6 +35,7 @@ from analysis.studies.sweep.cells import (
 )
 from analysis.studies.sweep.claims import (
     SCORES,
+    aggressive_setting,
     claim_aggressive,
     claim_comparable,
     claim_perform_well,
@@ -44,6 +45,7 @@ from analysis.studies.sweep.claims import (
     score_versus_random,
     score_versus_uniform,
     seed_verdicts,
+    verdicts_by_limit,
 )
 from analysis.studies.sweep.compare import (
     Bootstrap,
@@ -56,6 +58,7 @@ from analysis.studies.sweep.compare import (
     size_frame,
     uniform_frontier,
     uniform_matched,
+    usable,
     versus_random,
     versus_uniform,
 )
@@ -69,7 +72,7 @@ from analysis.studies.sweep.config import (
     SweepConfig,
     sweep_config_for,
 )
-from analysis.studies.sweep.inputs import fact_split, gradient_curve, redundancy_scores, reference_for
+from analysis.studies.sweep.inputs import fact_split, gradient_curve, redundancy_scores, reference_for, unigram_bar
 
 __all__ = [
     "CACHE_VERSION",
@@ -85,6 +88,7 @@ __all__ = [
     "Delta",
     "Setting",
     "SweepConfig",
+    "aggressive_setting",
     "claim_aggressive",
     "claim_comparable",
     "claim_perform_well",
@@ -116,6 +120,9 @@ __all__ = [
     "uniform_frontier",
     "uniform_grid",
     "uniform_matched",
+    "unigram_bar",
+    "usable",
     "versus_random",
     "versus_uniform",
+    "verdicts_by_limit",
 ]

@@ -15,18 +15,27 @@ and made at matched size where the claim compares allocations:
    other score's (Holm over the other scores);
 5. the open question: does any score-based allocation beat the uniform frontier at matched
    size (Holm over the scores)?
+
+**Usable models only.** With a perplexity ``limit`` (the chapter's: a unigram model of the
+text), a comparison counts only when one of its sides is a usable model, with perplexity below
+the limit. Between two broken models (perplexity in the thousands), which is less broken says
+nothing about where to compress; a usable model against a broken one at the same size does.
+The uniform frontier is then built from usable uniform cells only: interpolated across the cliff
+between a broken and a usable uniform model it would be an assumed baseline, not a measured one.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from typing import Mapping, Sequence
+
+import pandas as pd
 
 from analysis import stats
 from analysis.studies import verdicts
 from analysis.studies.sweep.cells import CellResult
-from analysis.studies.sweep.compare import Bootstrap, Delta, pooled, random_deltas, versus_uniform
+from analysis.studies.sweep.compare import Bootstrap, Delta, pooled, random_deltas, usable, versus_uniform
 from analysis.studies.sweep.config import SEED_RESULTS, Setting, SweepConfig
 
 ALPHA = 0.05
@@ -63,16 +72,16 @@ def pruning_pairs(results: Sequence[CellResult], boot: Bootstrap) -> list[Delta]
     return out
 
 
-def claim_pruning(results: Sequence[CellResult], boot: Bootstrap) -> verdicts.Verdict:
-    """Claim 1: more pruning raises perplexity for every method."""
+def claim_pruning(results: Sequence[CellResult], boot: Bootstrap, limit: float | None = None) -> verdicts.Verdict:
+    """Claim 1: more pruning raises perplexity for every method (pairs with a usable side)."""
     criterion = (
         "reproduced if the pooled 95% interval of Δ log ppl (more minus less pruning, same method and bits) "
         "lies above 0 and every pair is worse after Holm; partly if the pooled interval lies above 0 but not "
         "every pair is; not reproduced if it lies below 0; else inconclusive"
     )
-    pairs = pruning_pairs(results, boot)
+    pairs = usable(pruning_pairs(results, boot), limit)
     if not pairs:
-        return _inconclusive(CLAIMS[0], "no method was run at two prune settings", criterion)
+        return _inconclusive(CLAIMS[0], "no method was run at two prune settings with a usable model", criterion)
     pool = pooled(pairs, "more pruning")
     lo, hi = pool.ci()
     v = verdicts.interval_verdict(
@@ -89,7 +98,11 @@ def claim_pruning(results: Sequence[CellResult], boot: Bootstrap) -> verdicts.Ve
 
 
 def claim_comparable(
-    results: Sequence[CellResult], uniform: Sequence[CellResult], boot: Bootstrap, margin: float
+    results: Sequence[CellResult],
+    uniform: Sequence[CellResult],
+    boot: Bootstrap,
+    margin: float,
+    limit: float | None = None,
 ) -> verdicts.Verdict:
     """Claim 2: weight magnitude is comparable to uniform compression at the same size (TOST)."""
     claim = CLAIMS[1]
@@ -100,9 +113,11 @@ def claim_comparable(
         f"{margin} (no better, but not comparable); else inconclusive"
     )
     cells = [r for r in results if r.cell.allocation == "weight magnitude"]
-    deltas = [d for d in versus_uniform(cells, uniform, boot) if not math.isnan(d.estimate)]
+    deltas = [d for d in usable(versus_uniform(cells, uniform, boot, limit), limit) if not math.isnan(d.estimate)]
     if not deltas:
-        return _inconclusive(claim, "no weight-magnitude cell lies within the uniform frontier's sizes", criterion)
+        return _inconclusive(
+            claim, "no weight-magnitude cell lies within the uniform frontier's sizes with a usable side", criterion
+        )
     inside = [d for d in deltas if -margin < d.ci(0.90)[0] and d.ci(0.90)[1] < margin]
     better = sum(p < ALPHA for p in stats.holm([d.p_below(-margin) for d in deltas]))
     worse = sum(p < ALPHA for p in stats.holm([d.p_above(margin) for d in deltas]))
@@ -125,16 +140,22 @@ def claim_comparable(
 
 
 def score_versus_uniform(
-    name: str, results: Sequence[CellResult], uniform: Sequence[CellResult], boot: Bootstrap
+    name: str,
+    results: Sequence[CellResult],
+    uniform: Sequence[CellResult],
+    boot: Bootstrap,
+    limit: float | None = None,
 ) -> Delta:
-    """One score's cells against the uniform frontier at their sizes, pooled (NaN cells dropped)."""
+    """One score's cells against the uniform frontier at their sizes, pooled (NaN cells and
+    comparisons without a usable side dropped)."""
     cells = [r for r in results if r.cell.allocation == name]
-    return pooled(versus_uniform(cells, uniform, boot), f"{name} vs uniform")
+    return pooled(usable(versus_uniform(cells, uniform, boot, limit), limit), f"{name} vs uniform")
 
 
-def score_versus_random(name: str, results: Sequence[CellResult], boot: Bootstrap) -> Delta:
-    """One score against its random controls, pooled over the control settings."""
-    return pooled([d for (n, _), d in random_deltas(results, boot).items() if n == name], f"{name} vs random")
+def score_versus_random(name: str, results: Sequence[CellResult], boot: Bootstrap, limit: float | None = None) -> Delta:
+    """One score against its random controls, pooled over the control settings with a usable side."""
+    deltas = [d for (n, _), d in random_deltas(results, boot).items() if n == name]
+    return pooled(usable(deltas, limit), f"{name} vs random")
 
 
 def _below_zero(d: Delta, claim: str, n: int) -> verdicts.Verdict:
@@ -147,14 +168,15 @@ def claim_perform_well(
     uniform: Sequence[CellResult],
     boot: Bootstrap,
     names: Sequence[str] = ("causal tracing", "gradient magnitude"),
+    limit: float | None = None,
 ) -> verdicts.Verdict:
     """Claim 3: each named score beats uniform compression at matched size and its random controls."""
     parts = []
     for name in names:
-        parts.append(
-            _below_zero(score_versus_uniform(name, results, uniform, boot), f"{name} vs uniform", boot.n_windows)
-        )
-        parts.append(_below_zero(score_versus_random(name, results, boot), f"{name} vs random", boot.n_windows))
+        vs_uniform = score_versus_uniform(name, results, uniform, boot, limit)
+        parts.append(_below_zero(vs_uniform, f"{name} vs uniform", boot.n_windows))
+        vs_random = score_versus_random(name, results, boot, limit)
+        parts.append(_below_zero(vs_random, f"{name} vs random", boot.n_windows))
     v = verdicts.combine(CLAIMS[2], parts, "perform well (no number)")
     return dataclasses.replace(
         v,
@@ -172,6 +194,7 @@ def claim_aggressive(
     setting: Setting,
     main: str = "causal tracing",
     others: Sequence[str] = ("weight magnitude", "gradient magnitude"),
+    limit: float | None = None,
 ) -> verdicts.Verdict:
     """Claim 4: at aggressive quantization with mild pruning, ``main`` beats every other score at matched size."""
     claim = CLAIMS[3]
@@ -185,8 +208,11 @@ def claim_aggressive(
     if main not in by or not any(o in by for o in others):
         return _inconclusive(claim, f"{main} or the other scores were not run at this setting", criterion)
     names = [main] + [o for o in others if o in by]
-    d = dict(zip(names, versus_uniform([by[n] for n in names], uniform, boot)))
+    d = dict(zip(names, versus_uniform([by[n] for n in names], uniform, boot, limit)))
+    names = [main] + [o for o in names[1:] if (d[main] - d[o]).usable(limit)]
     diffs = [d[main] - d[o] for o in names[1:]]
+    if not diffs:
+        return _inconclusive(claim, "every model compared at this setting is broken", criterion)
     if any(math.isnan(x.estimate) for x in diffs):
         return _inconclusive(claim, "a cell lies outside the uniform frontier's sizes", criterion)
     adjusted = stats.holm([x.p_below(0.0) for x in diffs])
@@ -213,6 +239,7 @@ def open_question(
     boot: Bootstrap,
     margin: float,
     names: Sequence[str] = SCORES,
+    limit: float | None = None,
 ) -> verdicts.Verdict:
     """The open question: does any score-based allocation beat uniform compression at matched size?"""
     claim = SEED_RESULTS["open_question"]
@@ -221,7 +248,7 @@ def open_question(
         "reproduced (yes) if some score's Δ log ppl lies below 0; not reproduced (no) if every score is "
         f"worse than uniform (Holm) or within ±{margin} (90% interval, TOST); else inconclusive"
     )
-    deltas = [score_versus_uniform(n, results, uniform, boot) for n in names]
+    deltas = [score_versus_uniform(n, results, uniform, boot, limit) for n in names]
     deltas = [d for d in deltas if not math.isnan(d.estimate)]
     if not deltas:
         return _inconclusive(claim, "no score-based cell lies within the uniform frontier's sizes", criterion)
@@ -240,18 +267,57 @@ def open_question(
     return verdicts.Verdict(claim, verdict, criterion, evidence, "not tested (sizes unmatched)", best.estimate, lo, hi)
 
 
-def seed_verdicts(results: Sequence[CellResult], cfg: SweepConfig) -> list[verdicts.Verdict]:
+def aggressive_setting(
+    results: Sequence[CellResult], cfg: SweepConfig, limit: float | None = None, names: Sequence[str] = SCORES
+) -> Setting:
+    """Where claim 4 is judged: :attr:`SweepConfig.aggressive` (the mildest pruning, the lowest bit
+    widths), or with a ``limit`` the lowest bit widths at that pruning at which some score's model
+    is usable. The choice looks at every score alike, so it favours none of them."""
+    prune, lowest = cfg.aggressive
+    if limit is None:
+        return prune, lowest
+    for bits in sorted((tuple(b) for b in cfg.bits), key=sum):
+        at = [r for r in results if r.cell.allocation in names and r.cell.setting == (prune, bits)]
+        if any(r.perplexity < limit for r in at):
+            return prune, bits
+    return prune, lowest
+
+
+def seed_verdicts(
+    results: Sequence[CellResult], cfg: SweepConfig, limit: float | None = None
+) -> list[verdicts.Verdict]:
     """The chapter's verdict table: the seed's four claims and the open question, judged on every
-    cell of the sweep (seed grid, controls and uniform cells scored on one reference)."""
+    cell of the sweep (seed grid, controls and uniform cells scored on one reference).
+
+    ``limit``: a perplexity; comparisons count only when one side lies below it (module docstring)."""
     boot = Bootstrap.of(results, cfg.n_boot)
     uniform = [r for r in results if r.cell.is_uniform]
     seed_cells = [r for r in results if not r.cell.allocation.startswith("random:")]
     grid = {(tuple(p), tuple(b)) for p in cfg.prunes for b in cfg.bits}
     seed_grid = [r for r in seed_cells if r.cell.setting in grid]
-    return [
-        claim_pruning(seed_grid, boot),
-        claim_comparable(results, uniform, boot, cfg.margin),
-        claim_perform_well(results, uniform, boot),
-        claim_aggressive(results, uniform, boot, cfg.aggressive),
-        open_question(results, uniform, boot, cfg.margin),
+    out = [
+        claim_pruning(seed_grid, boot, limit),
+        claim_comparable(results, uniform, boot, cfg.margin, limit),
+        claim_perform_well(results, uniform, boot, limit=limit),
+        claim_aggressive(results, uniform, boot, aggressive_setting(results, cfg, limit), limit=limit),
+        open_question(results, uniform, boot, cfg.margin, limit=limit),
     ]
+    if limit is None:
+        return out
+    scope = f"; only comparisons with a usable side (perplexity below {limit:.4g})"
+    return [dataclasses.replace(v, criterion=v.criterion + scope) for v in out]
+
+
+def verdicts_by_limit(
+    results: Sequence[CellResult], cfg: SweepConfig, limits: Mapping[str, float | None]
+) -> pd.DataFrame:
+    """Every claim's verdict and our number under each named perplexity limit (``None``: every
+    cell counts): how far the verdicts rest on where the line between usable and broken is drawn.
+
+    Rows are the claims (seed order, then the open question); columns are ``limits``' names."""
+    columns = {}
+    for name, limit in limits.items():
+        vs = seed_verdicts(results, cfg, limit)
+        columns[name] = [v.summary() for v in vs]
+    claims = [f"{i + 1}. {c[:60]}..." for i, c in enumerate(CLAIMS)] + ["open question: beats uniform at matched size?"]
+    return pd.DataFrame(columns, index=pd.Index(claims, name="claim"))

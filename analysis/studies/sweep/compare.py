@@ -40,6 +40,14 @@ class Delta:
     """``[n_boot]`` replicates of the estimate (NaN where undefined)."""
     n: int = 0
     """Evaluation windows behind it (the unit the bootstrap resamples)."""
+    sides: tuple[float, float] = (math.nan, math.nan)
+    """Log perplexity of each side (the first side's cell, then its baseline: another cell, the
+    uniform frontier at its size, or the mean over random controls); NaN for a pooled difference."""
+
+    def usable(self, limit: float | None) -> bool:
+        """True when either side's perplexity lies below ``limit`` (always, for ``limit=None``):
+        between two models that are both broken, which is less broken says nothing about compression."""
+        return limit is None or any(v < math.log(limit) for v in self.sides if not math.isnan(v))
 
     def ci(self, level: float = 0.95) -> tuple[float, float]:
         """Percentile interval of the draws (NaN when the estimate is undefined)."""
@@ -62,7 +70,19 @@ class Delta:
         return Delta(self.label, -self.estimate, -self.draws, self.n).p_below(-threshold)
 
     def __sub__(self, other: "Delta") -> "Delta":
-        return Delta(f"{self.label} - {other.label}", self.estimate - other.estimate, self.draws - other.draws, self.n)
+        """The difference of two differences; its sides are the two first sides (the two cells)."""
+        return Delta(
+            f"{self.label} - {other.label}",
+            self.estimate - other.estimate,
+            self.draws - other.draws,
+            self.n,
+            (self.sides[0], other.sides[0]),
+        )
+
+
+def usable(deltas: Sequence[Delta], limit: float | None) -> list[Delta]:
+    """The differences with a side whose perplexity lies below ``limit`` (all of them for ``None``)."""
+    return [d for d in deltas if d.usable(limit)]
 
 
 def pooled(deltas: Sequence[Delta], label: str) -> Delta:
@@ -106,9 +126,13 @@ class Bootstrap:
 
     def between(self, a: CellResult, b: CellResult, label: str = "") -> Delta:
         """``log ppl(a) - log ppl(b)``, paired over windows."""
-        est = math.log(a.perplexity) - math.log(b.perplexity)
+        sides = (math.log(a.perplexity), math.log(b.perplexity))
         return Delta(
-            label or f"{a.cell.label} vs {b.cell.label}", est, self.log_ppl(a) - self.log_ppl(b), self.n_windows
+            label or f"{a.cell.label} vs {b.cell.label}",
+            sides[0] - sides[1],
+            self.log_ppl(a) - self.log_ppl(b),
+            self.n_windows,
+            sides,
         )
 
 
@@ -137,17 +161,21 @@ def frontier_at(sizes, values, at) -> np.ndarray:
     return out
 
 
-def uniform_frontier(uniform: Sequence[CellResult]) -> pd.DataFrame:
-    """The uniform cells, and whether each lies on the Pareto frontier (the matched-size baseline)."""
+def uniform_frontier(uniform: Sequence[CellResult], limit: float | None = None) -> pd.DataFrame:
+    """The uniform cells, and whether each lies on the Pareto frontier (the matched-size baseline);
+    with a perplexity ``limit``, the frontier of the usable cells (see :func:`versus_uniform`)."""
     unique = _unique(uniform)
-    sizes = [r.model_mb for r in unique]
-    front = set(pareto_front(sizes, [math.log(r.perplexity) for r in unique]).tolist())
+    ok = [limit is None or r.perplexity < limit for r in unique]
+    kept = [i for i, u in enumerate(ok) if u]
+    sizes = [unique[i].model_mb for i in kept]
+    front = {kept[j] for j in pareto_front(sizes, [math.log(unique[i].perplexity) for i in kept]).tolist()}
     rows = [
         {
             "prune": r.cell.canonical().prune[0],
             "bits": r.cell.canonical().bits[0],
             "model MB": r.model_mb,
             "perplexity": r.perplexity,
+            "usable": ok[i],
             "on frontier": i in front,
         }
         for i, r in enumerate(unique)
@@ -167,10 +195,21 @@ def _unique(uniform: Sequence[CellResult]) -> list[CellResult]:
     return list(seen.values())
 
 
-def versus_uniform(results: Sequence[CellResult], uniform: Sequence[CellResult], boot: Bootstrap) -> list[Delta]:
+def versus_uniform(
+    results: Sequence[CellResult], uniform: Sequence[CellResult], boot: Bootstrap, limit: float | None = None
+) -> list[Delta]:
     """Each result's ``log ppl - log ppl(uniform frontier at its size)``, paired over windows; the
-    frontier is rebuilt on every resample. NaN outside the frontier's sizes."""
+    frontier is rebuilt on every resample. NaN outside the frontier's sizes.
+
+    With a perplexity ``limit`` the frontier is built from the usable uniform cells only (below
+    it): interpolated across the cliff between a broken and a usable uniform model, the baseline
+    would be an assumed model, not a measured one."""
     unique = _unique(uniform)
+    if limit is not None:
+        unique = [r for r in unique if r.perplexity < limit]
+    if not unique:
+        nan = np.full(boot.n_boot, np.nan)
+        return [Delta(r.cell.label, math.nan, nan, boot.n_windows, (math.log(r.perplexity), math.nan)) for r in results]
     sizes = np.array([r.model_mb for r in unique])
     at = np.array([r.model_mb for r in results])
     u_point = np.log([r.perplexity for r in unique])
@@ -178,15 +217,24 @@ def versus_uniform(results: Sequence[CellResult], uniform: Sequence[CellResult],
     base_point = frontier_at(sizes, u_point, at)
     base_draws = np.stack([frontier_at(sizes, u_draws[:, b], at) for b in range(boot.n_boot)], 1)  # [result, n_boot]
     return [
-        Delta(r.cell.label, math.log(r.perplexity) - base_point[i], boot.log_ppl(r) - base_draws[i], boot.n_windows)
+        Delta(
+            r.cell.label,
+            math.log(r.perplexity) - base_point[i],
+            boot.log_ppl(r) - base_draws[i],
+            boot.n_windows,
+            (math.log(r.perplexity), float(base_point[i])),
+        )
         for i, r in enumerate(results)
     ]
 
 
-def uniform_matched(results: Sequence[CellResult], uniform: Sequence[CellResult], boot: Bootstrap) -> pd.DataFrame:
+def uniform_matched(
+    results: Sequence[CellResult], uniform: Sequence[CellResult], boot: Bootstrap, limit: float | None = None
+) -> pd.DataFrame:
     """Each result beside the uniform frontier at its size: Δ log perplexity with a 95% interval
-    (``< 0``: the allocation beats uniform compression at the same size)."""
-    deltas = versus_uniform(results, uniform, boot)
+    (``< 0``: the allocation beats uniform compression at the same size); ``limit`` as in
+    :func:`versus_uniform`."""
+    deltas = versus_uniform(results, uniform, boot, limit)
     rows = []
     for r, d in zip(results, deltas):
         lo, hi = d.ci()
@@ -226,8 +274,10 @@ def random_deltas(results: Sequence[CellResult], boot: Bootstrap) -> dict[tuple[
             c_draws = np.stack([boot.log_ppl(x) for x in rand])  # [k, n_boot]
             pick = boot.draw_controls(len(rand), f"{name} {setting}")  # controls resampled per draw
             mean_draws = c_draws[pick, np.arange(boot.n_boot)[:, None]].mean(1)
-            est = math.log(r.perplexity) - float(np.mean([math.log(x.perplexity) for x in rand]))
-            out[name, setting] = Delta(f"{name} vs random", est, boot.log_ppl(r) - mean_draws, boot.n_windows)
+            sides = (math.log(r.perplexity), float(np.mean([math.log(x.perplexity) for x in rand])))
+            out[name, setting] = Delta(
+                f"{name} vs random", sides[0] - sides[1], boot.log_ppl(r) - mean_draws, boot.n_windows, sides
+            )
     return out
 
 
@@ -295,16 +345,17 @@ def intervals(results: Sequence[CellResult], n_boot: int = 2000) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
-def size_frame(results: Sequence[CellResult]) -> pd.DataFrame:
+def size_frame(results: Sequence[CellResult], limit: float | None = None) -> pd.DataFrame:
     """:func:`analysis.studies.sweep.frame` for a size/perplexity plot: the constant baselines
-    shown as the uniform cells they are, and uniform cells off the Pareto frontier labelled so."""
+    shown as the uniform cells they are, and uniform cells off the Pareto frontier (of the usable
+    ones, with a ``limit``) labelled so."""
     from analysis.studies.sweep.cells import frame
 
     out = frame(results)
     uniform = [r for r in results if r.cell.is_uniform]
     if not uniform:
         return out
-    front = uniform_frontier(uniform)
+    front = uniform_frontier(uniform, limit)
     on = set(front.loc[front["on frontier"], "model MB"].round(9))
     is_uniform = pd.Series([r.cell.is_uniform for r in results], index=out.index)
     off = is_uniform & ~out["model MB"].round(9).isin(on)

@@ -56,7 +56,12 @@ class SweepConfig:
     """Settings of the seed grid where every score also gets :attr:`n_shuffles` random controls."""
     uniform: tuple[tuple[float, int], ...]
     """(prune, bits) applied alike everywhere, besides the seed's constant baselines: the uniform
-    cells whose Pareto frontier is the size-matched baseline."""
+    cells whose Pareto frontier is the size-matched baseline. Pruning at 4 bits fills sizes between
+    3 and 4 bits (a pruned matrix stored as bitmask plus values: ``1 + (1 - f) b`` bits per entry),
+    where the frontier would otherwise be interpolated across the step from 3 to 4 bits."""
+    unigram_tokens: int = 1_000_000
+    """Training-split tokens whose frequencies make the unigram model: a compressed model counts as
+    usable while its perplexity stays below that model's on the evaluation windows."""
     n_shuffles: int = 5
     """Random controls (a score's levels shuffled within each kind) per score and control setting."""
     margin: float = 0.02
@@ -99,6 +104,7 @@ SWEEP_CONFIGS: dict[str, SweepConfig] = {
         bits=_BITS[1:],
         controls=((_MILD, _BITS[1]),),
         uniform=((0.0, 4), (0.0, 5)),
+        unigram_tokens=20_000,
         n_shuffles=2,
         n_boot=200,
         batch_size=2,
@@ -110,8 +116,8 @@ SWEEP_CONFIGS: dict[str, SweepConfig] = {
         calib_sizes=(2048, 8192, 16_384),
         prunes=(_NONE, _MILD, _MODERATE),
         bits=_BITS,
-        controls=((_NONE, _BITS[0]), (_MILD, _BITS[0])),
-        uniform=((0.0, 2), (0.0, 3), (0.0, 4), (0.0, 5)),
+        controls=((_NONE, _BITS[1]), (_MILD, _BITS[1])),
+        uniform=((0.0, 2), (0.0, 3), (0.4, 4), (0.3, 4), (0.0, 4), (0.0, 5)),
     ),
     "gpu": SweepConfig(
         eval_tokens=65_536,
@@ -121,7 +127,7 @@ SWEEP_CONFIGS: dict[str, SweepConfig] = {
         prunes=(_NONE, (0.1, 0.05, 0.0), _MILD, _MODERATE),
         bits=_BITS + ((4, 5, 6), (4, 6, 8), (8, 16, 24)),
         controls=tuple((p, b) for p in (_MILD, _MODERATE) for b in _BITS + ((4, 6, 8),)),
-        uniform=((0.0, 2), (0.0, 3), (0.0, 4), (0.0, 5), (0.0, 6), (0.0, 8)),
+        uniform=((0.0, 2), (0.0, 3), (0.4, 4), (0.3, 4), (0.0, 4), (0.0, 5), (0.0, 6), (0.0, 8)),
         n_shuffles=10,
         model="gpt2",
         batch_size=16,
@@ -129,12 +135,11 @@ SWEEP_CONFIGS: dict[str, SweepConfig] = {
 }
 """Sizes per profile. The seed grid adds a no-pruning row to the seed's prune settings: its
 constant baselines are the uniform quantization-only cells, and its score cells compare
-allocations where pruning (which buys no size at 5 bits or fewer) does not blur the comparison.
-``cpu`` aims at about 15 minutes cold on 2 idle cores, an estimate scaled by forward-pass FLOPs
-from the 10 s a cell measured at 2,048 tokens and 120 facts (not measured at these sizes): 58
-distinct cells (18 score cells, 10 distinct uniform cells, 30 random controls) at about 14 s
-each on 3,072 tokens (12 windows) and 150 facts, plus about 150 s for the gradient score on
-16,384 tokens (forward and backward)."""
+allocations where pruning (which buys size only when the prune fraction times the bit width
+exceeds 1) does not blur the comparison. ``cpu`` has 60 distinct cells (18 score cells, 12
+distinct uniform cells, 30 random controls on 3,072 tokens in 12 windows and 150 facts) plus the
+gradient score on 16,384 tokens (forward and backward); cold on 2 cores it took 29 minutes
+(about 27 s a cell), twice the 15 minutes it aimed at."""
 
 
 def sweep_config_for(profile) -> SweepConfig:

@@ -77,3 +77,12 @@ def reference_for(model, cfg: SweepConfig, profile) -> tuple:
     )
     key = {"eval_tokens": cfg.eval_tokens, "context": profile.context, "facts": list(facts["id"])}
     return Reference(model, **args), key, args
+
+
+def unigram_bar(model, cfg: SweepConfig, reference):
+    """The perplexity below which a compressed model counts as usable: a unigram model of
+    ``cfg.unigram_tokens`` training-split tokens (:func:`analysis.evaluate.unigram_score`),
+    scored on the reference's evaluation windows. Returns the :class:`~analysis.evaluate.LMScore`."""
+    from analysis import data
+
+    return reference.unigram(data.lm_tokens(model.tokenizer, "train", n_tokens=cfg.unigram_tokens))

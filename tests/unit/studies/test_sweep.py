@@ -181,3 +181,43 @@ def test_sweep_on_a_dask_cluster_equals_the_serial_run_and_resumes(tmp_path, mon
     monkeypatch.setattr(sweep.cells, "evaluate_cell", no_work)
     again = sweep.run_sweep(model, ref, cells, scores, cache_config={"t": 3})
     assert [r.perplexity for r in again] == [r.perplexity for r in par]
+
+
+def test_unigram_bar_counts_by_hand():
+    from analysis.evaluate import unigram_score
+
+    train = torch.tensor([0, 0, 1, 2])  # add-one counts [3, 2, 2, 1] over a vocabulary of 4: total 8
+    windows = torch.tensor([[0, 1, 2], [3, 0, 0]])  # targets (1, 2) and (0, 0)
+    u = unigram_score(train, windows, vocab_size=4)
+    assert u.window_nll == pytest.approx((-2 * math.log(2 / 8), -2 * math.log(3 / 8)))
+    assert u.window_tokens == (2, 2) and u.n_tokens == 4
+    assert u.perplexity == pytest.approx(math.exp(-(2 * math.log(2 / 8) + 2 * math.log(3 / 8)) / 4))
+    assert u.accuracy == pytest.approx(0.5)  # always predicting token 0 hits the last window's two targets
+    with pytest.raises(ValueError, match="d_vocab"):
+        unigram_score(train, windows, vocab_size=3)
+    with pytest.raises(ValueError, match="training tokens"):
+        unigram_score(torch.tensor([], dtype=torch.long), windows, vocab_size=4)
+
+
+def test_a_model_that_predicts_unigram_frequencies_scores_the_unigram_bar(tiny_model):
+    """The bar is scored on the reference's own windows: a model whose every prediction is the
+    unigram distribution gets exactly its perplexity, window by window, through Reference.score."""
+
+    class Unigram(torch.nn.Module):
+        def __init__(self, cfg, logp):
+            super().__init__()
+            self.cfg, self.logp = cfg, logp
+
+        def forward(self, x, return_type="logits"):
+            return self.logp.expand(*x.shape, -1)
+
+    gen = torch.Generator().manual_seed(2)
+    tokens = torch.randint(0, 50, (200,), generator=gen)
+    train = torch.randint(0, 30, (500,), generator=gen)  # tokens 30..49 unseen: smoothing matters
+    ref = Reference(tiny_model, tokens, context=32)
+    bar = ref.unigram(train)
+    counts = torch.bincount(train, minlength=tiny_model.cfg.d_vocab).float() + 1
+    as_model = ref.score(Unigram(tiny_model.cfg, (counts / counts.sum()).log()))
+    assert bar.window_tokens == as_model.window_tokens
+    assert bar.window_nll == pytest.approx(as_model.window_nll, rel=1e-5)
+    assert bar.perplexity == pytest.approx(as_model.perplexity, rel=1e-5)

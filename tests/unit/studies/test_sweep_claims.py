@@ -263,3 +263,125 @@ def test_control_settings_must_be_in_the_seed_grid():
             controls=((MODERATE, AGG),),
             uniform=(),
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# Usable models only: comparisons between two broken models do not count
+# ---------------------------------------------------------------------------------------------
+
+LIMIT = math.exp(3.5 + 2.0)
+"""A perplexity limit: cells with a shift below about 2 are usable, the broken ones sit near 5."""
+
+
+def _broken_uniform():
+    """Uniform cells broken at 4 and 6 MB (shift 6.0, 5.0), usable at 8 and 10 MB (0.3, 0.1)."""
+    pts = [((0.0, 2), 4.0, 6.0), ((0.0, 3), 6.0, 5.0), ((0.0, 4), 8.0, 0.3), ((0.0, 5), 10.0, 0.1)]
+    return [_cell(sweep.UNIFORM, (p,) * 3, (b,) * 3, mb, s) for (p, b), mb, s in pts]
+
+
+def _wins_only_when_broken():
+    """Causal tracing beats uniform by 0.5 where both are broken (5 MB: 5.0 against the frontier's
+    5.5) and loses by 0.1 where both are usable (9 MB: 0.3 against 0.2); its random controls are
+    broken too."""
+    out = _broken_uniform()
+    out.append(_cell("causal tracing", MILD, AGG, 5.0, 5.0))
+    out.append(_cell("causal tracing", MILD, (3, 4, 5), 9.0, 0.3))
+    out += [_cell(f"random:causal tracing:{s}", MILD, AGG, 5.0, 5.5) for s in range(3)]
+    return out
+
+
+def test_a_score_that_wins_only_among_broken_models_does_not_beat_uniform():
+    results = _wins_only_when_broken()
+    uniform, boot = [r for r in results if r.cell.is_uniform], _boot(results)
+    every = sweep.open_question(results, uniform, boot, 0.02, names=("causal tracing",))
+    assert every.verdict == "reproduced" and every.ours == pytest.approx(-0.2)  # the broken win outweighs the loss
+    usable = sweep.open_question(results, uniform, boot, 0.02, names=("causal tracing",), limit=LIMIT)
+    assert usable.verdict == "not reproduced" and usable.ours == pytest.approx(0.1)
+    # the random controls are broken, and so is the score's cell beside them: nothing to compare
+    assert sweep.score_versus_random("causal tracing", results, boot).estimate == pytest.approx(-0.5)
+    assert math.isnan(sweep.score_versus_random("causal tracing", results, boot, LIMIT).estimate)
+    v = sweep.claim_perform_well(results, uniform, boot, names=("causal tracing",), limit=LIMIT)
+    assert v.verdict == "not reproduced"
+
+
+def test_the_frontier_is_not_interpolated_across_the_cliff():
+    """Between a broken uniform model (6 MB) and a usable one (8 MB) the interpolated baseline is an
+    assumed model: with the limit only usable uniform cells make the frontier, and a cell outside
+    their sizes is not compared."""
+    uniform = _broken_uniform()
+    cells = [
+        _cell("causal tracing", MILD, AGG, 5.0, 0.5),  # usable where uniform is broken
+        _cell("causal tracing", MILD, AGG, 7.0, 0.5),  # on the cliff: frontier 2.65 interpolated
+        _cell("causal tracing", MILD, (3, 4, 5), 9.0, 0.1),  # between usable uniform cells (0.2)
+    ]
+    boot = _boot(uniform + cells)
+    every = [d.estimate for d in sweep.versus_uniform(cells, uniform, boot)]
+    assert every == pytest.approx([0.5 - 5.5, 0.5 - 2.65, 0.1 - 0.2])
+    usable = [d.estimate for d in sweep.versus_uniform(cells, uniform, boot, LIMIT)]
+    assert math.isnan(usable[0]) and math.isnan(usable[1]) and usable[2] == pytest.approx(-0.1)
+    front = sweep.uniform_frontier(uniform, LIMIT)
+    assert front["usable"].tolist() == [False, False, True, True] and front["on frontier"].tolist() == [0, 0, 1, 1]
+    v = sweep.open_question(uniform + cells, uniform, boot, 0.02, names=("causal tracing",), limit=LIMIT)
+    assert v.verdict == "reproduced" and v.ours == pytest.approx(-0.1)
+    assert math.isnan(sweep.versus_uniform(cells, uniform[:2], boot, LIMIT)[2].estimate)  # no usable uniform cell
+    labels = sweep.size_frame(uniform + cells, LIMIT)["allocation"].tolist()
+    assert labels[:4] == ["uniform (off the frontier)"] * 2 + ["uniform"] * 2
+
+
+def test_pruning_pairs_between_broken_models_are_left_out():
+    results = _pruning(0.2)  # every pair usable: unchanged by the limit
+    assert sweep.claim_pruning(results, _boot(results), LIMIT).verdict == "reproduced"
+    broken = [
+        _cell(r.cell.allocation, r.cell.prune, r.cell.bits, r.model_mb, math.log(r.perplexity) - 3.5 + 5)
+        for r in results
+    ]
+    assert sweep.claim_pruning(broken, _boot(broken)).verdict == "reproduced"
+    v = sweep.claim_pruning(broken, _boot(broken), LIMIT)
+    assert v.verdict == "inconclusive" and "usable" in v.evidence
+
+
+def test_claim_aggressive_is_judged_at_the_lowest_usable_bits():
+    cfg = sweep.SweepConfig(
+        eval_tokens=1,
+        n_facts=1,
+        calib_tokens=1,
+        calib_sizes=(1,),
+        prunes=((0.0,) * 3, MILD),
+        bits=((3, 4, 5), AGG),
+        controls=(),
+        uniform=(),
+    )
+    results = _broken_uniform() + [
+        _cell("causal tracing", MILD, AGG, 5.0, 5.0),
+        _cell("weight magnitude", MILD, AGG, 5.0, 5.2),  # broken at 2/3/4 bits: causal tracing "wins"
+        _cell("causal tracing", MILD, (3, 4, 5), 9.0, 0.3),
+        _cell("weight magnitude", MILD, (3, 4, 5), 9.0, 0.2),  # usable at 3/4/5 bits: causal tracing loses
+    ]
+    assert sweep.aggressive_setting(results, cfg) == (MILD, AGG)
+    assert sweep.aggressive_setting(results, cfg, LIMIT) == (MILD, (3, 4, 5))
+    assert sweep.aggressive_setting(results[:6], cfg, LIMIT) == (MILD, AGG)  # nothing usable: the grid's own
+    verdicts = sweep.seed_verdicts(results, cfg)
+    usable = sweep.seed_verdicts(results, cfg, LIMIT)
+    assert verdicts[3].verdict == "reproduced"
+    assert usable[3].verdict == "not reproduced" and "bits [3, 4, 5]" in usable[3].criterion
+    assert all("usable side" in v.criterion for v in usable)
+    uniform = [r for r in results if r.cell.is_uniform]
+    v = sweep.claim_aggressive(results, uniform, _boot(results), (MILD, AGG), limit=LIMIT)
+    assert v.verdict == "inconclusive" and "broken" in v.evidence
+
+
+def test_verdicts_by_limit_shows_each_claim_under_each_bar():
+    cfg = sweep.SweepConfig(
+        eval_tokens=1,
+        n_facts=1,
+        calib_tokens=1,
+        calib_sizes=(1,),
+        prunes=(MILD,),
+        bits=(AGG, (3, 4, 5)),
+        controls=(),
+        uniform=(),
+    )
+    frame = sweep.verdicts_by_limit(_wins_only_when_broken(), cfg, {"usable": LIMIT, "every cell": None})
+    assert list(frame.columns) == ["usable", "every cell"] and len(frame) == 5
+    assert frame.iloc[4]["every cell"].startswith("reproduced (-0.2")
+    assert frame.iloc[4]["usable"].startswith("not reproduced (0.1")
