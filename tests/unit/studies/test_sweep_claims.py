@@ -45,6 +45,12 @@ def _boot(results):
     return sweep.Bootstrap.of(results, n_boot=400)
 
 
+def _config(prunes, bits, controls=(), **sizes) -> sweep.SweepConfig:
+    """A sweep config with the given grid; sizes that these tests never use are 1."""
+    base = dict(eval_tokens=1, n_facts=1, calib_tokens=1, calib_sizes=(1,), uniform=())
+    return sweep.SweepConfig(prunes=prunes, bits=bits, controls=controls, **{**base, **sizes})
+
+
 # ---------------------------------------------------------------------------------------------
 # Frontier and paired differences
 # ---------------------------------------------------------------------------------------------
@@ -220,49 +226,21 @@ def test_open_question(shifts, noise, expect):
 
 def test_seed_verdicts_give_one_row_per_claim():
     results = _scored(0.6, 0.7, 0.8) + _pruning(0.2)
-    cfg = sweep.SweepConfig(
-        eval_tokens=100,
-        n_facts=1,
-        calib_tokens=100,
-        calib_sizes=(100,),
-        prunes=(MILD, MODERATE),
-        bits=(AGG,),
-        controls=(SETTING,),
-        uniform=(),
-        n_boot=300,
-    )
+    cfg = _config((MILD, MODERATE), (AGG,), (SETTING,), n_boot=300)
     vs = sweep.seed_verdicts(results, cfg)
     assert [v.claim for v in vs] == sweep.SEED_RESULTS["claims"] + [sweep.SEED_RESULTS["open_question"]]
     assert [v.verdict for v in vs][2:] == ["reproduced", "reproduced", "reproduced"]
 
 
 def test_the_aggressive_setting_prunes_mildly_but_does_prune():
-    cfg = sweep.SweepConfig(
-        eval_tokens=1,
-        n_facts=1,
-        calib_tokens=1,
-        calib_sizes=(1,),
-        prunes=((0.0,) * 3, MODERATE, MILD),
-        bits=((3, 4, 5), AGG),
-        controls=(),
-        uniform=(),
-    )
+    cfg = _config(((0.0,) * 3, MODERATE, MILD), ((3, 4, 5), AGG))
     assert cfg.aggressive == (MILD, AGG)
     assert sweep.sweep_config_for("cpu").aggressive == (MILD, AGG)
 
 
 def test_control_settings_must_be_in_the_seed_grid():
     with pytest.raises(ValueError, match="not in the seed grid"):
-        sweep.SweepConfig(
-            eval_tokens=1,
-            n_facts=1,
-            calib_tokens=1,
-            calib_sizes=(1,),
-            prunes=(MILD,),
-            bits=(AGG,),
-            controls=((MODERATE, AGG),),
-            uniform=(),
-        )
+        _config((MILD,), (AGG,), ((MODERATE, AGG),))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,16 +319,7 @@ def test_pruning_pairs_between_broken_models_are_left_out():
 
 
 def test_claim_aggressive_is_judged_at_the_lowest_usable_bits():
-    cfg = sweep.SweepConfig(
-        eval_tokens=1,
-        n_facts=1,
-        calib_tokens=1,
-        calib_sizes=(1,),
-        prunes=((0.0,) * 3, MILD),
-        bits=((3, 4, 5), AGG),
-        controls=(),
-        uniform=(),
-    )
+    cfg = _config(((0.0,) * 3, MILD), ((3, 4, 5), AGG))
     results = _broken_uniform() + [
         _cell("causal tracing", MILD, AGG, 5.0, 5.0),
         _cell("weight magnitude", MILD, AGG, 5.0, 5.2),  # broken at 2/3/4 bits: causal tracing "wins"
@@ -371,16 +340,7 @@ def test_claim_aggressive_is_judged_at_the_lowest_usable_bits():
 
 
 def test_verdicts_by_limit_shows_each_claim_under_each_bar():
-    cfg = sweep.SweepConfig(
-        eval_tokens=1,
-        n_facts=1,
-        calib_tokens=1,
-        calib_sizes=(1,),
-        prunes=(MILD,),
-        bits=(AGG, (3, 4, 5)),
-        controls=(),
-        uniform=(),
-    )
+    cfg = _config((MILD,), (AGG, (3, 4, 5)))
     frame = sweep.verdicts_by_limit(_wins_only_when_broken(), cfg, {"usable": LIMIT, "every cell": None})
     assert list(frame.columns) == ["usable", "every cell"] and len(frame) == 5
     assert frame.iloc[4]["every cell"].startswith("reproduced (-0.2")
