@@ -347,8 +347,8 @@ def intervals(results: Sequence[CellResult], n_boot: int = 2000) -> pd.DataFrame
 
 def size_frame(results: Sequence[CellResult], limit: float | None = None) -> pd.DataFrame:
     """:func:`analysis.studies.sweep.frame` for a size/perplexity plot: the constant baselines
-    shown as the uniform cells they are, and uniform cells off the Pareto frontier (of the usable
-    ones, with a ``limit``) labelled so."""
+    shown as the uniform cells they are, and uniform cells off the Pareto frontier labelled so
+    (with a ``limit``: the frontier of the usable ones, and those above it labelled broken)."""
     from analysis.studies.sweep.cells import frame
 
     out = frame(results)
@@ -361,4 +361,6 @@ def size_frame(results: Sequence[CellResult], limit: float | None = None) -> pd.
     off = is_uniform & ~out["model MB"].round(9).isin(on)
     out.loc[is_uniform, "allocation"] = UNIFORM
     out.loc[off, "allocation"] = f"{UNIFORM} (off the frontier)"
+    if limit is not None:
+        out.loc[is_uniform & (out["perplexity"] >= limit), "allocation"] = f"{UNIFORM} (broken)"
     return out

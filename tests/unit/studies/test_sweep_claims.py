@@ -303,7 +303,7 @@ def test_the_frontier_is_not_interpolated_across_the_cliff():
     assert v.verdict == "reproduced" and v.ours == pytest.approx(-0.1)
     assert math.isnan(sweep.versus_uniform(cells, uniform[:2], boot, LIMIT)[2].estimate)  # no usable uniform cell
     labels = sweep.size_frame(uniform + cells, LIMIT)["allocation"].tolist()
-    assert labels[:4] == ["uniform (off the frontier)"] * 2 + ["uniform"] * 2
+    assert labels[:4] == ["uniform (broken)"] * 2 + ["uniform"] * 2
 
 
 def test_pruning_pairs_between_broken_models_are_left_out():
