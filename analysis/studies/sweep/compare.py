@@ -285,7 +285,7 @@ def versus_random(results: Sequence[CellResult], boot: Bootstrap) -> pd.DataFram
     """Each score-based allocation against its random controls at the same setting: Δ log
     perplexity (``< 0``: the score's placement helps) with a 95% interval over windows and
     controls, a one-sided p-value, and Holm's adjustment over the settings of each score; and
-    the mean differences in KL and fact recall."""
+    the mean differences in KL and fact recall (the latter with an interval over the facts)."""
     deltas = random_deltas(results, boot)
     rows = []
     for (name, setting), d in deltas.items():
@@ -308,13 +308,25 @@ def versus_random(results: Sequence[CellResult], boot: Bootstrap) -> pd.DataFram
                 "ci high": hi,
                 "p (one-sided)": d.p_below(0.0),
                 "delta KL": r.kl - float(np.mean([x.kl for x in rand])),
-                "delta fact recall": r.fact_recall - float(np.mean([x.fact_recall for x in rand])),
+                **_recall_versus(r, rand, boot.n_boot),
             }
         )
     frame = pd.DataFrame(rows)
     if len(frame):
         frame["p Holm"] = frame.groupby("score")["p (one-sided)"].transform(lambda p: pd.Series(stats.holm(p), p.index))
     return frame
+
+
+def _recall_versus(r: CellResult, rand: Sequence[CellResult], n_boot: int) -> dict[str, float]:
+    """Fact recall of ``r`` minus the mean of its controls', with a 95% bootstrap interval over the
+    facts (paired: every cell answers the same facts; the controls are held fixed)."""
+    diff = r.fact_recall - float(np.mean([x.fact_recall for x in rand]))
+    lo = hi = float("nan")
+    if r.fact_hits and all(len(x.fact_hits) == len(r.fact_hits) for x in rand):
+        hits = np.asarray(r.fact_hits, dtype=float)  # [n_facts]
+        controls = np.mean([np.asarray(x.fact_hits, dtype=float) for x in rand], 0)  # [n_facts]
+        diff, lo, hi = stats.mean_ci(hits - controls, n_boot)
+    return {"delta fact recall": diff, "recall ci low": lo, "recall ci high": hi}
 
 
 def intervals(results: Sequence[CellResult], n_boot: int = 2000) -> pd.DataFrame:

@@ -7,6 +7,7 @@ against another cell is exactly the difference of the shifts when there is no no
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -101,6 +102,28 @@ def test_versus_random_compares_with_the_mean_of_the_shuffles_and_holm_adjusts()
     assert row["p Holm"] == pytest.approx(min(1.0, 2 * min(vs["p (one-sided)"])))  # the smaller p, doubled
     noisy = vs.loc["[3, 4, 5]"]
     assert noisy["ci low"] < 0 < noisy["ci high"]  # five noisy shuffles: the interval includes 0
+
+
+def _with_hits(cell, hits):
+    return dataclasses.replace(cell, fact_hits=tuple(hits), fact_recall=float(np.mean(hits)))
+
+
+def test_versus_random_gives_fact_recall_an_interval_over_the_facts():
+    knows = [True] * 120 + [False] * 80  # the score's cell keeps 60% of 200 facts
+    results = [_with_hits(_cell("m", *SETTING, 5.0), knows)]
+    results += [
+        _with_hits(_cell(f"random:m:{s}", *SETTING, 5.0), np.roll(knows, 40 * s) & (np.arange(200) % 4 > 0))
+        for s in range(3)
+    ]
+    row = sweep.versus_random(results, _boot(results)).iloc[0]
+    controls = np.mean([r.fact_recall for r in results[1:]])
+    assert row["delta fact recall"] == pytest.approx(0.6 - controls)
+    assert 0 < row["recall ci low"] < row["delta fact recall"] < row["recall ci high"]
+    same = [_with_hits(_cell("m", *SETTING, 5.0), knows)] + [
+        _with_hits(_cell(f"random:m:{s}", *SETTING, 5.0), np.roll(knows, 7 * s)) for s in range(3)
+    ]
+    tie = sweep.versus_random(same, _boot(same)).iloc[0]
+    assert tie["delta fact recall"] == pytest.approx(0.0) and tie["recall ci low"] < 0 < tie["recall ci high"]
 
 
 # ---------------------------------------------------------------------------------------------
