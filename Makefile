@@ -51,8 +51,17 @@ test: lint data
 PROFILE_NAME := $(or $(ANALYSIS_PROFILE),cpu)
 BOOK_OUT := $(if $(filter cpu,$(PROFILE_NAME)),.,_build/$(PROFILE_NAME))
 
+# It also knows a chapter's code cells, not the library they call: when analysis/ changes, the
+# book's execution cache is dropped and every chapter re-executes (against the result cache).
+LIB_HASH = $(shell find analysis -name '*.py' | LC_ALL=C sort | xargs cat | sha256sum | cut -c1-16)
+LIB_STAMP := $(BOOK_OUT)/_build/.analysis_hash
+
 book: data
+	@if [ "$$(cat $(LIB_STAMP) 2>/dev/null)" != "$(LIB_HASH)" ]; then \
+		echo "analysis/ changed since the last build: every chapter re-executes"; \
+		rm -rf $(BOOK_OUT)/_build/.jupyter_cache; fi
 	ANALYSIS_PROFILE=$(PROFILE_NAME) ANALYSIS_QUIET=1 $(BIN)/jupyter-book build -W -n --keep-going --path-output $(BOOK_OUT) .
+	@mkdir -p $(BOOK_OUT)/_build && echo "$(LIB_HASH)" > $(LIB_STAMP)
 	@echo "Open $(BOOK_OUT)/_build/html/index.html"
 
 lab: data
