@@ -70,7 +70,8 @@ def unigram_score(
 ) -> LMScore:
     """A unigram language model (token frequencies in ``train``, add-one smoothed over the
     ``vocab_size`` tokens) scored on ``[n_windows, context]`` windows the way :class:`Reference`
-    scores a model: every token after each window's first, NLL summed per window.
+    and :func:`lm_score` (with disjoint windows) score a model: every token after each window's
+    first, NLL summed per window.
 
     Its perplexity is what word frequencies alone achieve on the text: a model above it has lost
     everything it knew beyond them."""
@@ -437,13 +438,8 @@ class Reference:
             .cpu()
             for i in progress(range(0, len(self.windows), batch_size), desc="reference")
         ]
-        self.d_vocab = base.cfg.d_vocab
         self.base = None  # the base model's own score, filled by the first call below
         self.base = self.score(base)
-
-    def unigram(self, train: Int[Tensor, " n_train"]) -> LMScore:
-        """:func:`unigram_score` of ``train``'s token frequencies on this reference's windows."""
-        return unigram_score(train, self.windows, self.d_vocab)
 
     @torch.inference_mode()
     def score(self, model) -> Comparison:

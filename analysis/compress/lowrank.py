@@ -311,6 +311,13 @@ def unit_values(shapes: Mapping[str, tuple[int, int]], removed: float) -> int:
     return total
 
 
+def allocation_removed(shapes: Mapping[str, Mapping[str, tuple[int, int]]], allocation: Mapping[str, float]) -> float:
+    """Share of all units' parameters an allocation ``{unit: fraction removed}`` removes; units it
+    leaves out, or at 0, stay dense and count in the whole. ``shapes``: ``{unit: {weight: (d_in, d_out)}}``."""
+    whole = sum(unit_values(s, 0.0) for s in shapes.values())
+    return 1 - sum(unit_values(s, allocation.get(u, 0.0)) for u, s in shapes.items()) / whole
+
+
 @torch.inference_mode()
 def _mean_loss(model, tokens: Tensor, batch_size: int) -> float:
     device = next(model.parameters()).device

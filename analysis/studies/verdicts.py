@@ -78,6 +78,24 @@ def _fmt(x) -> str:
     return f"{x:.4g}"
 
 
+def unigram_line(model, tokens, context: int, n_train: int = 1_000_000):
+    """The line between usable and broken models: a unigram model (token frequencies of ``n_train``
+    train-split tokens, :func:`analysis.evaluate.unigram_score`) scored on ``tokens`` cut into
+    disjoint ``context``-token windows, as a model's perplexity is. Returns the
+    :class:`~analysis.evaluate.LMScore`.
+
+    A compressed model whose perplexity lies above it has lost everything it knew beyond token
+    frequencies; between two such models, which is less broken decides no claim."""
+    from analysis import data
+    from analysis.evaluate import unigram_score
+
+    n = (len(tokens) // context) * context
+    if n == 0:
+        raise ValueError(f"unigram_line needs at least context={context} tokens, got {len(tokens)}.")
+    train = data.lm_tokens(model.tokenizer, "train", n_tokens=n_train)
+    return unigram_score(train, tokens[:n].reshape(-1, context), model.cfg.d_vocab)
+
+
 def table(verdicts: Sequence[Verdict]) -> pd.DataFrame:
     """The chapter's verdict table: claim, seed, ours, 95% interval, verdict, criterion, evidence."""
     rows = [

@@ -49,6 +49,9 @@ class FactorConfig:
     calib_ratio: float = 0.10
     """The ratio at which the calibration curve is measured."""
     context: int = 256
+    unigram_tokens: int = 1_000_000
+    """Train-split tokens behind the unigram line between usable and broken decoders
+    (:func:`analysis.studies.verdicts.unigram_line`)."""
     grad_examples: int | None = None
     """Calibration windows with one backward pass each for FWSVD's Fisher (None: every window)."""
     sensitivity_keep: tuple[float, ...] = SENSITIVITY_KEEP
@@ -106,6 +109,7 @@ FACTOR_CONFIGS: dict[str, FactorConfig] = {
         calib_sizes=(64, 128, 256),
         calib_ratio=0.35,
         context=64,
+        unigram_tokens=20_000,
         grad_examples=2,
         sensitivity_keep=(0.5, 0.8),
         sensitivity_windows=1,

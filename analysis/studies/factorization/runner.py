@@ -105,12 +105,23 @@ def asvd_sensitivity(model, cfg: FactorConfig, data: DecoderData, state: dict) -
     return cached("factorization-sensitivity", run, config={"cfg": key, "v": CACHE_VERSION}, model=model_key(model))
 
 
+def _unit_shapes(model, cfg: FactorConfig) -> dict[str, dict[str, tuple[int, int]]]:
+    """``{unit: {weight: (d_in, d_out)}}`` of the MLP units ASVD's search allocates over."""
+    units = lowrank.mlp_units(model, cfg.decoder_layers, cfg.sensitivity_unit)
+    return {u: lowrank.weight_shapes(model, ws) for u, ws in units.items()}
+
+
 def rank_allocation(model, cfg: FactorConfig, data: DecoderData, state: dict, ratio: float) -> dict[str, float]:
     """``{unit: fraction removed}``: ASVD's allocation at the size of every MLP factorized at ``ratio``."""
-    units = lowrank.mlp_units(model, cfg.decoder_layers, cfg.sensitivity_unit)
-    shapes = {u: lowrank.weight_shapes(model, ws) for u, ws in units.items()}
+    shapes = _unit_shapes(model, cfg)
     budget = sum(lowrank.unit_values(s, ratio) for s in shapes.values())
     return lowrank.allocate_ranks(asvd_sensitivity(model, cfg, data, state), shapes, budget)
+
+
+def allocated_removed(model, cfg: FactorConfig, data: DecoderData, state: dict, ratio: float) -> float:
+    """Share of all MLP parameters ASVD's allocation at ``ratio`` removes, units it leaves dense included
+    (a plan's own size report counts only the weights it factorizes)."""
+    return lowrank.allocation_removed(_unit_shapes(model, cfg), rank_allocation(model, cfg, data, state, ratio))
 
 
 def allocation_table(model, cfg: FactorConfig, data: DecoderData, state: dict) -> pd.DataFrame:
@@ -196,6 +207,8 @@ def decoder_grid(model, cfg: FactorConfig, data: DecoderData | None = None, stat
             ),
             model=key,
         )
+        if cell[0] == "asvd_rank":  # the plan's report sees only the units it factorizes
+            out = {**out, "removed": allocated_removed(model, cfg, data, state, cell[1])}
         label = METHOD_LABELS.get(cell[0], "none")
         units[(label, cell[1])] = out["units"]
         rows.append({"method": label, "ratio": cell[1], **{k: v for k, v in out.items() if k != "units"}})

@@ -6,7 +6,9 @@
    windows, Holm-corrected (:func:`ordering_verdict`); the same ordering on the known "eval"
    facts' 4-way multiple choice (the MMLU stand-in; exact McNemar tests on the same questions) is
    reported beside it. Perplexity decides because it is measured in every cell at a size that can
-   decide; the multiple-choice sample the CPU budget allows is smaller.
+   decide; the multiple-choice sample the CPU budget allows is smaller. A pair of two broken models
+   (both above the unigram line, :func:`analysis.studies.verdicts.unigram_line`) decides nothing
+   and is left out; the ordering is then reproduced partly at best.
 2. *"SVD collapses at 5-10 %"* (MMLU 0.456 -> 0.296 at 5 %, 0.265 at 10 %): at the grid's
    largest ratio <= 10 %, SVD keeps less than half of the uncompressed model's above-chance
    multiple-choice accuracy, judged by the 95 % paired bootstrap interval of that share
@@ -14,9 +16,10 @@
 3. *"Probes reveal damage perplexity hides"*: for two compressed decoders that perplexity orders
    (window-bootstrap interval of the per-token log-loss difference excludes 0), a probe scores the
    model with the *better* perplexity lower, by a one-sided paired test over probe items (group
-   means, every item held out once), Holm-corrected over pairs and tasks. With no such pair, the
-   claim is "not reproduced" only if every test had >= 80 % power to see a 10-point drop at the
-   strictest Holm level; otherwise "inconclusive" (:func:`probes_hide_verdict`).
+   means, every item held out once), Holm-corrected over pairs and tasks; a pair of two broken
+   models is not ordered. With no such pair, the claim is "not reproduced" only if every test had
+   >= 80 % power to see a 10-point drop at the strictest Holm level; otherwise "inconclusive"
+   (:func:`probes_hide_verdict`).
 """
 
 from __future__ import annotations
@@ -68,21 +71,38 @@ def _paired(a: dict, b: dict, metric: str) -> dict:
     return {"d": est, "lo": lo, "hi": hi, "n": len(d), "p": p, "p_rev": p_rev}
 
 
+def _perplexity(u: dict) -> float:
+    """Perplexity from a cell's per-window NLL sums and token counts."""
+    return math.exp(sum(u["window_nll"]) / sum(u["window_tokens"]))
+
+
+def _usable_pair(a: dict, b: dict, limit: float | None) -> bool:
+    """True when either cell's perplexity lies below ``limit`` (always, for ``None``)."""
+    return limit is None or min(_perplexity(a), _perplexity(b)) < limit
+
+
 def ordering_verdict(
     frame: pd.DataFrame,
     order: Sequence[str] = ("ASVD", "FWSVD", "SVD"),
     metric: str = "perplexity",
     alpha: float = 0.05,
     secondary: str | None = "fact mc",
+    limit: float | None = None,
 ) -> vd.Verdict:
     """Claim 1: ``order[0] > order[1] > ...`` on ``metric`` at every ratio where all of ``order`` were run
     (``"perplexity"``: per-token loss paired over evaluation windows; or a per-question accuracy such
-    as ``"fact mc"``); the same test on ``secondary`` is added to the evidence."""
+    as ``"fact mc"``); the same test on ``secondary`` is added to the evidence.
+
+    ``limit``: a perplexity; on ``"perplexity"``, a pair whose two models both lie above it (both
+    broken) is left out, and the ordering can then be reproduced only partly."""
     units = _units(frame)
     ratios = sorted(r for r in frame.loc[frame["method"] == order[0], "ratio"] if all((m, r) in units for m in order))
-    tests = []
+    tests, broken = [], []
     for r in ratios:
         for hi_m, lo_m in zip(order, order[1:]):
+            if metric == "perplexity" and not _usable_pair(units[(hi_m, r)], units[(lo_m, r)], limit):
+                broken.append(f"{r:.0%} {hi_m} > {lo_m}")
+                continue
             tests.append(
                 {"ratio": r, "pair": f"{hi_m} > {lo_m}", **_paired(units[(hi_m, r)], units[(lo_m, r)], metric)}
             )
@@ -90,13 +110,13 @@ def ordering_verdict(
         return vd.Verdict(
             f"{' > '.join(order)} at every ratio",
             "inconclusive",
-            "needs every method at one ratio at least",
-            "no ratio has all three methods",
+            "needs every method at one ratio at least, and a usable model in some pair",
+            f"every compared pair is broken ({'; '.join(broken)})" if broken else "no ratio has all three methods",
         )
     adj, adj_rev = stats.holm([t["p"] for t in tests]), stats.holm([t["p_rev"] for t in tests])
     support = [p < alpha for p in adj]
     against = [p < alpha for p in adj_rev]
-    if all(support):
+    if all(support) and not broken:
         verdict = "reproduced"
     elif any(against):
         verdict = "not reproduced"
@@ -110,6 +130,8 @@ def ordering_verdict(
         for t, q in zip(tests, adj)
     ]
     evidence = "; ".join(parts)
+    if broken:
+        evidence += f". Left out, both models broken (perplexity above {limit:.4g}): {'; '.join(broken)}"
     open_ = [t for t, q in zip(tests, adj) if q >= alpha and t["d"] > 0]
     if verdict in ("inconclusive", "partly") and open_:
         t = min(open_, key=lambda t: t["d"])
@@ -130,12 +152,17 @@ def ordering_verdict(
         if metric == "perplexity"
         else f"accuracy difference on the same {metric} questions, exact one-sided McNemar"
     )
+    scope = (
+        f"; a pair of two broken models (perplexity above {limit:.4g}) is left out and makes the ordering partly at best"
+        if limit is not None and metric == "perplexity"
+        else ""
+    )
     return vd.Verdict(
         "ASVD > FWSVD > SVD at every ratio",
         verdict,
         f"{test}, per ratio and adjacent pair; "
         f"Holm over {len(tests)} comparisons at α = {alpha}: reproduced if all hold, not reproduced if any is "
-        "significantly reversed, partly if some hold, else inconclusive; ours = the weakest difference",
+        f"significantly reversed, partly if some hold, else inconclusive; ours = the weakest difference{scope}",
         evidence,
         f"MMLU at 5 %: ASVD {seed['asvd'][1]} > FWSVD {seed['fwsvd'][1]} > SVD {seed['svd'][1]}",
         weakest["d"],
@@ -220,9 +247,11 @@ def probes_hide_verdict(
     drop: float = 0.10,
     alpha: float = 0.05,
     power_needed: float = 0.8,
+    limit: float | None = None,
 ) -> vd.Verdict:
     """Claim 3 (see the module docstring). ``grid``: the decoder probe grid; ``groups``: each task's item
-    groups; ``labels``: grid cell -> the method label in ``frame``."""
+    groups; ``labels``: grid cell -> the method label in ``frame``; ``limit``: pairs of two models
+    whose perplexities both lie above it are not "ordered by perplexity" (both broken)."""
     units = _units(frame)
     cells = [c for c in grid if c[0] != "none"]
     claim = "Probes reveal damage perplexity hides"
@@ -232,6 +261,8 @@ def probes_hide_verdict(
             if a == b:
                 continue
             ua, ub = units[(labels[a], a[1])], units[(labels[b], b[1])]
+            if not _usable_pair(ua, ub, limit):
+                continue
             tok = np.asarray(ua["window_tokens"], float)
             d_ppl = (np.asarray(ub["window_nll"]) - np.asarray(ua["window_nll"])) / tok  # > 0: a has lower loss
             est, lo, hi = stats.mean_ci(d_ppl)
@@ -294,9 +325,16 @@ def probes_hide_verdict(
     )
 
 
-def verdicts(frame: pd.DataFrame, grid: dict, groups: dict[str, Sequence[str]], labels: dict) -> list[vd.Verdict]:
-    """The seed's three claims on the decoder grid and its probe grid, in the seed's own words."""
-    return [ordering_verdict(frame), collapse_verdict(frame), probes_hide_verdict(frame, grid, groups, labels)]
+def verdicts(
+    frame: pd.DataFrame, grid: dict, groups: dict[str, Sequence[str]], labels: dict, limit: float | None = None
+) -> list[vd.Verdict]:
+    """The seed's three claims on the decoder grid and its probe grid, in the seed's own words;
+    ``limit``: the perplexity above which a model is broken (:func:`analysis.studies.verdicts.unigram_line`)."""
+    return [
+        ordering_verdict(frame, limit=limit),
+        collapse_verdict(frame),
+        probes_hide_verdict(frame, grid, groups, labels, limit=limit),
+    ]
 
 
 def mean_damage(frame: pd.DataFrame, column: str, log: bool = False) -> pd.Series:

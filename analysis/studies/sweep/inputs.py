@@ -80,9 +80,10 @@ def reference_for(model, cfg: SweepConfig, profile) -> tuple:
 
 
 def unigram_bar(model, cfg: SweepConfig, reference):
-    """The perplexity below which a compressed model counts as usable: a unigram model of
-    ``cfg.unigram_tokens`` training-split tokens (:func:`analysis.evaluate.unigram_score`),
+    """The perplexity below which a compressed model counts as usable
+    (:func:`analysis.studies.verdicts.unigram_line` of ``cfg.unigram_tokens`` training tokens),
     scored on the reference's evaluation windows. Returns the :class:`~analysis.evaluate.LMScore`."""
-    from analysis import data
+    from analysis.studies import verdicts
 
-    return reference.unigram(data.lm_tokens(model.tokenizer, "train", n_tokens=cfg.unigram_tokens))
+    windows = reference.windows
+    return verdicts.unigram_line(model, windows.flatten(), windows.shape[1], cfg.unigram_tokens)

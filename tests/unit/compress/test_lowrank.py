@@ -239,3 +239,18 @@ def test_sensitivity_is_the_loss_with_one_unit_factorized(tiny_model):
     assert size.bits <= uniform.bits
     with pytest.raises(ValueError, match="unit"):
         lowrank.mlp_units(tiny_model, by="head")
+
+
+def test_allocation_removed_counts_units_left_dense():
+    from analysis.compress.lowrank import allocate_ranks, allocation_removed, unit_values
+
+    shapes = {"a": {"w1": (32, 64)}, "b": {"w2": (64, 32), "w3": (32, 32)}}
+    kept_a = 10 * (32 + 64)  # rank_for_ratio(32, 64, 0.5) = int(1024 // 96) = 10
+    assert allocation_removed(shapes, {"a": 0.5}) == pytest.approx(1 - (kept_a + 2048 + 1024) / 5120)
+    assert allocation_removed(shapes, {"a": 0.5, "b": 0.0}) == allocation_removed(shapes, {"a": 0.5})
+    assert allocation_removed(shapes, {}) == 0.0
+    # the search's allocation at a uniform ratio's budget removes at least as much as that ratio does
+    sensitivity = {"a": {0.5: 9.0, 0.8: 5.0}, "b": {0.5: 4.0, 0.8: 3.0}}
+    uniform = sum(unit_values(s, 0.3) for s in shapes.values())
+    alloc = allocate_ranks(sensitivity, shapes, uniform)
+    assert allocation_removed(shapes, alloc) >= 1 - uniform / 5120

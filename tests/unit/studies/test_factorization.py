@@ -106,8 +106,8 @@ def _probe_hits(scores: torch.Tensor, layers: int = 4) -> ProbeResult:
     )
 
 
-def _probe_case(a_hits, b_hits, n_groups):
-    """SVD 10 % has clearly higher perplexity than FWSVD 10 %; the probe scores each as given."""
+def _probe_case(a_hits, b_hits, n_groups, limit=None):
+    """SVD 10 % has clearly higher perplexity than FWSVD 10 % (about 55 and 25); the probe scores each as given."""
     frame = _frame({("none", 0.0): ([True], 3.0), ("SVD", 0.1): ([True], 4.0), ("FWSVD", 0.1): ([True], 3.2)})
     grid = {
         ("none", 0.0): {},
@@ -116,7 +116,7 @@ def _probe_case(a_hits, b_hits, n_groups):
     }
     groups = {"CoLA": [f"g{i % n_groups}" for i in range(len(a_hits))]}
     labels = {("svd", 0.1): "SVD", ("fwsvd", 0.1): "FWSVD"}
-    return factorization.probes_hide_verdict(frame, grid, groups, labels)
+    return factorization.probes_hide_verdict(frame, grid, groups, labels, limit=limit)
 
 
 def test_probes_hide_verdict_reproduced_not_reproduced_inconclusive():
@@ -130,6 +130,29 @@ def test_probes_hide_verdict_reproduced_not_reproduced_inconclusive():
     # inconclusive: too few items to see a 10-point drop
     v = _probe_case(torch.rand(12, generator=g) < 0.8, torch.rand(12, generator=g) < 0.8, 6)
     assert v.verdict == "inconclusive"
+
+
+def test_a_pair_of_broken_decoders_is_not_ordered_by_perplexity():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(600, generator=g) < 0.9, torch.rand(600, generator=g) < 0.6
+    assert _probe_case(a, b, 300, limit=30.0).verdict == "reproduced"  # FWSVD (25) usable: the pair counts
+    v = _probe_case(a, b, 300, limit=20.0)  # both above the line
+    assert v.verdict == "inconclusive" and "no pair" in v.evidence
+
+
+def test_ordering_between_broken_models_is_left_out():
+    hits = [True] * 10
+    loss = {"ASVD": 3.3, "FWSVD": 3.5, "SVD": 3.8}  # perplexity 27-30, 35-37, 47-49 at 5 and 10 %
+    cells = {("none", 0.0): (hits, 3.0)} | {(m, r): (hits, v + r) for m, v in loss.items() for r in (0.05, 0.1)}
+    v = factorization.ordering_verdict(_frame(cells), limit=32.0)  # FWSVD and SVD broken at both ratios
+    assert v.verdict == "partly" and "Left out, both models broken" in v.evidence
+    tested = v.evidence.split(". Left out")[0]
+    assert tested.count("ASVD > FWSVD:") == 2 and "FWSVD > SVD:" not in tested
+    cells[("SVD", 0.1)] = (hits, 3.55)  # SVD beats FWSVD (3.6) at 10 %: a reversal, but between broken models
+    assert factorization.ordering_verdict(_frame(cells)).verdict == "not reproduced"
+    assert factorization.ordering_verdict(_frame(cells), limit=32.0).verdict == "partly"
+    v = factorization.ordering_verdict(_frame(cells), limit=20.0)  # every model broken
+    assert v.verdict == "inconclusive" and "every compared pair is broken" in v.evidence
 
 
 def test_probes_hide_verdict_needs_an_ordered_pair():

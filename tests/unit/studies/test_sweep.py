@@ -200,8 +200,9 @@ def test_unigram_bar_counts_by_hand():
 
 
 def test_a_model_that_predicts_unigram_frequencies_scores_the_unigram_bar(tiny_model):
-    """The bar is scored on the reference's own windows: a model whose every prediction is the
-    unigram distribution gets exactly its perplexity, window by window, through Reference.score."""
+    """The bar is scored as a model is: one whose every prediction is the unigram distribution
+    gets exactly its perplexity, window by window, through Reference.score and lm_score."""
+    from analysis.evaluate import unigram_score
 
     class Unigram(torch.nn.Module):
         def __init__(self, cfg, logp):
@@ -215,9 +216,11 @@ def test_a_model_that_predicts_unigram_frequencies_scores_the_unigram_bar(tiny_m
     tokens = torch.randint(0, 50, (200,), generator=gen)
     train = torch.randint(0, 30, (500,), generator=gen)  # tokens 30..49 unseen: smoothing matters
     ref = Reference(tiny_model, tokens, context=32)
-    bar = ref.unigram(train)
+    bar = unigram_score(train, ref.windows, tiny_model.cfg.d_vocab)
     counts = torch.bincount(train, minlength=tiny_model.cfg.d_vocab).float() + 1
     as_model = ref.score(Unigram(tiny_model.cfg, (counts / counts.sum()).log()))
     assert bar.window_tokens == as_model.window_tokens
     assert bar.window_nll == pytest.approx(as_model.window_nll, rel=1e-5)
     assert bar.perplexity == pytest.approx(as_model.perplexity, rel=1e-5)
+    direct = lm_score(Unigram(tiny_model.cfg, (counts / counts.sum()).log()), ref.windows.flatten(), context=32)
+    assert direct.window_nll == pytest.approx(bar.window_nll, rel=1e-5)

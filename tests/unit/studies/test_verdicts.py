@@ -57,3 +57,29 @@ def test_record_and_scoreboard(tmp_path, monkeypatch):
         "95% interval",
         "verdict",
     ]
+
+
+def test_unigram_line_scores_train_frequencies_on_disjoint_windows(monkeypatch):
+    import types
+
+    import torch
+
+    from analysis import data
+    from analysis.evaluate import unigram_score
+
+    train = torch.tensor([0, 1, 1, 2, 2, 2])
+    asked = {}
+
+    def lm_tokens(tokenizer, split, n_tokens):
+        asked.update(split=split, n=n_tokens)
+        return train
+
+    monkeypatch.setattr(data, "lm_tokens", lm_tokens)
+    model = types.SimpleNamespace(tokenizer=None, cfg=types.SimpleNamespace(d_vocab=4))
+    tokens = torch.tensor([0, 1, 2, 3, 2, 2, 1])  # 7 tokens: two windows of 3, the last token dropped
+    line = V.unigram_line(model, tokens, context=3, n_train=6)
+    assert asked == {"split": "train", "n": 6}
+    same = unigram_score(train, tokens[:6].view(2, 3), 4)
+    assert line.window_nll == pytest.approx(same.window_nll) and line.window_tokens == (2, 2)
+    with pytest.raises(ValueError, match="at least context=8"):
+        V.unigram_line(model, tokens, context=8)
