@@ -145,6 +145,15 @@ def table(frame, name: str, verdicts: bool = False):
     return None
 
 
+def memory_plan(plan, device: str) -> None:
+    """Show a study's :class:`analysis.memory.MemoryPlan` as the ``memory_plan`` table, then the
+    rule the code follows past one device, for ``device`` and this host."""
+    from analysis import memory
+
+    table(memory.frame(plan), "memory_plan")
+    print(memory.rule(plan, memory.device_bytes(device), memory.host_bytes()))
+
+
 def machine() -> dict[str, object]:
     """Cores, memory and accelerator of this machine."""
     import torch

@@ -119,13 +119,15 @@ def chapter_cell(chapter: str) -> str:
 
 
 @pytest.mark.parametrize("chapter", list(memory_plans.PLANS))
-def test_chapter_cell_prints_the_plan_under_gpu_only(chapter, capsys):
+def test_chapter_cell_prints_the_plan_under_gpu_only(chapter, capsys, monkeypatch):
+    from analysis import book
+
     source = chapter_cell(chapter)
-    assert re.search(rf"memory_plans\.{memory_plans.PLANS[chapter].__name__}\(", source)
+    assert re.search(rf"book\.memory_plan\(memory_plans\.{memory_plans.PLANS[chapter].__name__}\(", source)
     tables = []
     for name in ("smoke", "gpu"):
         profile = get_profile(name)
-        book = SimpleNamespace(table=lambda frame, stem: tables.append((name, stem, frame)))
+        monkeypatch.setattr(book, "table", lambda frame, stem: tables.append((name, stem, frame)))
         exec(
             source,
             {
