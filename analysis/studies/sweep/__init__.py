@@ -31,6 +31,7 @@ from analysis.studies.sweep.cells import (
     plan_for,
     run_sweep,
     seed_grid,
+    tercile_grid,
     uniform_grid,
 )
 from analysis.studies.sweep.claims import (
@@ -115,6 +116,7 @@ __all__ = [
     "score_versus_uniform",
     "seed_grid",
     "size_frame",
+    "tercile_grid",
     "seed_verdicts",
     "sweep_config_for",
     "uniform_frontier",

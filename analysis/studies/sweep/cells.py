@@ -36,6 +36,14 @@ def control_grid(cfg: SweepConfig, allocations: Sequence[str]) -> list["Cell"]:
     return [Cell(a, tuple(p), tuple(b)) for p, b in cfg.controls for a in names]
 
 
+def tercile_grid(cfg: SweepConfig) -> list["Cell"]:
+    """Each of ``cfg.tercile_scores`` bucketed by equal-count terciles at each of ``cfg.terciles``,
+    with ``cfg.n_shuffles`` random controls of that allocation."""
+    names = [f"{score}{TERCILES}" for score in cfg.tercile_scores]
+    names += [f"random:{n}:{s}" for n in list(names) for s in range(cfg.n_shuffles)]
+    return [Cell(a, tuple(p), tuple(b)) for p, b in cfg.terciles for a in names]
+
+
 def uniform_grid(cfg: SweepConfig) -> list["Cell"]:
     """Uniform compression at ``cfg.uniform`` (the constant baselines add more uniform cells)."""
     return [Cell(UNIFORM, (p, p, p), (b, b, b)) for p, b in cfg.uniform]

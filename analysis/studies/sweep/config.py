@@ -59,6 +59,11 @@ class SweepConfig:
     cells whose Pareto frontier is the size-matched baseline. Pruning at 4 bits fills sizes between
     3 and 4 bits (a pruned matrix stored as bitmask plus values: ``1 + (1 - f) b`` bits per entry),
     where the frontier would otherwise be interpolated across the step from 3 to 4 bits."""
+    terciles: tuple[Setting, ...] = ()
+    """Settings at which each of :attr:`tercile_scores` also allocates by equal-count terciles (and
+    gets :attr:`n_shuffles` random controls of them): whether a score's ranking, not only its tails,
+    knows where to compress."""
+    tercile_scores: tuple[str, ...] = ("causal tracing",)
     unigram_tokens: int = 1_000_000
     """Training-split tokens whose frequencies make the unigram model: a compressed model counts as
     usable while its perplexity stays below that model's on the evaluation windows."""
@@ -103,6 +108,7 @@ SWEEP_CONFIGS: dict[str, SweepConfig] = {
         prunes=(_NONE, _MILD),
         bits=_BITS[1:],
         controls=((_MILD, _BITS[1]),),
+        terciles=((_NONE, _BITS[1]),),
         uniform=((0.0, 4), (0.0, 5)),
         unigram_tokens=20_000,
         n_shuffles=2,
@@ -117,6 +123,7 @@ SWEEP_CONFIGS: dict[str, SweepConfig] = {
         prunes=(_NONE, _MILD, _MODERATE),
         bits=_BITS,
         controls=((_NONE, _BITS[1]), (_MILD, _BITS[1])),
+        terciles=((_NONE, _BITS[1]),),
         uniform=((0.0, 2), (0.0, 3), (0.4, 4), (0.3, 4), (0.0, 4), (0.0, 5)),
     ),
     "gpu": SweepConfig(
@@ -127,6 +134,8 @@ SWEEP_CONFIGS: dict[str, SweepConfig] = {
         prunes=(_NONE, (0.1, 0.05, 0.0), _MILD, _MODERATE),
         bits=_BITS + ((4, 5, 6), (4, 6, 8), (8, 16, 24)),
         controls=tuple((p, b) for p in (_MILD, _MODERATE) for b in _BITS + ((4, 6, 8),)),
+        terciles=((_NONE, _BITS[1]), (_NONE, (4, 6, 8))),
+        tercile_scores=("causal tracing", "weight magnitude", "gradient magnitude"),
         uniform=((0.0, 2), (0.0, 3), (0.4, 4), (0.3, 4), (0.0, 4), (0.0, 5), (0.0, 6), (0.0, 8)),
         n_shuffles=10,
         model="gpt2",
@@ -136,8 +145,9 @@ SWEEP_CONFIGS: dict[str, SweepConfig] = {
 """Sizes per profile. The seed grid adds a no-pruning row to the seed's prune settings: its
 constant baselines are the uniform quantization-only cells, and its score cells compare
 allocations where pruning (which buys size only when the prune fraction times the bit width
-exceeds 1) does not blur the comparison. ``cpu`` has 60 distinct cells (18 score cells, 12
-distinct uniform cells, 30 random controls on 3,072 tokens in 12 windows and 150 facts) plus the
+exceeds 1) does not blur the comparison. ``cpu`` has 66 distinct cells (18 score cells, 12
+distinct uniform cells, 30 random controls, and causal tracing's terciles with 5 controls of them,
+on 3,072 tokens in 12 windows and 150 facts) plus the
 gradient score on 16,384 tokens (forward and backward); cold on 2 cores it took 29 minutes
 (about 27 s a cell), twice the 15 minutes it aimed at."""
 

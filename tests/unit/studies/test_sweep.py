@@ -224,3 +224,20 @@ def test_a_model_that_predicts_unigram_frequencies_scores_the_unigram_bar(tiny_m
     assert bar.perplexity == pytest.approx(as_model.perplexity, rel=1e-5)
     direct = lm_score(Unigram(tiny_model.cfg, (counts / counts.sum()).log()), ref.windows.flatten(), context=32)
     assert direct.window_nll == pytest.approx(bar.window_nll, rel=1e-5)
+
+
+def test_tercile_cells_and_their_shuffles_put_a_third_of_each_kind_in_each_level():
+    cfg = sweep.sweep_config_for("smoke")
+    cells = sweep.tercile_grid(cfg)
+    assert len(cells) == len(cfg.terciles) * len(cfg.tercile_scores) * (1 + cfg.n_shuffles)
+    assert cells[0].allocation == "causal tracing (terciles)"
+    heavy = torch.tensor([[0.0, 0.0]] * 8 + [[100.0, 50.0]])  # one outlier layer
+    s = {"causal tracing": S.ComponentScores("causal tracing", heavy.to(torch.float64))}
+    assert list(s["causal tracing"].levels().values()).count("medium") == 16  # z-scores: 16 of 18 medium
+    for cell in cells:
+        levels = sweep.level_assignment(cell.allocation, s)
+        for kind in ("attn", "mlp"):
+            got = sorted(v for c, v in levels.items() if c.endswith(kind))
+            assert got == sorted(["low"] * 3 + ["medium"] * 3 + ["high"] * 3), cell.allocation
+    shuffled = [sweep.level_assignment(c.allocation, s) for c in cells[1:]]
+    assert any(a != sweep.level_assignment(cells[0].allocation, s) for a in shuffled)
