@@ -148,8 +148,9 @@ allocations where pruning (which buys size only when the prune fraction times th
 exceeds 1) does not blur the comparison. ``cpu`` has 66 distinct cells (18 score cells, 12
 distinct uniform cells, 30 random controls, and causal tracing's terciles with 5 controls of them,
 on 3,072 tokens in 12 windows and 150 facts) plus the
-gradient score on 16,384 tokens (forward and backward); cold on 2 cores it took 29 minutes
-(about 27 s a cell), twice the 15 minutes it aimed at."""
+gradient score on 16,384 tokens (forward and backward). Cold on 2 otherwise idle cores, with the
+tracing chapter's traces cached, the chapter took 1,070 s (about 15 s a cell): over the 15
+minutes it aims at."""
 
 
 def sweep_config_for(profile) -> SweepConfig:
