@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import pandas as pd
 
@@ -76,6 +76,13 @@ def _fmt(x) -> str:
     if isinstance(x, float) and math.isnan(x):
         return "nan"
     return f"{x:.4g}"
+
+
+def usable(perplexities: Iterable[float], limit: float | None) -> bool:
+    """Whether a comparison of these models can decide anything: some perplexity lies below
+    ``limit`` (the :func:`unigram_line`; always true for ``None``). NaN, an undefined side, does not
+    count. Between two broken models, which is less broken decides no claim."""
+    return limit is None or any(p < limit for p in perplexities if not math.isnan(p))
 
 
 def unigram_line(model, tokens, context: int, n_train: int = 1_000_000):

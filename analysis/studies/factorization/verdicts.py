@@ -76,11 +76,6 @@ def _perplexity(u: dict) -> float:
     return math.exp(sum(u["window_nll"]) / sum(u["window_tokens"]))
 
 
-def _usable_pair(a: dict, b: dict, limit: float | None) -> bool:
-    """True when either cell's perplexity lies below ``limit`` (always, for ``None``)."""
-    return limit is None or min(_perplexity(a), _perplexity(b)) < limit
-
-
 def ordering_verdict(
     frame: pd.DataFrame,
     order: Sequence[str] = ("ASVD", "FWSVD", "SVD"),
@@ -100,7 +95,9 @@ def ordering_verdict(
     tests, broken = [], []
     for r in ratios:
         for hi_m, lo_m in zip(order, order[1:]):
-            if metric == "perplexity" and not _usable_pair(units[(hi_m, r)], units[(lo_m, r)], limit):
+            if metric == "perplexity" and not vd.usable(
+                (_perplexity(units[(hi_m, r)]), _perplexity(units[(lo_m, r)])), limit
+            ):
                 broken.append(f"{r:.0%} {hi_m} > {lo_m}")
                 continue
             tests.append(
@@ -261,7 +258,7 @@ def probes_hide_verdict(
             if a == b:
                 continue
             ua, ub = units[(labels[a], a[1])], units[(labels[b], b[1])]
-            if not _usable_pair(ua, ub, limit):
+            if not vd.usable((_perplexity(ua), _perplexity(ub)), limit):
                 continue
             tok = np.asarray(ua["window_tokens"], float)
             d_ppl = (np.asarray(ub["window_nll"]) - np.asarray(ua["window_nll"])) / tok  # > 0: a has lower loss

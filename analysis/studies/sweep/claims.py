@@ -20,8 +20,9 @@ and made at matched size where the claim compares allocations:
 text), a comparison counts only when one of its sides is a usable model, with perplexity below
 the limit. Between two broken models (perplexity in the thousands), which is less broken says
 nothing about where to compress; a usable model against a broken one at the same size does.
-The uniform frontier is then built from usable uniform cells only: interpolated across the cliff
-between a broken and a usable uniform model it would be an assumed baseline, not a measured one.
+The uniform frontier is then built from usable uniform cells only (so a comparison with it always
+has a usable side): interpolated across the cliff between a broken and a usable uniform model it
+would be an assumed baseline, not a measured one.
 """
 
 from __future__ import annotations
@@ -113,10 +114,10 @@ def claim_comparable(
         f"{margin} (no better, but not comparable); else inconclusive"
     )
     cells = [r for r in results if r.cell.allocation == "weight magnitude"]
-    deltas = [d for d in usable(versus_uniform(cells, uniform, boot, limit), limit) if not math.isnan(d.estimate)]
+    deltas = [d for d in versus_uniform(cells, uniform, boot, limit) if not math.isnan(d.estimate)]
     if not deltas:
         return _inconclusive(
-            claim, "no weight-magnitude cell lies within the uniform frontier's sizes with a usable side", criterion
+            claim, "no weight-magnitude cell lies within the sizes of the (usable) uniform frontier", criterion
         )
     inside = [d for d in deltas if -margin < d.ci(0.90)[0] and d.ci(0.90)[1] < margin]
     better = sum(p < ALPHA for p in stats.holm([d.p_below(-margin) for d in deltas]))
@@ -146,10 +147,11 @@ def score_versus_uniform(
     boot: Bootstrap,
     limit: float | None = None,
 ) -> Delta:
-    """One score's cells against the uniform frontier at their sizes, pooled (NaN cells and
-    comparisons without a usable side dropped)."""
+    """One score's cells against the uniform frontier at their sizes, pooled (NaN cells dropped);
+    with a ``limit`` the frontier joins usable uniform cells only (:func:`versus_uniform`), so every
+    comparison left has a usable side."""
     cells = [r for r in results if r.cell.allocation == name]
-    return pooled(usable(versus_uniform(cells, uniform, boot, limit), limit), f"{name} vs uniform")
+    return pooled(versus_uniform(cells, uniform, boot, limit), f"{name} vs uniform")
 
 
 def score_versus_random(name: str, results: Sequence[CellResult], boot: Bootstrap, limit: float | None = None) -> Delta:

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import stats
+from analysis.studies import verdicts
 from analysis.studies.sweep.cells import CellResult
 from analysis.studies.sweep.config import UNIFORM
 
@@ -45,9 +46,8 @@ class Delta:
     uniform frontier at its size, or the mean over random controls); NaN for a pooled difference."""
 
     def usable(self, limit: float | None) -> bool:
-        """True when either side's perplexity lies below ``limit`` (always, for ``limit=None``):
-        between two models that are both broken, which is less broken says nothing about compression."""
-        return limit is None or any(v < math.log(limit) for v in self.sides if not math.isnan(v))
+        """:func:`analysis.studies.verdicts.usable` of the two sides' perplexities."""
+        return verdicts.usable([math.exp(v) for v in self.sides], limit)
 
     def ci(self, level: float = 0.95) -> tuple[float, float]:
         """Percentile interval of the draws (NaN when the estimate is undefined)."""

@@ -83,3 +83,10 @@ def test_unigram_line_scores_train_frequencies_on_disjoint_windows(monkeypatch):
     assert line.window_nll == pytest.approx(same.window_nll) and line.window_tokens == (2, 2)
     with pytest.raises(ValueError, match="at least context=8"):
         V.unigram_line(model, tokens, context=8)
+
+
+def test_usable_needs_one_perplexity_below_the_line():
+    nan = float("nan")
+    assert V.usable([3000.0, 90.0], limit=2500.0) and V.usable([3000.0, 90.0], limit=None)
+    assert not V.usable([3000.0, 2500.0], limit=2500.0)  # both at or above the line: two broken models
+    assert not V.usable([nan, 3000.0], limit=2500.0) and V.usable([nan, 10.0], limit=2500.0)  # NaN never counts
