@@ -14,11 +14,12 @@ export TOKENIZERS_PARALLELISM ?= false
 # idle OpenMP threads sleep instead of spinning: on a shared machine spinning slows small ops several-fold
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: help venv data lint test book lab benchmarks clean-cache clean
+.PHONY: help venv data verify lint test book lab benchmarks clean-cache clean
 
 help:
 	@echo "make test         build .venv, fetch data, lint (ruff), run the tests (chapters run under the smoke profile)"
 	@echo "make lint         ruff check and ruff format --check"
+	@echo "make verify       re-check the fetched data against the lock (sha256 of every file)"
 	@echo "make book         build .venv, fetch data, execute every chapter (cpu profile) into _build/html"
 	@echo "make lab          Jupyter Lab on the chapters (they open as notebooks through jupytext)"
 	@echo "make benchmarks   run benchmarks/*.py"
@@ -26,8 +27,6 @@ help:
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	# keep the venv's own pip: newer pips refuse to `pip download` the bigbench sdist
-	# (its metadata declares a file:// dependency), which `make data` needs
 	# torch first, pinned: this takes the CPU wheel instead of a multi-GB CUDA build
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[dev]'
@@ -38,6 +37,10 @@ venv: $(STAMP)
 
 data: venv
 	$(BIN)/python -m analysis.data fetch
+
+# re-check every fetched file against its manifest and the lock (analysis/data/lock.py)
+verify: venv
+	$(BIN)/python -m analysis.data verify
 
 lint: venv
 	$(BIN)/ruff check .

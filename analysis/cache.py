@@ -4,9 +4,12 @@ A causal trace over hundreds of facts or a compression sweep takes minutes to ho
 and a chapter is rebuilt far more often than its inputs change. Every such result is stored
 under ``data/cache/<name>/<key>.pt`` where the key is a hash of
 
-    (the function's name, its configuration, the model, ``DATA_VERSION``)
+    (the function's name, its configuration, the model, the data's fingerprint)
 
-so that changing any input gives a new entry and never a stale one. Writes go to a temporary
+so that changing any input gives a new entry and never a stale one. The data's fingerprint
+(:func:`data_fingerprint`) hashes ``DATA_VERSION`` and the content hashes that every packaged
+source's ``MANIFEST.json`` lists, so pointing ``ANALYSIS_DATA_DIR`` at other data, or fetching
+new data, never serves a result computed from the old. Writes go to a temporary
 file that is renamed into place (``os.replace`` is atomic), so an interrupted run leaves
 either the old entry or none. An entry that cannot be read (a crash in an older version, a
 disk error) is reported with a warning and recomputed. A sweep caches each cell separately
@@ -28,7 +31,8 @@ from typing import Any, Callable, Iterable, TypeVar
 
 import torch
 
-from analysis.config import CACHE_DIR, DATA_VERSION
+from analysis import config as _config
+from analysis.config import CACHE_DIR
 from analysis.progress import progress
 
 T = TypeVar("T")
@@ -63,10 +67,40 @@ def _canonical(obj: Any) -> Any:
     return repr(obj)
 
 
+_FINGERPRINTS: dict[tuple, str] = {}
+"""Fingerprints computed in this process, keyed by the manifests' (path, mtime_ns, size)."""
+
+
+def data_fingerprint() -> str:
+    """A sha256 over ``DATA_VERSION`` and the sorted (source, file, sha256) entries of every
+    ``RAW_DIR/<source>/MANIFEST.json``'s ``"sha256"`` table: it changes when the data does.
+
+    ``RAW_DIR`` is read from :mod:`analysis.config` at each call; the result is remembered per
+    process until a manifest is added, removed or rewritten. Without manifests it is a constant.
+    """
+    raw = Path(_config.RAW_DIR)
+    manifests = sorted(raw.glob("*/MANIFEST.json")) if raw.is_dir() else []
+    stamp = (_config.DATA_VERSION, *((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in manifests))
+    if stamp not in _FINGERPRINTS:
+        entries = []
+        for path in manifests:
+            try:
+                table = json.loads(path.read_text()).get("sha256")
+            except (OSError, ValueError, AttributeError):
+                table = None
+            if isinstance(table, dict):
+                entries += [(path.parent.name, str(rel), str(digest)) for rel, digest in table.items()]
+            else:  # no content table: the manifest's own bytes stand for the data
+                entries.append((path.parent.name, "MANIFEST.json", hashlib.sha256(path.read_bytes()).hexdigest()))
+        payload = json.dumps({"version": _config.DATA_VERSION, "files": sorted(entries)})
+        _FINGERPRINTS[stamp] = hashlib.sha256(payload.encode()).hexdigest()
+    return _FINGERPRINTS[stamp]
+
+
 def cache_key(name: str, config: Any = None, model: str | None = None) -> str:
-    """The hex key of (name, config, model, DATA_VERSION); stable across runs and machines."""
+    """The hex key of (name, config, model, :func:`data_fingerprint`); stable across runs and machines."""
     payload = json.dumps(
-        {"name": name, "config": _canonical(config), "model": model, "data": DATA_VERSION},
+        {"name": name, "config": _canonical(config), "model": model, "data": data_fingerprint()},
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
@@ -154,7 +188,7 @@ def cached(
     cache: DiskCache | None = None,
     refresh: bool = False,
 ) -> T:
-    """``compute()``, or its stored result for the same (name, config, model, data version)."""
+    """``compute()``, or its stored result for the same (name, config, model, data fingerprint)."""
     cache = cache or DiskCache()
     key = cache_key(name, config, model)
     if not refresh:

@@ -29,7 +29,7 @@ DATA_DIR: Path = Path(os.environ.get("ANALYSIS_DATA_DIR", ROOT / "data"))
 RAW_DIR: Path = DATA_DIR / "raw"
 CACHE_DIR: Path = Path(os.environ.get("ANALYSIS_CACHE_DIR", DATA_DIR / "cache"))
 
-DATA_VERSION = "1"
+DATA_VERSION = "2"
 """Bumped whenever a loader's output changes; part of every cache key."""
 
 PROFILE_ENV = "ANALYSIS_PROFILE"
@@ -123,7 +123,11 @@ def get_profile(name: str | None = None) -> Profile:
     changes = _overrides().get(name)
     if not changes:
         return profile
-    return _replace(profile, changes)
+    return _replace(profile, changes, f"{OVERRIDES_ENV}: {name}")
+
+
+STUDY_KEYS: tuple[str, ...] = ("adaptive", "factorization", "sae", "sweep", "tracing", "variance")
+"""The keys of ``Profile.extra``: one per study that reads its sizes through :func:`study_config`."""
 
 
 def _overrides() -> dict:
@@ -137,13 +141,30 @@ def _overrides() -> dict:
         raise ValueError(f"{OVERRIDES_ENV}={path!r} is not a readable JSON file ({err}); fix it or unset it.") from err
     fields = {f.name for f in dataclasses.fields(Profile)} - {"name"}
     for name, changes in overrides.items():
-        unknown = set(changes) - fields
-        if name not in PROFILES or unknown:
+        unknown = set(changes) - fields if isinstance(changes, dict) else set()
+        if name not in PROFILES or unknown or not isinstance(changes, dict):
+            problem = f"has unknown fields {sorted(unknown)}" if unknown else "is no profile"
+            if name in PROFILES and not unknown:
+                problem = f"must be an object of field values, got {changes!r}"
             raise ValueError(
-                f"{OVERRIDES_ENV}: {name!r} {'has unknown fields ' + str(sorted(unknown)) if unknown else 'is no profile'}; "
-                f"profiles: {', '.join(PROFILES)}; fields: {', '.join(sorted(fields))}."
+                f"{OVERRIDES_ENV}: {name!r} {problem}; profiles: {', '.join(PROFILES)}; fields: {', '.join(sorted(fields))}."
             )
+        _check_extra(changes.get("extra", {}), f"{OVERRIDES_ENV}: {name}.extra")
     return overrides
+
+
+def _check_extra(extra, where: str) -> None:
+    """Raise a ValueError unless ``extra`` maps known study keys (:data:`STUDY_KEYS`) to objects."""
+    if not isinstance(extra, dict):
+        raise ValueError(f"{where} must be an object {{study: {{field: value}}}}, got {extra!r}.")
+    unknown = sorted(set(extra) - set(STUDY_KEYS))
+    if unknown:
+        raise ValueError(
+            f"{where} has unknown study keys {unknown}; known: {', '.join(STUDY_KEYS)} (check the spelling)."
+        )
+    for key, value in extra.items():
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}.{key} must be an object of field values, got {value!r}.")
 
 
 def study_config(configs: dict, profile, key: str):
@@ -151,26 +172,69 @@ def study_config(configs: dict, profile, key: str):
 
     ``configs`` maps profile names to the study's frozen config dataclass; ``profile.extra[key]``
     (a dict of field values; JSON's dicts and lists fill nested configs and tuples), when present,
-    overrides fields.
+    overrides fields. Unknown study keys, unknown fields and values of the wrong type are errors.
     """
     name = profile if isinstance(profile, str) else profile.name
     if name in configs and isinstance(profile, str):
         profile = get_profile(profile)  # with $ANALYSIS_PROFILE_OVERRIDES applied
     if name not in configs:
         raise ValueError(f"No {key} sizes for profile {name!r}; known: {', '.join(configs)}.")
-    overrides = dict(getattr(profile, "extra", {}).get(key, {}))
-    return _replace(configs[name], overrides) if overrides else configs[name]
+    extra = getattr(profile, "extra", {})
+    _check_extra(extra, f"Profile {name!r} extra")
+    overrides = dict(extra.get(key, {}))
+    return _replace(configs[name], overrides, f"extra.{key}") if overrides else configs[name]
 
 
-def _replace(config, changes: dict):
-    """``dataclasses.replace`` that also takes JSON's shapes: a dict for a nested config, a list for a tuple."""
+_KINDS: tuple[tuple[type, str], ...] = (
+    (bool, "true or false"),
+    (int, "an integer"),
+    (float, "a number"),
+    (str, "a string"),
+    (tuple, "a list"),
+    (dict, "an object"),
+)
+
+
+def _check_value(where: str, field: dataclasses.Field, current, value) -> None:
+    """Raise a ValueError when ``value`` cannot stand for ``current`` (a bool, number, string, tuple or dict)."""
+    if current is None or value is None:
+        return
+    if dataclasses.is_dataclass(current):
+        ok, kind = isinstance(value, (dict, type(current))), "an object of field values"
+    else:
+        kind = next((k for t, k in _KINDS if isinstance(current, t)), None)
+        if kind is None:
+            return  # a type JSON cannot spell (a dtype, a path): taken as given
+        if isinstance(current, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(current, (int, float)):
+            floats = isinstance(current, float) or "float" in str(field.type)
+            ok = not isinstance(value, bool) and isinstance(value, (int, float) if floats else int)
+        else:
+            ok = isinstance(value, (list, tuple) if isinstance(current, tuple) else type(current))
+    if not ok:
+        raise ValueError(f"{where}.{field.name} must be {kind} (like {current!r}), got {value!r}.")
+
+
+def _replace(config, changes: dict, where: str = "overrides"):
+    """``dataclasses.replace`` that also takes JSON's shapes: a dict for a nested config, a list for a
+    tuple; an unknown field or a value of the wrong type is a ValueError saying which."""
+    fields = {f.name: f for f in dataclasses.fields(config)}
+    unknown = sorted(set(changes) - set(fields))
+    if unknown:
+        raise ValueError(
+            f"{where}: {type(config).__name__} has no fields {unknown}; fields: {', '.join(sorted(fields))}."
+        )
     values = {}
     for key, value in changes.items():
         current = getattr(config, key)
+        _check_value(where, fields[key], current, value)
         if dataclasses.is_dataclass(current) and isinstance(value, dict):
-            value = _replace(current, value)
+            value = _replace(current, value, f"{where}.{key}")
         elif isinstance(value, list):  # a tuple; of configs when the current one holds configs
             template = current[0] if current and dataclasses.is_dataclass(current[0]) else None
-            value = tuple(_replace(template, v) if template and isinstance(v, dict) else v for v in value)
+            value = tuple(
+                _replace(template, v, f"{where}.{key}") if template and isinstance(v, dict) else v for v in value
+            )
         values[key] = value
     return dataclasses.replace(config, **values)

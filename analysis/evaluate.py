@@ -104,7 +104,14 @@ def _cached_on(model, tokens: Tensor, name: str, compute, **config):
 
 
 def _check_tokens(tokens: Tensor, context: int, stride: int, model) -> Int[Tensor, " n"]:
-    tokens = torch.as_tensor(tokens).flatten()
+    tokens = torch.as_tensor(tokens)
+    if tokens.ndim > 1 and any(d != 1 for d in tokens.shape[:-1]):
+        raise ValueError(
+            f"Expected one 1-D token stream, got a batch of shape {tuple(tokens.shape)}; its rows would be joined "
+            "into one stream, each row's start scored with the previous row's end as context. Pass "
+            "tokens.flatten() if the rows are consecutive text, or score each row separately."
+        )
+    tokens = tokens.flatten()
     if tokens.numel() < 2:
         raise ValueError(
             f"Need at least 2 tokens to score, got {tokens.numel()}. "
@@ -286,10 +293,21 @@ def next_token_predictions(
     return torch.cat(out)
 
 
-def fact_recall(model, prompts: Sequence[str], targets: Sequence[str], batch_size: int = 16) -> Tensor:
-    """Per-fact booleans ``[n]``: is the top-1 next token the target's first token?"""
+def _check_facts(prompts: Sequence[str], targets: Sequence[str]) -> None:
+    """Raise a ValueError unless prompts and targets pair up and no prompt is empty."""
     if len(prompts) != len(targets):
         raise ValueError(f"{len(prompts)} prompts but {len(targets)} targets; they must pair up.")
+    empty = [i for i, p in enumerate(prompts) if not isinstance(p, str) or not p.strip()]
+    if empty:
+        raise ValueError(
+            f"{len(empty)} fact prompt(s) are empty or not text (at positions {empty[:5]}); the model would "
+            "predict from the BOS token alone. Drop those facts or fill in their prompts."
+        )
+
+
+def fact_recall(model, prompts: Sequence[str], targets: Sequence[str], batch_size: int = 16) -> Tensor:
+    """Per-fact booleans ``[n]``: is the top-1 next token the target's first token?"""
+    _check_facts(prompts, targets)
     logp = next_token_predictions(model, prompts, batch_size, desc="fact recall")
     target_ids = torch.tensor([first_target_token(model, t) for t in targets])
     return logp.argmax(-1) == target_ids
@@ -425,8 +443,7 @@ class Reference:
         n = (tokens.numel() // context) * context
         if n == 0:
             raise ValueError(f"Need at least context={context} tokens for a reference, got {tokens.numel()}.")
-        if len(prompts) != len(targets):
-            raise ValueError(f"{len(prompts)} prompts but {len(targets)} targets; they must pair up.")
+        _check_facts(prompts, targets)
         self.windows = tokens[:n].view(-1, context)
         self.batch_size = batch_size
         self.prompts = list(prompts)

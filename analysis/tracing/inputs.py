@@ -135,6 +135,17 @@ def span_from_offsets(model: HookedTransformer, prompt: str, subject: str, token
     return n_prefix + inside[0], n_prefix + inside[-1] + 1
 
 
+def check_target_spacing(prompt: str, target: str) -> None:
+    """Raise a ValueError when ``target`` lacks the space that separates it from the prompt's last
+    word (``"Paris"`` after ``"... the city of"``): the traced token would be another one."""
+    if target[:1].isalnum() and prompt and (prompt[-1].isalnum() or prompt[-1] in ".,:;!?"):
+        raise ValueError(
+            f"The target {target!r} has no leading space, but the prompt ends in {prompt[-20:]!r}, so the "
+            f"answer would read {(prompt[-20:] + target)!r}. Pass {' ' + target!r}: the answer's first token "
+            "carries the space that separates it from the prompt."
+        )
+
+
 def _target_id(model: HookedTransformer, tokens: Tensor, target: str | int | None) -> int:
     """The target token: the clean top prediction (``None``), a one-token string, or an id."""
     if target is None:
@@ -201,6 +212,8 @@ def prepare(
                 "pass (start, end) with 0 <= start < end <= number of tokens."
             )
         subject_str = "".join(strs[span[0] : span[1]])
+    if isinstance(target, str):
+        check_target_spacing(prompt_str, target)
     target_id = _target_id(model, tokens, target)
     target_str = model.to_single_str_token(target_id) if model.tokenizer is not None else f"<{target_id}>"
     return Prepared(

@@ -53,11 +53,14 @@ def test_known_fact_set_takes_the_eval_split_of_the_shared_screen(smollm2):
 
 
 def test_domain_tokens_give_each_domain_its_own_text(smollm2):
-    toks = capability.domain_tokens(smollm2, ("wikipedia", "nyt", "code"), 96)
-    assert {k: v.shape for k, v in toks.items()} == {k: (96,) for k in ("wikipedia", "nyt", "code")}
+    domains = capability.CONFIGS["cpu"].domains
+    toks = capability.domain_tokens(smollm2, domains, 96)
+    assert {k: v.shape for k, v in toks.items()} == {k: (96,) for k in domains}
     bos = smollm2.tokenizer.bos_token_id
     assert all(int(v[0]) == bos for v in toks.values())  # each text is wrapped in BOS/EOS
-    assert not torch.equal(toks["nyt"], toks["code"])
+    assert len({tuple(v.tolist()) for v in toks.values()}) == len(domains)  # no two domains share their text
+    with pytest.raises(ValueError, match="Unknown domain"):
+        capability.domain_tokens(smollm2, ("nyt",), 96)
 
 
 def test_pooled_features_are_unpadded_means(smollm2):

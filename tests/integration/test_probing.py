@@ -39,11 +39,10 @@ def test_decoder_features_are_last_token_states(smollm2):
 def test_control_types_recur_between_training_and_test(task):
     """Hewitt & Liang's control needs types seen in training: >= 90 % of test rows in every fold,
     at the decoder probe size of the cpu profile (the last word alone falls far short)."""
-    from analysis.data import load_task
     from analysis.studies import factorization
 
     cfg = factorization.factor_config_for("cpu")
-    ds = load_task(task, n=min(cfg.n_decoder_probe, len(load_task(task))), seed=0)
+    ds = probing.load_probe_task(task, n=min(cfg.n_decoder_probe, len(probing.load_probe_task(task))), seed=0)
     texts, groups = ds["text"][:], ds["group"][:]
     folds = probing.group_folds(groups, cfg.decoder_probe.folds, 0)
     freq = probing.text_types(texts, cfg.decoder_probe.control_by, cfg.decoder_probe.control_vocab)

@@ -28,13 +28,12 @@ SEED_RESULTS: dict[str, Any] = {
 """The seed's numbers (theirs, not ours); the chapter prints them from here."""
 
 TASK_MAP: dict[str, tuple[str, str]] = {
-    "sentiment": ("sentiment of film reviews (Rotten Tomatoes)", "Amazon"),
-    "topic": ("domain of a paragraph (Wikipedia, NYT, Reddit, Amazon)", "AG News"),
-    "language_id": ("language of a sentence (9 languages)", "Europarl"),
+    "sentiment": ("sentiment of a film review (Rotten Tomatoes critic snippets)", "Amazon"),
+    "sst2": ("sentiment of a film-review sentence (the SST-2 validation set)", "Amazon"),
+    "domain": ("source of a text (Wikipedia, film review, code, exam question, book passage)", "AG News"),
+    "language_id": ("language of a Wikipedia lead (English, Spanish, French)", "Europarl"),
     "code_language": ("programming language of a snippet (Python, C, Perl, shell)", "GitHub"),
     "profession": ("profession of a person from a WordNet gloss", "bias-in-bios"),
-    "agreement": ("subject-verb agreement of a sentence", "—"),
-    "truthfulqa_mc": ("truth of an answer to a TruthfulQA question", "—"),
 }
 """Our probing task -> (what it is, the seed's SAEBench task it stands in for)."""
 

@@ -59,7 +59,10 @@ class DensityConfig:
     probe_task: str = "sentiment"
     n_probe: int = 160
     """Probe examples (half train, half test)."""
-    domains: tuple[str, ...] = ("wikipedia", "nyt", "reddit", "amazon", "code")
+    domains: tuple[str, ...] = ("wikipedia", "film_review", "code", "exam_question", "book_passage")
+    """Evaluation groups (:func:`~analysis.studies.capability.runner.domain_tokens`): held-out Wikipedia
+    prose, then labels of the ``domain`` task (Rotten Tomatoes snippets, source code, MMLU questions,
+    LAMBADA book passages)."""
     breadth_eps: float = 0.1
     """A latent is *used* when it gets at least this share of a uniform share (``ε``)."""
     n_boot: int = 2000

@@ -18,19 +18,23 @@ from analysis.studies.capability.config import DensityConfig
 
 
 def domain_tokens(model, domains: Sequence[str], n_tokens: int) -> dict[str, Tensor]:
-    """``n_tokens`` tokens of text per domain: held-out Wikipedia (``lm_tokens`` eval split),
-    the squad_shifts domains of the ``topic`` task (``nyt``, ``reddit``, ``amazon``, ``wiki``)
-    and source code (``code``), each text wrapped in BOS/EOS and concatenated."""
+    """``n_tokens`` tokens of text per domain, each text wrapped in BOS/EOS and concatenated:
+    ``wikipedia`` is held-out Wikipedia prose (``lm_tokens`` eval split, disjoint from the SAEs'
+    training split); every other domain is that label of the ``domain`` task (``film_review``:
+    Rotten Tomatoes snippets, ``code``: source-code snippets, ``exam_question``: MMLU questions,
+    ``book_passage``: LAMBADA passages), in the task's order."""
     out: dict[str, Tensor] = {}
     for domain in domains:
         if domain == "wikipedia":
             out[domain] = data.lm_tokens(model.tokenizer, "eval", n_tokens=n_tokens)
             continue
-        ds = data.load_task("code_language" if domain == "code" else "topic")
+        ds = data.load_task("domain")
         names = ds.features["label"].names
+        if domain not in names:
+            raise ValueError(f"Unknown domain {domain!r}; known: wikipedia (held-out prose), {', '.join(names)}.")
         ids: list[int] = []
         for text, label in zip(ds["text"], ds["label"]):
-            if domain != "code" and domain not in names[label].lower():
+            if names[label] != domain:
                 continue
             ids.extend(data.document_token_ids(model.tokenizer, text))
             if len(ids) >= n_tokens:

@@ -8,7 +8,9 @@ benchmark (MMLU for Llama, CoLA after fine-tuning for BERT), and 2-layer MLP pro
 control tasks on every layer's hidden states for an acceptability (CoLA), a sentiment (SST-2)
 and a truthfulness (TruthfulQA) task. Its claims: plain SVD collapses already at 5-10 %
 compression, weighted methods (ASVD best) hold up much better, and probes show *which*
-knowledge goes first (TruthfulQA before SST-2).
+knowledge goes first (TruthfulQA before SST-2). We score MMLU itself (zero-shot, on a
+subject-stratified sample) and probe the real SST-2 and an answer-truth task built from MMLU;
+CoLA ships nowhere here, so acceptability is not probed (:data:`analysis.probing.PROBE_TASKS`).
 
 This package runs the same grid on the book's models with the operations of
 :mod:`analysis.compress` (which adds SVD-LLM's whitening, Wang et al. 2024) and the probes of
@@ -20,7 +22,7 @@ alone at one rank for every matrix:
 - :mod:`~analysis.studies.factorization.seed`: ``SEED_RESULTS`` (the seed's Tables 2-4) and
   our numbers beside them;
 - :mod:`~analysis.studies.factorization.evaluation`: what a decoder cell is scored on
-  (held-out text, known facts, multiple choice);
+  (held-out text, known facts, fact multiple choice, MMLU);
 - :mod:`~analysis.studies.factorization.runner`: the decoder and encoder grids, each cell
   cached on disk by its configuration and the model, so an interrupted sweep resumes;
 - :mod:`~analysis.studies.factorization.verdicts`: the seed's claims, each with a verdict.
@@ -40,9 +42,12 @@ from analysis.studies.factorization.evaluation import (
     decoder_data,
     eval_facts,
     fact_mc_items,
+    letter_ids,
+    letter_logits,
     mc_accuracy,
     mc_correct,
-    mc_items,
+    mmlu_correct,
+    mmlu_items,
 )
 from analysis.studies.factorization.runner import (
     allocation_table,
@@ -65,7 +70,6 @@ from analysis.studies.factorization.runner import (
 )
 from analysis.studies.factorization.seed import (
     SEED_RESULTS,
-    cola_beside_seed,
     decoder_beside_seed,
     probes_beside_seed,
     seed_downstream_table,
@@ -98,7 +102,6 @@ __all__ = [
     "calibration_contexts",
     "calibration_curve",
     "choice_logprobs",
-    "cola_beside_seed",
     "collapse_verdict",
     "control_coverage",
     "decoder_beside_seed",
@@ -114,7 +117,10 @@ __all__ = [
     "fisher_sample",
     "mc_accuracy",
     "mc_correct",
-    "mc_items",
+    "letter_ids",
+    "letter_logits",
+    "mmlu_correct",
+    "mmlu_items",
     "mcnemar_greater",
     "mean_damage",
     "ordering_verdict",

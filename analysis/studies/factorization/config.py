@@ -10,7 +10,7 @@ from analysis import probing
 from analysis.compress.lowrank import SENSITIVITY_KEEP
 from analysis.config import get_profile, study_config
 
-CACHE_VERSION = 4
+CACHE_VERSION = 5
 """Part of every cached cell's key; bumped when a cell's output for the same inputs changes."""
 
 METHOD_LABELS = {
@@ -66,11 +66,14 @@ class FactorConfig:
     max_fact_mc: int | None = None
     """At most this many "eval" facts (a seeded random subset) are asked as multiple choice and
     re-tested for recall (None: every one)."""
-    n_mc: int = 236
-    """TruthfulQA multiple-choice questions (the first ones with ``mc_choices`` choices; 236 have 4),
-    scored on the uncompressed model and at :attr:`decoder_probe_ratios`."""
+    n_mmlu: int | None = 285
+    """MMLU test questions scored zero-shot: a fixed, subject-stratified sample
+    (:func:`~analysis.studies.factorization.evaluation.mmlu_items`; 285 = 5 per subject, 5700 = 100 per
+    subject, as many as the smallest subjects have; None: all 14,042, unbalanced)."""
+    mmlu_ratios: tuple[float, ...] | None = None
+    """Ratios at which MMLU is scored besides the uncompressed model (None: every decoder cell)."""
     mc_choices: int = 4
-    """Choices per question: the true answer and the first ``mc_choices - 1`` false ones (MMLU has 4)."""
+    """Choices per fact question: the true answer and ``mc_choices - 1`` answers of other facts (4, as MMLU)."""
     n_probe: int = 300
     """Examples per probing task on the encoder."""
     probe: probing.ProbeConfig = probing.ProbeConfig()
@@ -80,7 +83,10 @@ class FactorConfig:
     """The seed's Table 3 ratios."""
     encoder_calib_tokens: int = 8192
     encoder_grad_examples: int = 64
-    """Acceptability-task sentences (disjoint from the probe sets) whose task-head gradients give the encoder's Fisher."""
+    """:attr:`fisher_task` texts (none of them in a probe set) whose task-head gradients give the encoder's Fisher."""
+    fisher_task: str = "sentiment"
+    """The labelled task behind the encoder's Fisher (the seed's came from fine-tuning BERT on CoLA, which
+    ships nowhere here): Rotten Tomatoes snippets, a sentiment task beside the SST-2 probe."""
     batch_size: int = 8
     decoder_probe_ratios: tuple[float, ...] = (0.10,)
     """Ratios at which the decoder is probed too, to set probes beside perplexity."""
@@ -113,7 +119,8 @@ FACTOR_CONFIGS: dict[str, FactorConfig] = {
         grad_examples=2,
         sensitivity_keep=(0.5, 0.8),
         sensitivity_windows=1,
-        n_mc=4,
+        n_mmlu=8,
+        mmlu_ratios=(0.35,),
         n_probe=24,
         probe=probing.ProbeConfig(seeds=(0,), steps=20),
         encoder_ratios=(0.35,),
@@ -126,9 +133,15 @@ FACTOR_CONFIGS: dict[str, FactorConfig] = {
     ),
     "cpu": FactorConfig(
         side_ratios=(0.10,),
+        # cut for the 90-minute cpu budget: the 32k-token calibration size (the curve is a table no verdict
+        # reads; its largest size is now the main 16k, so the one calibration pass is half as long)
+        calib_sizes=(2048, 8192, 16_384),
         grad_examples=64,
         max_fact_mc=150,
-        n_mc=60,
+        # MMLU judges nothing here (SmolLM2-135M is near chance on it): cut for the 90-minute cpu budget to
+        # a 2-per-subject sample of the uncompressed model only (114 questions at about 0.35 s each)
+        n_mmlu=114,
+        mmlu_ratios=(),
         sensitivity_windows=1,
         n_probe=300,
         probe=probing.ProbeConfig(steps=80),
@@ -145,7 +158,8 @@ FACTOR_CONFIGS: dict[str, FactorConfig] = {
         sensitivity_keep=(0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95),
         sensitivity_unit="weight",
         sensitivity_windows=8,
-        n_mc=236,
+        n_mmlu=5700,
+        mmlu_ratios=(0.05, 0.10, 0.15, 0.25, 0.35),
         n_probe=4000,
         probe=probing.ProbeConfig(steps=300, hidden=256),
         encoder_methods=("svd", "fwsvd", "asvd"),

@@ -1,8 +1,10 @@
 """What every decoder cell of the factorization study is scored on: held-out text, known facts,
-and multiple choice (Wikidata facts, the seed's MMLU stand-in, and TruthfulQA).
+fact multiple choice and MMLU.
 
-A multiple-choice question is scored as MMLU is for a base model: the summed log-probability of
-each choice after the prompt, the highest one being the model's answer (chance ``1 / choices``).
+A fact question is scored by the summed log-probability of each choice after the prompt, the highest
+one being the model's answer (chance ``1 / choices``). An MMLU question is scored the standard
+zero-shot way: after :func:`analysis.data.benchmarks.mmlu_prompt` (which ends ``"Answer:"``), the
+letter A-D whose token has the highest next-token logit is the model's answer (chance 0.25).
 """
 
 from __future__ import annotations
@@ -20,24 +22,80 @@ from analysis.evaluate import pad_id, right_pad
 from analysis.studies.factorization.config import FactorConfig
 
 
-def mc_items(n: int, choices: int = 4) -> list[dict]:
-    """TruthfulQA multiple choice (BIG-bench ``truthful_qa/task_mc.json``): prompt, choices, answer 0.
+def mmlu_items(n: int | None, seed: int = 0, split: str = "test") -> list[dict]:
+    """A fixed, subject-stratified sample of ``n`` MMLU questions (None: all of ``split``): prompt, answer, subject, id.
 
-    Each item keeps the true answer (first) and the first ``choices - 1`` false ones, in file order;
-    the prompt is ``"Q: <question>\\nA:"``.
+    Every subject gets ``n // subjects`` questions and the first ``n % subjects`` subjects of a
+    ``seed``-shuffled subject order one more; within a subject the questions are a ``seed``-shuffled
+    prefix. Items come out by subject, then in that order.
     """
+    from analysis.data import benchmarks
+
+    rows = benchmarks.mmlu(split)
+    by_subject: dict[str, list[dict]] = {}
+    for row in rows:
+        by_subject.setdefault(row["subject"], []).append(row)
+    subjects = sorted(by_subject)
+    if n is None:
+        take = {s: len(by_subject[s]) for s in subjects}
+    else:
+        order = subjects[:]
+        random.Random(seed).shuffle(order)
+        take = {s: n // len(subjects) + (order.index(s) < n % len(subjects)) for s in subjects}
+        short = [s for s in subjects if take[s] > len(by_subject[s])]
+        if short:
+            raise ValueError(f"MMLU {split} has too few questions in {short} for a sample of {n}.")
     items = []
-    for ex in data.bigbench_examples("truthful_qa/task_mc.json"):
-        scores = ex["target_scores"]
-        true = [a for a, s in scores.items() if s == 1][:1]
-        false = [a for a, s in scores.items() if s == 0][: choices - 1]
-        if len(true) == 1 and len(false) == choices - 1:
-            items.append({"prompt": f"Q: {ex['input']}\nA:", "choices": true + false, "answer": 0})
-        if len(items) == n:
-            break
-    if len(items) < n:
-        raise ValueError(f"Only {len(items)} TruthfulQA questions have {choices} choices; asked for {n}.")
+    for s in subjects:
+        qs = by_subject[s][:]
+        random.Random(f"{seed}-{s}").shuffle(qs)
+        items += [
+            {"prompt": benchmarks.mmlu_prompt(q), "answer": int(q["answer"]), "subject": s, "id": q["id"]}
+            for q in qs[: take[s]]
+        ]
     return items
+
+
+def letter_ids(model, letters: Sequence[str] = ("A", "B", "C", "D")) -> list[int]:
+    """The token id of each answer letter as it follows ``"Answer:"`` (``" A"``; ``"A"`` where the
+    spaced letter is not one token)."""
+    ids = []
+    for c in letters:
+        for text in (" " + c, c):
+            toks = model.to_tokens(text, prepend_bos=False)[0]
+            if len(toks) == 1:
+                ids.append(int(toks[0]))
+                break
+        else:
+            raise ValueError(f"Answer letter {c!r} is not a single token for this tokenizer.")
+    return ids
+
+
+@torch.inference_mode()
+def letter_logits(model, items: Sequence[dict], batch_size: int = 8) -> Float[Tensor, "item letter"]:
+    """Next-token logits of the letters A-D after each item's prompt, ``[n_items, 4]`` (before any logit
+    soft cap, which keeps their order); only the last position of each prompt is unembedded."""
+    ids = letter_ids(model)
+    seqs = [model.to_tokens(it["prompt"], prepend_bos=True)[0] for it in items]
+    out = torch.zeros(len(seqs), len(ids))
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))  # similar lengths share a batch
+    device = next(model.parameters()).device
+    for i in range(0, len(order), batch_size):
+        idx = order[i : i + batch_size]
+        toks, lengths = right_pad([seqs[j] for j in idx], pad_id(model))
+        resid = model(toks.to(device), stop_at_layer=model.cfg.n_layers)  # unembed the last positions only
+        last = resid[torch.arange(len(idx)), (lengths - 1).to(resid.device)][:, None]
+        norm = getattr(model, "ln_final", None)
+        logits = model.unembed(norm(last) if norm is not None else last)[:, 0]
+        out[idx] = logits[:, ids].float().cpu()
+    return out
+
+
+def mmlu_correct(model, items: Sequence[dict], batch_size: int = 8) -> list[bool]:
+    """Per MMLU item: is the letter with the highest next-token logit the answer's."""
+    if not items:
+        return []
+    return (letter_logits(model, items, batch_size).argmax(-1) == torch.tensor([it["answer"] for it in items])).tolist()
 
 
 def fact_mc_items(rows, choices: int = 4, seed: int = 0) -> list[dict]:
@@ -119,9 +177,10 @@ class DecoderData:
     known: Any
     """The known facts of the "eval" split (``datasets.Dataset``): recall is re-tested on them."""
     screen: dict
-    mc: list[dict]
+    mmlu: list[dict]
+    """The MMLU sample (:func:`mmlu_items`)."""
     fact_mc: list[dict]
-    """The same "eval" facts as multiple choice (the seed's MMLU stand-in)."""
+    """The same "eval" facts as 4-way multiple choice."""
 
 
 def eval_facts(model, n_screen: int):
@@ -143,7 +202,7 @@ def _at_most(rows, n: int | None):
 
 
 def decoder_data(model, cfg: FactorConfig) -> DecoderData:
-    """Evaluation text, calibration text, the known "eval" facts and the multiple-choice items for ``model``."""
+    """Evaluation text, calibration text, the known "eval" facts, the MMLU sample and the fact questions for ``model``."""
     known, stats = eval_facts(model, cfg.n_facts)
     stats = {**stats, "n_eval_known": len(known)}
     known = _at_most(known, cfg.max_fact_mc)
@@ -152,6 +211,6 @@ def decoder_data(model, cfg: FactorConfig) -> DecoderData:
         data.lm_tokens(model.tokenizer, "calib", max(cfg.calib_tokens, *cfg.calib_sizes)),
         known,
         stats,
-        mc_items(cfg.n_mc, cfg.mc_choices),
+        mmlu_items(cfg.n_mmlu),
         fact_mc_items(known, cfg.mc_choices),
     )

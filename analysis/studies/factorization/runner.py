@@ -1,8 +1,9 @@
 """The factorization study's grids, each cell cached on disk by its configuration and the model.
 
 - :func:`decoder_grid`: every (method, ratio) cell of the decoder, scored by perplexity (with a
-  bootstrap interval over evaluation windows), fact multiple choice, fact recall and, at the probed
-  ratios, TruthfulQA multiple choice (:mod:`~analysis.studies.factorization.evaluation`); the
+  bootstrap interval over evaluation windows), fact multiple choice, fact recall and, at
+  :attr:`~analysis.studies.factorization.config.FactorConfig.mmlu_ratios`, zero-shot MMLU accuracy
+  (:mod:`~analysis.studies.factorization.evaluation`); the
   per-window and per-item scores behind each number stay in ``frame.attrs["units"]`` for the
   paired tests of :mod:`~analysis.studies.factorization.verdicts`;
 - :func:`calibration_curve`: how each data-aware method's perplexity moves with the calibration size;
@@ -32,7 +33,7 @@ from analysis.hooks import feature_hook
 from analysis.models import model_key
 from analysis.progress import progress
 from analysis.studies.factorization.config import CACHE_VERSION, METHOD_LABELS, FactorConfig
-from analysis.studies.factorization.evaluation import DecoderData, decoder_data, mc_correct
+from analysis.studies.factorization.evaluation import DecoderData, decoder_data, mc_correct, mmlu_correct
 
 _OP = {"asvd_rank": "asvd"}
 """Study method -> the compress operation whose statistics it reads."""
@@ -51,7 +52,8 @@ def _decoder_key(cfg: FactorConfig) -> dict:
         "grad_examples",
         "n_facts",
         "max_fact_mc",
-        "n_mc",
+        "n_mmlu",
+        "mmlu_ratios",
     )
     return {k: getattr(cfg, k) for k in keys} | {"mc_choices": cfg.mc_choices, "batch_size": cfg.batch_size}
 
@@ -147,29 +149,29 @@ def plan_for(
 # --------------------------------------------------------------------------------------
 
 
-def score_decoder(model, cfg: FactorConfig, data: DecoderData, truthfulqa: bool = True) -> dict[str, Any]:
-    """Perplexity (with its window-bootstrap interval), fact and TruthfulQA multiple choice and known-fact
-    recall of ``model`` now; the per-window and per-item scores under ``"units"``."""
+def score_decoder(model, cfg: FactorConfig, data: DecoderData, mmlu: bool = True) -> dict[str, Any]:
+    """Perplexity (with its window-bootstrap interval), fact multiple choice, MMLU accuracy (if ``mmlu``) and
+    known-fact recall of ``model`` now; the per-window and per-item scores under ``"units"``."""
     lm = lm_score(model, data.eval_tokens, cfg.context, batch_size=cfg.batch_size)
     lo, hi = lm.perplexity_interval()
     recall = (
         fact_recall(model, data.known["prompt"][:], data.known["target"][:]).bool().tolist() if len(data.known) else []
     )
     fact_mc = mc_correct(model, data.fact_mc, batch_size=cfg.batch_size)
-    tqa = mc_correct(model, data.mc, batch_size=cfg.batch_size) if truthfulqa else []
+    mmlu_hits = mmlu_correct(model, data.mmlu, batch_size=cfg.batch_size) if mmlu else []
     mean = lambda x: float(sum(x) / len(x)) if len(x) else float("nan")  # noqa: E731
     return {
         "perplexity": lm.perplexity,
         "ppl low": lo,
         "ppl high": hi,
         "fact mc acc": mean(fact_mc),
-        "truthfulqa mc acc": mean(tqa),
+        "mmlu acc": mean(mmlu_hits),
         "fact recall": mean(recall),
         "units": {
             "window_nll": list(lm.window_nll),
             "window_tokens": list(lm.window_tokens),
             "fact mc": fact_mc,
-            "truthfulqa mc": tqa,
+            "mmlu": mmlu_hits,
             "fact recall": recall,
         },
     }
@@ -184,14 +186,14 @@ def decoder_grid(model, cfg: FactorConfig, data: DecoderData | None = None, stat
     """
     data = data or decoder_data(model, cfg)
     state = {} if state is None else state
-    tqa_ratios = {0.0, *cfg.decoder_probe_ratios}
+    scored = None if cfg.mmlu_ratios is None else {0.0, *cfg.mmlu_ratios}
 
     def run(cell):
         method, ratio = cell
         if method == "none":
             return {**score_decoder(model, cfg, data), "removed": 0.0}
         with plan_for(model, cfg, data, state, method, ratio).applied(model) as report:
-            scores = score_decoder(model, cfg, data, truthfulqa=ratio in tqa_ratios)
+            scores = score_decoder(model, cfg, data, mmlu=scored is None or ratio in scored)
         return {**scores, "removed": 1 - report.ratio}
 
     rows, units, key = [], {}, model_key(model)
@@ -259,17 +261,28 @@ def probe_tasks(cfg: FactorConfig, n: int | None = None) -> dict[str, Any]:
     """The probing datasets, by the seed's task name (:data:`analysis.probing.PROBE_TASKS`); ``n`` rows each
     (default :attr:`FactorConfig.n_probe`, capped by what a task has)."""
     n = n or cfg.n_probe
-    return {
-        seed: load_task(ours, n=min(n, len(load_task(ours))), seed=0) for seed, (ours, _) in probing.PROBE_TASKS.items()
-    }
+    out = {}
+    for seed, (ours, _) in probing.PROBE_TASKS.items():
+        out[seed] = probing.load_probe_task(ours, n=min(n, len(probing.load_probe_task(ours))), seed=0)
+    return out
+
+
+def _norm_text(text: str) -> str:
+    return " ".join("".join(c for c in text.lower() if c.isalnum() or c.isspace()).split())
 
 
 def fisher_sample(cfg: FactorConfig, probe_sets: dict[str, Any]):
-    """Acceptability-task rows for the encoder's Fisher, none of whose groups is in any probe set."""
-    ours = probing.PROBE_TASKS["CoLA"][0]
+    """:attr:`FactorConfig.fisher_task` rows for the encoder's Fisher: none of their groups, and none of
+    their texts (lowercased, punctuation dropped), is in any probe set."""
+    ours = cfg.fisher_task
     every = load_task(ours)
     used = {g for ds in probe_sets.values() for g in ds["group"][:]}
-    free = [i for i, g in enumerate(every["group"][:]) if g not in used]
+    seen = {_norm_text(t) for ds in probe_sets.values() for t in ds["text"][:]}
+    free = [
+        i
+        for i, (g, t) in enumerate(zip(every["group"][:], every["text"][:]))
+        if g not in used and _norm_text(t) not in seen
+    ]
     if len(free) < cfg.encoder_grad_examples:
         raise ValueError(
             f"Only {len(free)} {ours} rows lie outside the probe sets; lower encoder_grad_examples "
@@ -302,7 +315,7 @@ def _task_loss(encoder, ds, cfg: FactorConfig):
 
 
 def encoder_context(encoder, cfg: FactorConfig, methods: Sequence[str], probe_sets: dict[str, Any]) -> compress.Context:
-    """Activation statistics on held-out prose; Fisher rows from acceptability rows outside the probe sets."""
+    """Activation statistics on held-out prose; Fisher rows from :attr:`FactorConfig.fisher_task` outside the probe sets."""
     weights = compress.mlp_weights(encoder)
     kinds = sorted({k for m in methods for k in compress.STATS_NEEDED[_OP.get(m, m)]} - {"grad2"})
     found: dict = {}
@@ -345,7 +358,7 @@ def encoder_grid(encoder, cfg: FactorConfig, tasks: dict | None = None) -> dict[
         with plan.applied(encoder):
             return {t: probing.probe_dataset(encoder, ds, cfg.probe) for t, ds in tasks.items()}
 
-    keys = ("n_probe", "probe", "encoder_calib_tokens", "encoder_grad_examples")
+    keys = ("n_probe", "probe", "encoder_calib_tokens", "encoder_grad_examples", "fisher_task")
     key = {k: getattr(cfg, k) for k in keys}
     mkey = model_key(encoder)
     cells = [("none", 0.0)] + [(m, r) for m in cfg.encoder_methods for r in cfg.encoder_ratios]
@@ -445,8 +458,8 @@ def rank_table(model, ratios: Sequence[float], layers: Sequence[int] | None = No
 
 
 def interval_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """The decoder grid with 95 % intervals: perplexity (bootstrap over windows), fact and TruthfulQA
-    multiple-choice accuracy (bootstrap over questions) and fact recall, as ``value [low, high]``."""
+    """The decoder grid with 95 % intervals: perplexity (bootstrap over windows), fact multiple-choice and
+    MMLU accuracy (bootstrap over questions) and fact recall, as ``value [low, high]``."""
     units = frame.attrs.get("units", {})
     rows = []
     for _, row in frame.iterrows():
@@ -457,7 +470,7 @@ def interval_table(frame: pd.DataFrame) -> pd.DataFrame:
             "removed": row["removed"],
             "perplexity": f"{row['perplexity']:.3f} [{row['ppl low']:.3f}, {row['ppl high']:.3f}]",
         }
-        for col, name in (("fact mc", "fact MC"), ("truthfulqa mc", "TruthfulQA MC"), ("fact recall", "fact recall")):
+        for col, name in (("fact mc", "fact MC"), ("mmlu", "MMLU"), ("fact recall", "fact recall")):
             hits = np.asarray(u.get(col, []), float)
             if len(hits):
                 est, lo, hi = stats.mean_ci(hits)

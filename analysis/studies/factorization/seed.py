@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 
-from analysis import probing
 from analysis.studies.factorization.config import METHOD_LABELS
 
 SEED_RESULTS: dict[str, Any] = {
@@ -157,22 +156,20 @@ def seed_downstream_table() -> pd.DataFrame:
 
 
 def seed_probe_table(which: str = "bert_probes") -> pd.DataFrame:
-    """The seed's probe table (Table 3 or 4) averaged over its four layers: task and control per setting."""
+    """The seed's probe table (Table 3 or 4) averaged over its four layers: every task of the seed (CoLA
+    included, which we do not probe) and its control, per setting."""
     rows = []
     for (m, r), tasks in SEED_RESULTS[which].items():
         row = {"method": "none" if m == "none" else METHOD_LABELS[m], "ratio": r}
-        for t in probing.PROBE_TASKS:
-            row[t] = sum(tasks[t]) / 4
-            if f"{t} control" in tasks:
-                row[f"{t} control"] = sum(tasks[f"{t} control"]) / 4
+        row.update({t: sum(v) / len(v) for t, v in tasks.items()})
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def decoder_beside_seed(decoder: pd.DataFrame, model_name: str) -> pd.DataFrame:
-    """The seed's Llama-2-7B MMLU accuracy (Table 2) per method and ratio, beside our decoder's fact
-    and TruthfulQA multiple-choice accuracy and perplexity at the same ratios (None where either
-    grid lacks the cell). ``decoder``: :func:`~analysis.studies.factorization.decoder_grid`."""
+    """The seed's Llama-2-7B MMLU accuracy (Table 2) per method and ratio, beside our decoder's MMLU
+    accuracy, fact multiple-choice accuracy and perplexity at the same ratios (None where either grid
+    lacks the cell). ``decoder``: :func:`~analysis.studies.factorization.decoder_grid`."""
     seed = SEED_RESULTS["mmlu_llama2_7b"]
     rows = []
     seed_key = {"asvd_rank": "asvd"}  # the seed's ASVD is ASVD with its rank search
@@ -186,41 +183,18 @@ def decoder_beside_seed(decoder: pd.DataFrame, model_name: str) -> pd.DataFrame:
                     "seed: Llama-2-7B MMLU": seed[seed_key.get(m, m)][i]
                     if seed_key.get(m, m) in seed and m != "asvd"
                     else None,
+                    f"ours: {model_name} MMLU": ours["mmlu acc"].squeeze() if len(ours) else None,
                     f"ours: {model_name} fact MC": ours["fact mc acc"].squeeze() if len(ours) else None,
-                    "ours: TruthfulQA MC": ours["truthfulqa mc acc"].squeeze() if len(ours) else None,
                     "ours: perplexity": ours["perplexity"].squeeze() if len(ours) else None,
                 }
             )
     return pd.DataFrame(rows).set_index(["method", "ratio"])
 
 
-def cola_beside_seed(probes: pd.DataFrame, methods: Sequence[str], encoder_name: str) -> pd.DataFrame:
-    """The seed's fine-tuned BERT-base CoLA Matthews correlation (Table 2) beside our encoder's
-    acceptability probe and its control (``probes``: :func:`~analysis.studies.factorization.probe_frame`);
-    the uncompressed row stands at ratio 0 of every method in ``methods``."""
-    seed = SEED_RESULTS["cola_bert_base"]
-    rows = [
-        {"method": METHOD_LABELS[m], "ratio": r, "seed: BERT-base CoLA (Matthews corr.)": v}
-        for m in ("svd", "fwsvd")
-        for r, v in zip(seed["ratios"], seed[m])
-    ]
-    ours = probes[["method", "ratio", "CoLA", "CoLA control"]].copy()
-    ours = pd.concat([ours] + [ours[ours["method"] == "none"].assign(method=METHOD_LABELS[m]) for m in methods])
-    ours = ours[ours["method"] != "none"].rename(
-        columns={"CoLA": f"ours: {encoder_name} acceptability probe", "CoLA control": "ours: its control"}
-    )
-    return (
-        pd.DataFrame(rows)
-        .merge(ours, on=["method", "ratio"], how="outer")
-        .sort_values(["method", "ratio"])
-        .set_index(["method", "ratio"])
-    )
-
-
 def probes_beside_seed(probes: pd.DataFrame, encoder_name: str) -> pd.DataFrame:
     """The seed's BERT-base probe table (Table 3, top-4-layer mean) stacked above our encoder's
-    ``probes``, with a ``source`` index level."""
+    ``probes``, on the tasks (and controls) both have, with a ``source`` index level."""
     seed = seed_probe_table("bert_probes").assign(source="seed: BERT-base, weighted F1")
-    cols = [c for c in seed.columns if c not in ("method", "ratio", "source")]
+    cols = [c for c in seed.columns if c not in ("method", "ratio", "source") and c in probes.columns]
     ours = probes[["method", "ratio", *cols]].assign(source=f"ours: {encoder_name}, accuracy")
-    return pd.concat([seed, ours]).set_index(["source", "method", "ratio"])
+    return pd.concat([seed[["method", "ratio", *cols, "source"]], ours]).set_index(["source", "method", "ratio"])

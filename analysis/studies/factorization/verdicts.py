@@ -4,14 +4,16 @@
    the grid, ASVD (with its rank search) has lower held-out loss than FWSVD, and FWSVD lower than
    SVD. Each of the ``2 x ratios`` comparisons is a one-sided paired t-test over evaluation
    windows, Holm-corrected (:func:`ordering_verdict`); the same ordering on the known "eval"
-   facts' 4-way multiple choice (the MMLU stand-in; exact McNemar tests on the same questions) is
-   reported beside it. Perplexity decides because it is measured in every cell at a size that can
-   decide; the multiple-choice sample the CPU budget allows is smaller. A pair of two broken models
+   facts' 4-way multiple choice (exact McNemar tests on the same questions) is reported beside it.
+   Perplexity decides because it is measured in every cell at a size that can decide; the
+   multiple-choice samples the CPU budget allows are smaller, and a small decoder's MMLU accuracy
+   sits near chance, where it cannot order anything. A pair of two broken models
    (both above the unigram line, :func:`analysis.studies.verdicts.unigram_line`) decides nothing
    and is left out; the ordering is then reproduced partly at best.
 2. *"SVD collapses at 5-10 %"* (MMLU 0.456 -> 0.296 at 5 %, 0.265 at 10 %): at the grid's
    largest ratio <= 10 %, SVD keeps less than half of the uncompressed model's above-chance
-   multiple-choice accuracy, judged by the 95 % paired bootstrap interval of that share
+   fact multiple-choice accuracy (fixed before any run: the fact questions, unlike MMLU, are
+   answered well above chance by every model here), judged by the 95 % paired bootstrap interval of that share
    (:func:`collapse_verdict`).
 3. *"Probes reveal damage perplexity hides"*: for two compressed decoders that perplexity orders
    (window-bootstrap interval of the per-token log-loss difference excludes 0), a probe scores the
@@ -344,9 +346,9 @@ def mean_damage(frame: pd.DataFrame, column: str, log: bool = False) -> pd.Serie
     return pd.Series(out, name=f"mean damage: {column}")
 
 
-def probe_damage(probes: pd.DataFrame, tasks: tuple[str, ...] = ("TruthfulQA", "SST-2", "CoLA")) -> pd.DataFrame:
+def probe_damage(probes: pd.DataFrame, tasks: tuple[str, ...] = ("TruthfulQA", "SST-2")) -> pd.DataFrame:
     """Mean probe-accuracy drop per method over the grid (baseline minus value), one column per task
-    (by default the hardest task first, the order in which the seed says knowledge goes)."""
+    (by default the seed's hardest probed task first, the order in which the seed says knowledge goes)."""
     return pd.DataFrame({t: mean_damage(probes, t) for t in tasks})
 
 

@@ -285,6 +285,41 @@ def _dask_cell(cell: Cell, model_name: str, reference_args: dict, scores: dict, 
     return _worker_cell(cell)
 
 
+def _run_in_pool(missing: list[Cell], n_procs: int, initargs: tuple, save, desc: str) -> None:
+    """Evaluate ``missing`` in ``n_procs`` spawned worker processes, calling ``save(cell, result)`` in
+    this process as each cell finishes. An interrupt (Ctrl-C) or error saves every finished cell,
+    cancels the queued ones, terminates the workers at once and is raised again."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from analysis.progress import progress
+
+    pool = ProcessPoolExecutor(n_procs, mp_context=mp.get_context("spawn"), initializer=_worker_init, initargs=initargs)
+    futures = {pool.submit(_worker_cell, c): c for c in missing}
+    saved = set()
+    try:
+        for future in progress(as_completed(futures), total=len(missing), desc=desc):
+            save(futures[future], future.result())
+            saved.add(future)
+    except BaseException:
+        for future, c in futures.items():
+            if future not in saved and future.done() and not future.cancelled() and future.exception() is None:
+                save(c, future.result())
+            future.cancel()
+        # no public way to stop busy workers before Python 3.14: terminate them, then let the pool's
+        # manager thread (which reaps them once it sees them gone) finish before joining them here
+        workers, manager = list((pool._processes or {}).values()), pool._executor_manager_thread
+        for w in workers:
+            w.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        if manager is not None:
+            manager.join(timeout=10)
+        for w in workers:
+            w.join(timeout=10)
+        raise
+    pool.shutdown(wait=True)
+
+
 def run_sweep(
     model,
     reference,
@@ -307,7 +342,10 @@ def run_sweep(
     cluster instead, through ``client.map``. Either way each worker loads ``model_name`` once
     (a name every worker can load, or a folder they all see) and rebuilds the reference from
     ``reference_args``; results are written to this process's cache as they arrive, so an
-    interrupted distributed sweep resumes too.
+    interrupted distributed sweep resumes too. Ctrl-C stops at once: finished cells are kept,
+    queued ones dropped, local workers terminated. Worker processes are spawned, so they import the
+    calling script again: a script that calls ``run_sweep(n_procs > 1)`` needs the
+    ``if __name__ == "__main__":`` guard.
     """
     from analysis.cache import DiskCache, cache_key, cached
     from analysis.models import model_key
@@ -333,6 +371,10 @@ def run_sweep(
     mkey = model_key(model)
     if n_procs > 1 or client is not None:
         store = DiskCache()
+
+        def save(c: Cell, result: CellResult) -> None:
+            store.save("sweep/cell", cache_key("sweep/cell", key_of(c), mkey), result)
+
         missing = list(
             {
                 c.canonical(): None
@@ -355,21 +397,17 @@ def run_sweep(
                 pure=False,
             )
             cell_of = {f.key: c for f, c in zip(futures, missing)}
-            for future in progress(as_completed(futures), total=len(missing), desc=desc):
-                c = cell_of[future.key]
-                store.save("sweep/cell", cache_key("sweep/cell", key_of(c), mkey), future.result())
+            try:
+                for future in progress(as_completed(futures), total=len(missing), desc=desc):
+                    save(cell_of[future.key], future.result())
+            except BaseException:  # Ctrl-C: keep what finished, drop the rest of the queue
+                for f in futures:
+                    if f.status == "finished":
+                        save(cell_of[f.key], f.result())
+                client.cancel(futures)
+                raise
         elif missing:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor
-
-            with ProcessPoolExecutor(
-                n_procs,
-                mp_context=mp.get_context("spawn"),
-                initializer=_worker_init,
-                initargs=(model_name, reference_args, dict(scores), threshold),
-            ) as pool:
-                for c, res in progress(zip(missing, pool.map(_worker_cell, missing)), total=len(missing), desc=desc):
-                    store.save("sweep/cell", cache_key("sweep/cell", key_of(c), mkey), res)
+            _run_in_pool(missing, n_procs, (model_name, reference_args, dict(scores), threshold), save, desc)
     out = []
     for c in progress(cells, desc=desc):
         r = cached(

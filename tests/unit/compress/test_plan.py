@@ -136,18 +136,43 @@ def test_memo_tells_apart_a_permutation_of_the_same_entries(tiny_model):
     assert torch.equal(p, permuted)
 
 
-def test_weights_are_hashed_once_per_version(tiny_model, monkeypatch):
+def test_memo_sees_a_weight_edited_through_data(tiny_model):
+    """A write through ``.data`` moves neither ``_version`` nor the storage: the memo must still not
+    serve the compressed form of the old values."""
+    plan = C.CompressionPlan({"blocks.0.mlp.W_in": [C.Prune(0.25), C.Quantize(3)]})
+    p = tiny_model.blocks[0].mlp.W_in
+    with plan.applied(tiny_model):
+        first = p.detach().clone()
+    p.data.mul_(-2.0)
+    fresh = plan.compress_weight(tiny_model, "blocks.0.mlp.W_in").weight
+    with plan.applied(tiny_model):
+        assert torch.equal(p, fresh) and not torch.equal(p, first)
+
+
+def test_a_data_write_inside_the_block_does_not_reach_the_memo(tiny_model):
+    plan = C.CompressionPlan({"blocks.0.mlp.W_in": [C.Prune(0.25), C.Quantize(3)]})
+    p = tiny_model.blocks[0].mlp.W_in
+    with plan.applied(tiny_model):
+        first = p.detach().clone()
+        p.data.add_(1.0)
+    with plan.applied(tiny_model):
+        assert torch.equal(p, first)
+
+
+def test_each_application_hashes_each_weight_once(tiny_model, monkeypatch):
     calls = []
     monkeypatch.setattr(plan_module, "tensors_hash", lambda ts: calls.append(1) or tensors_hash(ts))
     plan = C.uniform_plan(tiny_model, [C.Quantize(4)], kinds=("mlp",))
-    for _ in range(3):  # restoring registers the original hash under the restored version
+    for _ in range(3):
         with plan.applied(tiny_model):
             pass
-    assert len(calls) == 4  # 2 layers x (W_in, W_out), once each
-    with torch.no_grad():
-        tiny_model.blocks[0].mlp.W_in.mul_(2.0)
-    plan.size(tiny_model)
-    assert len(calls) == 5
+    assert len(calls) == 12  # 3 applications x 2 layers x (W_in, W_out)
+
+
+@pytest.mark.parametrize("op, match", [(C.Quantize, r"class Quantize.*Quantize\(4\)"), ("prune", "no operation")])
+def test_a_class_or_a_non_operation_in_a_plan_is_refused(op, match):
+    with pytest.raises(TypeError, match=match):
+        C.CompressionPlan({"blocks.0.mlp": [C.Prune(0.1), op]})
 
 
 def test_operations_reading_data_are_not_memoized(tiny_model):

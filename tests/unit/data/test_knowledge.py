@@ -15,94 +15,134 @@ from analysis.data import knowledge, sources
 def test_facts_size_and_relations():
     fs = knowledge.facts()
     counts = Counter(fs["relation"])
-    assert len(fs) >= 500 and len(counts) >= 4
-    assert set(counts) == set(knowledge.FACT_RELATIONS)
-    assert len(set(fs["id"])) == len(fs) == len(set(fs["prompt"]))
+    assert set(counts) == set(knowledge.FACT_RELATIONS) and len(counts) >= 8
+    assert all(200 <= n <= knowledge.RELATION_CAP for n in counts.values()), counts
+    assert len(set(fs["id"])) == len(fs) == len(set(zip(fs["relation"], fs["subject"])))
 
 
 def test_facts_are_well_formed():
     for row in knowledge.facts():
-        assert row["subject"] and row["subject"] in row["prompt"]
+        assert row["subject"].strip() and row["prompt"].startswith(row["subject"])
         assert row["prompt"] == knowledge.FACT_TEMPLATES[row["relation"]].replace("{}", row["subject"])
         assert row["target"].startswith(" ") and not row["target"].startswith("  ")
-        assert row["target"][1:] == row["answers"][0]
+        assert row["answers"] and all(a == a.strip() and a for a in row["answers"])
+        assert row["target"][1:] == row["answers"][0] and len(set(row["answers"])) == len(row["answers"])
+        source, _, _ = row["id"].partition("-")
+        assert source == knowledge.FACT_SOURCES[row["relation"]] and " " not in row["id"]
 
 
-def test_facts_come_from_the_qa_wikidata_prompts():
-    """Each fact's subject and relation are those of a qa_wikidata prompt with that answer."""
-    from analysis.data.sources import bigbench_examples
-
-    pairs = {}
-    for ex in bigbench_examples("qa_wikidata/task.json"):
-        parsed = knowledge.parse_fact_prompt(ex["input"])
-        if parsed:
-            target = ex["target"] if isinstance(ex["target"], list) else [ex["target"]]
-            pairs.setdefault(parsed, set()).update(t.strip() for t in target)
-    for row in knowledge.facts(500):
-        assert row["answers"][0] in pairs[(row["relation"], row["subject"])]
+def test_no_answer_dominates_a_relation():
+    """No first answer takes over a quarter of a relation ("always say English" is no knowledge)."""
+    fs = knowledge.facts()
+    counts = Counter(fs["relation"])
+    for (relation, _), n in Counter(zip(fs["relation"], fs["target"])).items():
+        assert n <= max(1, int(knowledge.MAX_ANSWER_SHARE * counts[relation])), relation
 
 
-def test_templates_keep_the_subject_verbatim_with_tokens_after_it():
-    """Every relation has a template; the subject appears once, verbatim, followed by at least
-    two words (so ROME's first-subsequent and further-token roles both occur); most templates
-    start with the subject."""
-    assert set(knowledge.FACT_TEMPLATES) == set(knowledge.FACT_RELATIONS)
+def _fact(relation: str, subject: str) -> dict:
+    """The one fact of ``relation`` about ``subject``."""
+    fs = knowledge.facts()
+    (row,) = [r for r, s, rel in zip(fs, fs["subject"], fs["relation"]) if s == subject and rel == relation]
+    return row
+
+
+@pytest.mark.parametrize(
+    ("relation", "subject", "answer"),
+    [
+        ("capital", "France", "Paris"),
+        ("capital", "Japan", "Tokyo"),
+        ("continent", "Japan", "Asia"),
+        ("continent", "Brazil", "South America"),
+        ("currency", "Japan", "yen"),
+        ("official language", "France", "French"),
+        ("official language", "Switzerland", "Italian"),
+        ("film director", "Jaws", "Steven Spielberg"),
+        ("headquarters", "Microsoft", "Redmond"),
+    ],
+)
+def test_facts_agree_with_independent_knowledge(relation, subject, answer):
+    assert answer in _fact(relation, subject)["answers"]
+
+
+def test_spot_checks_of_the_larger_relations():
+    """Facts any encyclopedia confirms, where the capped relations keep the subject."""
+    fs = knowledge.facts()
+    pairs = {(rel, s): answers for rel, s, answers in zip(fs["relation"], fs["subject"], fs["answers"])}
+    checks = [
+        ("city country", "Tokyo", "Japan"), ("city country", "Kyiv", "Ukraine"),
+        ("nationality", "Wolfgang Amadeus Mozart", "Austrian"), ("occupation", "Wolfgang Amadeus Mozart", "composer"),
+        ("film language", "Amélie", "French"), ("film country", "Amélie", "France"),
+    ]  # fmt: skip
+    found = [(rel, s, a) for rel, s, a in checks if (rel, s) in pairs]
+    assert len(found) >= 3, found
+    for rel, s, a in found:
+        assert a in pairs[(rel, s)], (rel, s, pairs[(rel, s)])
+
+
+def test_no_mythological_or_fictional_people():
+    fs = knowledge.facts()
+    people = {s for s, r in zip(fs["subject"], fs["relation"]) if r in ("nationality", "occupation")}
+    assert people and not people & {"Zeus", "Apollo", "Hercules", "Sherlock Holmes", "Odin", "Thor"}
+
+
+def test_templates_start_with_the_subject_and_have_tokens_after_it():
+    """Every relation has one template; the prompt starts with the subject, verbatim, followed by
+    at least two words (so ROME's first-subsequent and further-token roles both occur)."""
+    assert set(knowledge.FACT_TEMPLATES) == set(knowledge.FACT_RELATIONS) == set(knowledge.FACT_SOURCES)
     subject = "Zq Xw Subject"
-    starts = 0
     for relation, template in knowledge.FACT_TEMPLATES.items():
         prompt = knowledge.fact_prompt(relation, subject)
-        assert template.count("{}") == 1 and prompt.count(subject) == 1
-        after = prompt[prompt.index(subject) + len(subject) :]
-        assert len(after.replace(",", " ,").replace("'s", " 's").split()) >= 3, relation
+        assert template.startswith("{}") and template.count("{}") == 1 and prompt.count(subject) == 1
+        assert len(prompt[len(subject) :].replace("'s", " 's").split()) >= 3, relation
         assert not prompt.endswith(" ")  # the target carries the space
-        starts += prompt.startswith(subject)
-    assert starts > len(knowledge.FACT_TEMPLATES) / 2
     with pytest.raises(ValueError, match="Unknown relation"):
         knowledge.fact_prompt("genre", subject)
-    with pytest.raises(ValueError, match="subject is empty"):
-        knowledge.fact_prompt("capital", "")
+    for empty in ("", "  "):
+        with pytest.raises(ValueError, match="subject is empty"):
+            knowledge.fact_prompt("capital", empty)
 
 
 def test_templates_put_several_tokens_after_the_subject_for_byte_level_bpe():
     """Byte-level BPE (GPT-2's, and SmolLM2's) never merges across its pre-tokenizer's pieces, so
     these pieces bound the tokens: for every fact at least two pieces follow the subject (the
-    first subsequent and a further token), and for nearly all a piece ends where the subject does
-    (the exceptions are subjects ending in punctuation before ", " or "'s", e.g. "Jr.,")."""
+    first subsequent and a further token), and for nearly all a piece ends where the subject does."""
     from tokenizers import pre_tokenizers
 
     pieces = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     split = 0
     fs = knowledge.facts()
     for prompt, subject in zip(fs["prompt"], fs["subject"]):
-        end = prompt.index(subject) + len(subject)
+        end = len(subject)
         spans = [span for _, span in pieces.pre_tokenize_str(prompt)]
         assert sum(a >= end for a, _ in spans) >= 2, prompt
         split += any(b == end for _, b in spans)
-    assert split >= 0.995 * len(fs)
+    assert split >= 0.99 * len(fs)
 
 
 def test_facts_order_is_fixed_and_balanced():
-    first = knowledge.facts(40)
+    n_relations = len(knowledge.FACT_RELATIONS)
+    first = knowledge.facts(4 * n_relations)
     assert Counter(first["relation"]) == {r: 4 for r in knowledge.FACT_RELATIONS}
+    smallest = min(Counter(knowledge.facts()["relation"]).values())
+    prefix = Counter(knowledge.facts(smallest * n_relations)["relation"])
+    assert set(prefix.values()) == {smallest}  # balanced until the smallest relation runs out
     sources.clear_parsed()
-    assert knowledge.facts()["id"][:40] == first["id"]  # a fresh parse
+    assert knowledge.facts()["id"][: 4 * n_relations] == first["id"]  # a fresh parse
     with pytest.raises(ValueError):
         knowledge.facts(0)
     with pytest.raises(ValueError):
         knowledge.facts(10**6)
 
 
-def test_parse_fact_prompt():
-    assert knowledge.parse_fact_prompt("The country of citizenship of A. D. Hope is") == (
-        "country of citizenship",
-        "A. D. Hope",
-    )
-    assert knowledge.parse_fact_prompt("The capital of Republic of Ireland is") == (
-        "capital",
-        "Republic of Ireland",
-    )
-    assert knowledge.parse_fact_prompt("Aargau is located in") is None
-    assert knowledge.parse_fact_prompt("The genre of Nirvana is") is None
+def test_cldr_pickles_load_without_running_code(tmp_path):
+    """Babel's classes become inert stand-ins; anything else in a pickle is refused."""
+    import pickle
+
+    assert "FR" in knowledge._cldr("global.dat")["territory_languages"]
+    assert knowledge._cldr("en.dat")["territories"]["FR"] == "France"
+    evil = pickle.dumps(print)
+    with pytest.raises(pickle.UnpicklingError, match="not allowed"):
+        knowledge._CldrUnpickler(__import__("io").BytesIO(evil)).load()
 
 
 def _fact_model(word_tokenizer, fs, answer: str | None = None):
@@ -164,6 +204,15 @@ def test_filter_known_runs_on_a_real_model(fact_model):
     known, stats = knowledge.filter_known(model, fs, batch_size=7)
     assert stats["n_total"] == len(fs) and 0 <= stats["n_known"] == len(known) <= len(fs)
     assert known.features == fs.features
+
+
+def test_filter_known_rejects_an_empty_prompt(fact_model):
+    model, fs = fact_model
+    blank = fs.select(range(3)).map(lambda row, i: {"prompt": "" if i == 1 else row["prompt"]}, with_indices=True)
+    with pytest.raises(ValueError, match="empty prompt"):
+        knowledge.filter_known(model, blank)
+    with pytest.raises(ValueError, match="no facts"):
+        knowledge.filter_known(model, fs.select([]))
 
 
 # ---------------------------------------------------------------------------------------
@@ -228,6 +277,31 @@ def test_known_facts_second_call_is_a_cache_hit(word_tokenizer, answers, cache_d
     assert calls == [N_SCREEN, N_SCREEN]  # cache=False screens again
     knowledge.known_facts(model, N_SCREEN - 10)
     assert calls == [N_SCREEN, N_SCREEN, N_SCREEN - 10]  # another n_screen, another entry
+
+
+def test_known_facts_cache_key_sees_the_screened_facts(word_tokenizer, answers, cache_dir, monkeypatch):
+    """Facts read from other data, with the cache kept, are screened again, never read back stale."""
+    fs, word, _ = answers
+    model = _fact_model(word_tokenizer, fs, answer=word)
+    calls = _counting_filter(monkeypatch)
+    first, _ = knowledge.known_facts(model, N_SCREEN)
+    other = knowledge.facts(2 * N_SCREEN).select(range(N_SCREEN, 2 * N_SCREEN))  # another pool, same size
+    assert knowledge.pool_digest(other) != knowledge.pool_digest(fs)
+    monkeypatch.setattr(knowledge, "facts", lambda n=None: other)
+    second, _ = knowledge.known_facts(model, N_SCREEN)
+    assert calls == [N_SCREEN, N_SCREEN]  # the same n_screen, but a new screen
+    assert set(second["id"]) <= set(other["id"]) and set(first["id"]) <= set(fs["id"])
+    assert len(list((cache_dir / knowledge.KNOWN_FACTS_CACHE).glob("*.pt"))) == 2
+
+
+def test_pool_digest_covers_ids_prompts_and_answers(answers):
+    fs, _, _ = answers
+    small = fs.select(range(3))
+    digest = knowledge.pool_digest(small)
+    assert digest == knowledge.pool_digest(fs.select(range(3))) and len(digest) == 64
+    for column, value in (("id", "x"), ("prompt", "x y z"), ("answers", ["x"])):
+        changed = small.map(lambda row, i: {column: value if i == 0 else row[column]}, with_indices=True)
+        assert knowledge.pool_digest(changed) != digest, column
 
 
 def test_known_facts_are_cached_by_weights_not_by_name(word_tokenizer, answers, cache_dir):
@@ -345,7 +419,7 @@ def test_fact_splits_reject_bad_input(word_tokenizer, answers, cache_dir):
     model = _fact_model(word_tokenizer, fs, answer=word)
     with pytest.raises(ValueError, match="asked for 0"):
         knowledge.fact_splits(model, 0)
-    with pytest.raises(ValueError, match="only 12"):
+    with pytest.raises(ValueError, match="but only"):
         knowledge.fact_splits(model, 10**6)
     with pytest.raises(ValueError, match="Unknown purpose 'train'"):
         knowledge.fact_split(model, N_SCREEN, "train")

@@ -1,6 +1,10 @@
-"""Tests for analysis.data.text: sizes, splits, languages and tokens of the LM text."""
+"""Tests for analysis.data.text: sources, cleaning, splits and tokens of the LM text."""
 
 from __future__ import annotations
+
+import bz2
+import io
+from collections import Counter
 
 import pytest
 import torch
@@ -9,50 +13,91 @@ from datasets import Dataset
 from analysis.data import sources, text
 
 
-def test_lm_text_has_a_million_words():
+def test_lm_text_is_large_enough_for_the_unigram_line():
     words = {s: sum(len(t.split()) for t in text.lm_text(s)["text"]) for s in text.LM_SPLITS}
-    assert sum(words.values()) >= 1_000_000
+    assert words["train"] >= 750_000  # about 1.36 SmolLM2 tokens a word: over 1 M train tokens
     assert words["eval"] >= 200_000 and words["calib"] >= 100_000
 
 
-def test_lm_splits_are_disjoint_and_cover_the_english_block():
-    ids = {s: set(text.lm_text(s)["id"]) for s in text.LM_SPLITS}
-    texts = {s: set(text.lm_text(s)["text"]) for s in text.LM_SPLITS}
+def test_every_source_contributes_to_every_split():
+    for split in text.LM_SPLITS:
+        counts = Counter(text.lm_text(split)["source"])
+        assert set(counts) == set(text.LM_SOURCES), (split, counts)
+
+
+def test_lm_splits_are_disjoint_by_title_across_packages():
+    """The same article (a lead section and the full article) never straddles two splits."""
+    titles = {s: {text.normalise_title(t) for t in text.lm_text(s)["title"]} for s in text.LM_SPLITS}
     for a, b in [("eval", "calib"), ("eval", "train"), ("calib", "train")]:
-        assert not ids[a] & ids[b]
-        assert not texts[a] & texts[b]
-    assert sum(map(len, ids.values())) == 1000  # the English block, all kept
+        assert not titles[a] & titles[b]
+    by_title: dict[str, set[str]] = {}
+    for doc in text.lm_documents():
+        by_title.setdefault(text.normalise_title(doc.title), set()).add(doc.source)
+    shared = [t for t, s in by_title.items() if len(s) > 1]
+    assert len(shared) >= 20  # the packages do overlap, so splitting by title matters
+    total = sum(len(text.lm_text(s)) for s in text.LM_SPLITS)
+    assert total == len(text.lm_documents())
+
+
+def test_split_shares_follow_lm_splits():
+    n = {s: len(text.lm_text(s)) for s in text.LM_SPLITS}
+    total = sum(n.values())
+    for split, (lo, hi) in text.LM_SPLITS.items():
+        assert n[split] / total == pytest.approx((hi - lo) / 100, rel=0.1)
 
 
 def test_lm_splits_are_deterministic():
-    docs, ids = text.ps_documents(), text.lm_text("eval")["id"]
+    docs, ids = text.lm_documents(), text.lm_text("eval")["id"]
     sources.clear_parsed()
-    fresh = text.ps_documents()
+    fresh = text.lm_documents()
     assert fresh is not docs and fresh == docs  # a fresh parse, same result
     assert text.lm_text("eval")["id"] == ids
-    # pinned: the split of an id is a SHA-256 bucket, the same on every machine
-    assert [text.lm_split_of(f"ps-{i}") for i in (1000, 1001, 1002)] == ["train", "train", "calib"]
+    # pinned: the split of a title is a SHA-256 bucket of the normalised title, the same everywhere
+    assert [text.lm_split_of(t) for t in ("Water", "water", "Albedo", "Autism")] == ["eval", "eval", "calib", "train"]
 
 
-def test_lm_text_schema_and_language():
+def test_lm_text_schema_and_minimum_length():
     ds = text.lm_text("calib")
-    assert set(ds.column_names) == {"text", "source", "id"}
-    assert all(text.guess_language(t) == "en" for t in ds["text"])
-    assert all(t.strip() for t in ds["text"])
+    assert set(ds.column_names) == {"text", "source", "id", "title"}
+    assert all(len(t.split()) >= text.MIN_WORDS for t in ds["text"])
+    assert len(set(ds["id"])) == len(ds)
 
 
-def test_stopword_guess_agrees_with_block_languages():
-    check = text.language_agreement()
-    assert check["n_documents"] == 9000
-    assert check["n_agree"] >= 0.99 * 9000
-    assert check["n_english_kept"] == 1000
+def test_clean_wikitext_removes_markup_and_keeps_prose():
+    raw = (
+        "{{Infobox person|name=X {{nested|a}}}}\n'''Ada''' was a [[mathematician]] and [[writer|author]]."
+        "<ref>{{cite book|title=T}}</ref> She wrote [http://example.org notes]&nbsp;on it.<!-- hidden -->\n"
+        "[[File:Ada.jpg|thumb|A [[portrait]]]]\n{| class=wikitable\n|-\n| cell\n|}\n"
+        "== Life ==\n* She lived in [[London]].\n== References ==\n* A book\n[[Category:People]]"
+    )
+    out = text.clean_wikitext(raw)
+    assert out == "Ada was a mathematician and author. She wrote notes on it.\n\nLife\n\nShe lived in London."
 
 
-def test_guess_language_on_known_sentences():
-    assert text.guess_language("The cat sat on the mat and it was happy with the rest of it.") == "en"
-    assert text.guess_language("Der Hund und die Katze sind nicht in dem Haus.") == "de"
-    assert text.guess_language("Кошка сидит на окне и смотрит на улицу.") == "ru"
-    assert text.guess_language("") == "unknown"
+def test_dump_pages_keep_articles_only():
+    page = "<page><title>{t}</title><ns>{ns}</ns>{redirect}<revision><text>{body}</text></revision></page>"
+    xml = (
+        '<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/">'
+        + page.format(t="A", ns=0, redirect="", body="Body of A")
+        + page.format(t="Talk:A", ns=1, redirect="", body="talk")
+        + page.format(t="B", ns=0, redirect='<redirect title="A" />', body="#REDIRECT [[A]]")
+        + "</mediawiki>"
+    )
+    stream = io.BytesIO(bz2.decompress(bz2.compress(xml.encode())))
+    assert list(text.dump_pages(stream)) == [("A", "Body of A")]
+
+
+def test_extractor_documents_drop_the_title_line():
+    raw = '<doc id="1" url="u" title="A &amp; B">\nA & B\n\nFirst line.\nSecond.\n</doc>\n<doc id="2" title="C">\nC\n</doc>'
+    assert list(text.extractor_documents(raw)) == [("A & B", "First line.\n\nSecond."), ("C", "")]
+
+
+def test_real_sources_parse_as_documented():
+    counts = Counter(d.source for d in text.lm_documents())
+    assert counts["wiki_summaries"] > 7000 and counts["wiki_articles"] > 550 and counts["wiki_dump"] > 90
+    dump = {d.title: d.text for d in text.lm_documents() if d.source == "wiki_dump"}
+    assert dump["Autism"].startswith("Autism is a neurodevelopmental disorder")
+    assert not any(mark in t for t in dump.values() for mark in ("{{", "[[", "'''", "<ref"))
 
 
 def test_lm_text_rejects_unknown_split_and_source():
@@ -91,6 +136,16 @@ def test_lm_tokens_concatenates_documents_with_bos_eos(word_tokenizer):
     assert ids[: n_first + 2].tolist() == text.document_token_ids(tok, docs[0])
 
 
+def test_split_token_counts_match_lm_tokens(word_tokenizer):
+    docs = text.lm_text("calib")["text"][:]
+    tok = word_tokenizer(" ".join(docs).split())
+    counts = text.split_token_counts(tok)
+    assert counts["calib"] == sum(len(d.split()) + 2 for d in docs)
+    assert text.lm_tokens(tok, "calib", counts["calib"]).shape == (counts["calib"],)
+    with pytest.raises(ValueError, match="only"):
+        text.lm_tokens(tok, "calib", counts["calib"] + 1)
+
+
 def test_lm_tokens_rejects_bad_sizes(monkeypatch, word_tokenizer):
     tok = word_tokenizer(["the"])
     with pytest.raises(ValueError):
@@ -98,6 +153,6 @@ def test_lm_tokens_rejects_bad_sizes(monkeypatch, word_tokenizer):
     with pytest.raises(ValueError, match="only"):
         text.lm_tokens(tok, "calib", 10**9)
     empty = Dataset.from_dict({"text": [], "source": [], "id": []})
-    monkeypatch.setattr(text, "lm_text", lambda split, source="bigbench": empty)
+    monkeypatch.setattr(text, "lm_text", lambda split, source="packaged": empty)
     with pytest.raises(ValueError, match="no documents"):
         text.lm_tokens(tok, "calib", 10)

@@ -138,3 +138,114 @@ def test_a_field_marked_out_of_the_key_does_not_change_it():
     Before.__name__ = "Sizes"
     assert cache_key("x", Sizes()) == cache_key("x", Sizes(models=("gpt2",))) == cache_key("x", Before())
     assert cache_key("x", Sizes(tokens=9)) != cache_key("x", Sizes())
+
+
+def _raw_dir(root, digest: str):
+    """A raw data folder with one source whose manifest lists one file under ``digest``."""
+    import json
+
+    (root / "facts").mkdir(parents=True)
+    (root / "facts" / "MANIFEST.json").write_text(json.dumps({"sha256": {"facts.jsonl": digest}}))
+    return root
+
+
+def test_key_changes_with_the_data_the_manifests_describe(tmp_path, monkeypatch):
+    """Pointing the data folder at other facts gives other keys, and never the other data's results."""
+    import analysis.config
+
+    one, same, other = (_raw_dir(tmp_path / n, d) for n, d in (("a", "1" * 64), ("b", "1" * 64), ("c", "2" * 64)))
+    keys, cache = {}, DiskCache(tmp_path / "cache")
+    for name, raw in (("one", one), ("same", same), ("other", other), ("none", tmp_path / "missing")):
+        monkeypatch.setattr(analysis.config, "RAW_DIR", raw)
+        keys[name] = cache_key("screen", {"n": 3}, "m")
+        assert cached("screen", lambda name=name: name, {"n": 3}, "m", cache=cache) == (
+            "one" if name == "same" else name
+        )
+    assert keys["one"] == keys["same"] and len({keys["one"], keys["other"], keys["none"]}) == 3
+
+
+def test_key_follows_a_manifest_rewritten_in_place(tmp_path, monkeypatch):
+    import json
+
+    import analysis.config
+
+    raw = _raw_dir(tmp_path / "raw", "1" * 64)
+    monkeypatch.setattr(analysis.config, "RAW_DIR", raw)
+    before = cache_key("screen")
+    (raw / "facts" / "MANIFEST.json").write_text(json.dumps({"sha256": {"facts.jsonl": "3" * 64, "more": "4" * 64}}))
+    assert cache_key("screen") != before
+
+
+def _study_table():
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class Inner:
+        k: int = 8
+
+    @dataclasses.dataclass(frozen=True)
+    class Sizes:
+        tokens: int = 64
+        rate: float = 0.5
+        scale: float = 1
+        name: str = "a"
+        layers: tuple = (0, 1)
+        inner: Inner = Inner()
+
+    return {"smoke": Sizes()}
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        ({"sweeps": {"tokens": 8}}, r"unknown study keys \['sweeps'\].*sweep"),
+        ({"sweep": {"tokenz": 8}}, r"no fields \['tokenz'\].*tokens"),
+        ({"sweep": {"tokens": "8"}}, r"extra\.sweep\.tokens must be an integer.*'8'"),
+        ({"sweep": {"tokens": 8.5}}, r"tokens must be an integer"),
+        ({"sweep": {"rate": True}}, r"rate must be a number"),
+        ({"sweep": {"layers": 3}}, r"layers must be a list"),
+        ({"sweep": {"inner": {"k": "4"}}}, r"extra\.sweep\.inner\.k must be an integer"),
+        ({"sweep": [1]}, r"extra\.sweep must be an object"),
+    ],
+)
+def test_study_overrides_refuse_typos_and_wrong_types(extra, match):
+    from analysis.config import study_config
+
+    with pytest.raises(ValueError, match=match):
+        study_config(_study_table(), get_profile("smoke").replace(extra=extra), "sweep")
+
+
+def test_study_overrides_take_json_shapes():
+    from analysis.config import study_config
+
+    extra = {"sweep": {"tokens": 8, "rate": 1, "scale": 0.25, "layers": [2], "inner": {"k": 2}}}
+    cfg = study_config(_study_table(), get_profile("smoke").replace(extra=extra), "sweep")
+    assert (cfg.tokens, cfg.rate, cfg.scale, cfg.layers, cfg.inner.k) == (8, 1, 0.25, (2,), 2)
+
+
+def test_overrides_file_refuses_an_unknown_study_key_and_a_wrong_type(tmp_path, monkeypatch):
+    import json
+
+    from analysis.config import OVERRIDES_ENV
+
+    path = tmp_path / "overrides.json"
+    monkeypatch.setenv(OVERRIDES_ENV, str(path))
+    path.write_text(json.dumps({"gpu": {"extra": {"sweeps": {"n_shuffles": 2}}}}))
+    with pytest.raises(ValueError, match=r"gpu\.extra has unknown study keys \['sweeps'\]"):
+        get_profile("gpu")
+    path.write_text(json.dumps({"gpu": {"eval_tokens": "64"}}))
+    with pytest.raises(ValueError, match=r"gpu\.eval_tokens must be an integer"):
+        get_profile("gpu")
+
+
+def test_study_keys_name_every_study_that_reads_extra():
+    """Each ``study_config(..., "<key>")`` call in the library uses a key of STUDY_KEYS, and only those."""
+    import re
+    from pathlib import Path
+
+    from analysis.config import ROOT, STUDY_KEYS
+
+    used = set()
+    for path in Path(ROOT, "analysis").rglob("*.py"):
+        used |= set(re.findall(r"study_config\([^)]*\"(\w+)\"\)", path.read_text()))
+    assert used == set(STUDY_KEYS)

@@ -98,3 +98,25 @@ def test_perplexity_interval_resamples_windows(tiny_model):
     assert lo < score.perplexity < hi
     with pytest.raises(ValueError, match="at least 2"):
         lm_score(tiny_model, tokens[:32], context=32).perplexity_interval()
+
+
+def test_a_batch_of_rows_is_not_silently_joined_into_one_stream(tiny_model):
+    from analysis.evaluate import Reference, kl_to_base
+
+    rows = (torch.arange(128) % 50).view(2, 64)
+    for call in (
+        lambda: perplexity(tiny_model, rows, context=32),
+        lambda: kl_to_base(tiny_model, tiny_model, rows, context=32),
+        lambda: Reference(tiny_model, rows, context=32),
+    ):
+        with pytest.raises(ValueError, match=r"batch of shape \(2, 64\).*tokens.flatten\(\)"):
+            call()
+    one_row = rows[:1]  # what model.to_tokens gives for one text: still one stream
+    assert perplexity(tiny_model, one_row, context=32) == perplexity(tiny_model, one_row[0], context=32)
+
+
+def test_empty_fact_prompts_are_refused(tiny_model):
+    from analysis.evaluate import fact_recall
+
+    with pytest.raises(ValueError, match=r"empty or not text \(at positions \[1\]\).*Drop those facts"):
+        fact_recall(tiny_model, ["The capital of France is", "  "], [" Paris", " Rome"])

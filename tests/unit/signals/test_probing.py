@@ -213,3 +213,35 @@ def test_group_folds_partition_the_rows_and_hits_match_accuracy():
     pooled = (res.acc["linear"]["task"] * n_test).sum(1) / n_test.sum()
     assert torch.allclose(hits.mean(1), pooled, atol=1e-6)
     assert 0.0 <= res.coverage <= 1.0
+
+
+def test_mmlu_answer_task_pairs_each_question_with_a_right_and_a_wrong_choice(monkeypatch):
+    from datasets import Dataset
+
+    from analysis.data import benchmarks
+
+    rows = [
+        {"question": f"Question {k}?", "subject": "anatomy", "choices": [f"choice {j}" for j in range(4)],
+         "answer": k % 4, "id": f"test/anatomy/{k}"}
+        for k in range(20)
+    ]  # fmt: skip
+    rows.append({**rows[0], "question": "x" * probing.MMLU_ANSWER_MAX_CHARS, "id": "test/anatomy/long"})
+    monkeypatch.setattr(benchmarks, "mmlu", lambda split="test", subjects=None: Dataset.from_list(rows))
+    ds = probing.load_probe_task("mmlu_answer")
+    assert len(ds) == 40 and "test/anatomy/long" not in ds["group"]  # too long for the last token to be the answer
+    assert ds.features["label"].names == probing.MMLU_ANSWER_LABELS
+    for k in range(20):
+        pair = ds.filter(lambda r: r["group"] == f"test/anatomy/{k}")
+        true = [t for t, y in zip(pair["text"], pair["label"]) if y == 1]
+        false = [t for t, y in zip(pair["text"], pair["label"]) if y == 0]
+        assert true == [f"Q: Question {k}?\nA: choice {k % 4}"] and len(false) == 1 and false != true
+    sub = probing.load_probe_task("mmlu_answer", n=11, seed=0)
+    assert len(sub) == 10 and len(set(sub["group"])) == 5 and sum(sub["label"]) == 5  # whole questions
+    assert sub["text"] == probing.load_probe_task("mmlu_answer", n=11, seed=0)["text"]
+    with pytest.raises(ValueError, match="n must be"):
+        probing.load_probe_task("mmlu_answer", n=41)
+
+
+def test_probe_tasks_name_real_tasks():
+    assert set(probing.PROBE_TASKS) == {"SST-2", "TruthfulQA"}  # CoLA: no acceptability data ships here
+    assert probing.PROBE_TASKS["SST-2"][0] == "sst2"

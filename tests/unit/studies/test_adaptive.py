@@ -21,7 +21,7 @@ def _probes(
     rng = np.random.default_rng(seed)
     rows = []
     for p, s, k in itertools.product(range(n_problems), (0, 1, 2), (1, 5, 50)):
-        task = ("language_id", "code_language", "topic")[p % 3]
+        task = ("language_id", "code_language", "domain")[p % 3]
         for i, (f, gap) in enumerate(gaps.items()):
             alt = swing * (-1) ** p if i == 0 else 0.0
             rows.append(

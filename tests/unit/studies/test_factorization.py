@@ -111,10 +111,10 @@ def _probe_case(a_hits, b_hits, n_groups, limit=None):
     frame = _frame({("none", 0.0): ([True], 3.0), ("SVD", 0.1): ([True], 4.0), ("FWSVD", 0.1): ([True], 3.2)})
     grid = {
         ("none", 0.0): {},
-        ("svd", 0.1): {"CoLA": _probe_hits(a_hits)},
-        ("fwsvd", 0.1): {"CoLA": _probe_hits(b_hits)},
+        ("svd", 0.1): {"SST-2": _probe_hits(a_hits)},
+        ("fwsvd", 0.1): {"SST-2": _probe_hits(b_hits)},
     }
-    groups = {"CoLA": [f"g{i % n_groups}" for i in range(len(a_hits))]}
+    groups = {"SST-2": [f"g{i % n_groups}" for i in range(len(a_hits))]}
     labels = {("svd", 0.1): "SVD", ("fwsvd", 0.1): "FWSVD"}
     return factorization.probes_hide_verdict(frame, grid, groups, labels, limit=limit)
 
@@ -158,9 +158,9 @@ def test_ordering_between_broken_models_is_left_out():
 def test_probes_hide_verdict_needs_an_ordered_pair():
     frame = _frame({("none", 0.0): ([True], 3.0), ("SVD", 0.1): ([True], 3.5), ("FWSVD", 0.1): ([True], 3.5)})
     s = torch.ones(10, dtype=torch.bool)
-    grid = {("svd", 0.1): {"CoLA": _probe_hits(s)}, ("fwsvd", 0.1): {"CoLA": _probe_hits(s)}}
+    grid = {("svd", 0.1): {"SST-2": _probe_hits(s)}, ("fwsvd", 0.1): {"SST-2": _probe_hits(s)}}
     v = factorization.probes_hide_verdict(
-        frame, grid, {"CoLA": ["g"] * 10}, {("svd", 0.1): "SVD", ("fwsvd", 0.1): "FWSVD"}
+        frame, grid, {"SST-2": ["g"] * 10}, {("svd", 0.1): "SVD", ("fwsvd", 0.1): "FWSVD"}
     )
     assert v.verdict == "inconclusive" and "no pair" in v.evidence
 
@@ -176,10 +176,12 @@ def test_mcnemar_is_one_sided_and_exact():
 def test_probe_frame_averages_the_top_four_layers():
     res = _probe(0.6, layers=6)
     res.acc["mlp"]["task"][:2] = 0.0  # the bottom two layers are not in the seed's top four
-    frame = factorization.probe_frame({("svd", 0.1): {"CoLA": res}})
-    assert frame.loc[0, "method"] == "SVD" and frame.loc[0, "CoLA"] == pytest.approx(0.6)
-    assert frame.loc[0, "CoLA selectivity"] == pytest.approx(0.1)
-    assert factorization.probe_frame({("svd", 0.1): {"CoLA": res}}, layers=[0, 5]).loc[0, "CoLA"] == pytest.approx(0.3)
+    frame = factorization.probe_frame({("svd", 0.1): {"SST-2": res}})
+    assert frame.loc[0, "method"] == "SVD" and frame.loc[0, "SST-2"] == pytest.approx(0.6)
+    assert frame.loc[0, "SST-2 selectivity"] == pytest.approx(0.1)
+    assert factorization.probe_frame({("svd", 0.1): {"SST-2": res}}, layers=[0, 5]).loc[0, "SST-2"] == pytest.approx(
+        0.3
+    )
 
 
 def test_mean_damage():
@@ -188,14 +190,14 @@ def test_mean_damage():
             "method": ["none", "SVD", "SVD", "ASVD"],
             "ratio": [0, 0.1, 0.2, 0.1],
             "perplexity": [10.0, 20.0, 40.0, 10.0],
-            "CoLA": [0.8, 0.7, 0.5, 0.8],
+            "SST-2": [0.8, 0.7, 0.5, 0.8],
         }
     )
     log = factorization.mean_damage(frame, "perplexity", log=True)
     assert log["SVD"] == pytest.approx((math.log(2) + math.log(4)) / 2) and log["ASVD"] == pytest.approx(0.0)
-    assert factorization.mean_damage(frame, "CoLA")["SVD"] == pytest.approx(0.2)
-    drop = factorization.probe_damage(frame, ("CoLA",))
-    assert drop.loc["SVD", "CoLA"] == pytest.approx(0.2)
+    assert factorization.mean_damage(frame, "SST-2")["SVD"] == pytest.approx(0.2)
+    drop = factorization.probe_damage(frame, ("SST-2",))
+    assert drop.loc["SVD", "SST-2"] == pytest.approx(0.2)
 
 
 def test_first_ratio_changes_and_seed_tables():
@@ -205,7 +207,7 @@ def test_first_ratio_changes_and_seed_tables():
             "ratio": [0.0, 0.05, 0.1],
             "perplexity": [10.0, 20.0, 40.0],
             "fact mc acc": [0.8, 0.5, 0.3],
-            "truthfulqa mc acc": [0.2, 0.25, 0.3],
+            "mmlu acc": [0.27, 0.25, 0.24],
             "fact recall": [1.0, 0.5, 0.1],
         }
     )
@@ -213,19 +215,74 @@ def test_first_ratio_changes_and_seed_tables():
     assert line.startswith("SVD: at 5% removed, perplexity 10 -> 20, fact MC 0.80 -> 0.50")
     side = factorization.decoder_beside_seed(decoder, "tiny")
     assert side.loc[("SVD", 0.05), "seed: Llama-2-7B MMLU"] == 0.296
+    assert side.loc[("SVD", 0.05), "ours: tiny MMLU"] == 0.25
     assert side.loc[("SVD", 0.05), "ours: tiny fact MC"] == 0.5
     assert side.loc[("SVD", 0.0), "ours: perplexity"] == 10.0  # the uncompressed row at ratio 0
     assert pd.isna(side.loc[("SVD", 0.15), "ours: perplexity"])  # no such cell here
     t3 = factorization.seed_probe_table("bert_probes").set_index(["method", "ratio"])
-    assert t3.loc[("SVD", 0.1), "CoLA"] == pytest.approx((0.765 + 0.77 + 0.774 + 0.765) / 4)
+    assert t3.loc[("SVD", 0.1), "CoLA"] == pytest.approx((0.765 + 0.77 + 0.774 + 0.765) / 4)  # the seed's, all tasks
     probes = pd.DataFrame(
-        {"method": ["none", "SVD"], "ratio": [0.0, 0.1], "CoLA": [0.9, 0.7], "CoLA control": [0.5, 0.55]}
+        {"method": ["none", "SVD"], "ratio": [0.0, 0.1], "SST-2": [0.9, 0.7], "SST-2 control": [0.5, 0.55]}
     )
-    cola = factorization.cola_beside_seed(probes, ["svd", "asvd_rank"], "enc")
-    assert cola.loc[("SVD", 0.1), "seed: BERT-base CoLA (Matthews corr.)"] == 0.384
-    assert cola.loc[("SVD", 0.1), "ours: enc acceptability probe"] == 0.7
-    assert cola.loc[("ASVD", 0.0), "ours: enc acceptability probe"] == 0.9  # the uncompressed row, per method
-    assert pd.isna(cola.loc[("SVD", 0.2), "ours: its control"])  # the seed's ratio only
+    both = factorization.probes_beside_seed(probes, "enc")
+    assert list(both.columns) == ["SST-2", "SST-2 control"]  # only the tasks both sides probe
+    assert both.loc[("ours: enc, accuracy", "SVD", 0.1), "SST-2"] == 0.7
+    assert both.loc[("seed: BERT-base, weighted F1", "SVD", 0.1), "SST-2"] == pytest.approx(
+        (0.801 + 0.79 + 0.791 + 0.79) / 4
+    )
+
+
+def _fake_mmlu(monkeypatch, per_subject: dict[str, int]):
+    """Replace ``analysis.data.benchmarks.mmlu`` by ``per_subject`` questions per subject (answer k % 4)."""
+    from datasets import Dataset
+
+    from analysis.data import benchmarks
+
+    rows = [
+        {"question": f"{s} question {k}?", "subject": s, "choices": [f"c{j}" for j in range(4)], "answer": k % 4,
+         "id": f"test/{s}/{k}"}
+        for s, n in per_subject.items()
+        for k in range(n)
+    ]  # fmt: skip
+    monkeypatch.setattr(benchmarks, "mmlu", lambda split="test", subjects=None: Dataset.from_list(rows))
+
+
+def test_mmlu_items_are_a_fixed_subject_stratified_sample(monkeypatch):
+    _fake_mmlu(monkeypatch, {"anatomy": 10, "astronomy": 10, "virology": 3})
+    items = factorization.mmlu_items(7)
+    counts = pd.Series([it["subject"] for it in items]).value_counts()
+    assert (
+        len(items) == 7
+        and counts.max() - counts.min() <= 1
+        and set(counts.index) == {"anatomy", "astronomy", "virology"}
+    )
+    assert items == factorization.mmlu_items(7)  # deterministic
+    assert [it["id"] for it in items] != [it["id"] for it in factorization.mmlu_items(7, seed=1)]
+    assert all(it["prompt"].endswith("Answer:") and it["answer"] == int(it["id"].split("/")[-1]) % 4 for it in items)
+    assert len(factorization.mmlu_items(None)) == 23
+    with pytest.raises(ValueError, match="too few"):
+        factorization.mmlu_items(12)  # virology has 3, but 12 asks for 4 per subject
+
+
+def test_letter_logits_pick_the_letters_after_the_prompt(tiny_model):
+    """Right-padded batches give each prompt's last-position logits of the letters exactly as alone."""
+
+    def to_tokens(text, prepend_bos=True):
+        ids = [1 + ord(c) % 40 for c in text]
+        return torch.tensor([[0] * prepend_bos + ids])
+
+    tiny_model.to_tokens = to_tokens
+    ids = factorization.letter_ids(tiny_model)  # " A" is two characters here: the bare letter is used
+    assert ids == [1 + ord(c) % 40 for c in "ABCD"]
+    items = [{"prompt": "Q: sky?\nAnswer:", "answer": 1}, {"prompt": "Q: a longer one here?\nAnswer:", "answer": 3}]
+    got = factorization.letter_logits(tiny_model, items, batch_size=2)
+    for i, it in enumerate(items):
+        with torch.no_grad():
+            ref = tiny_model(to_tokens(it["prompt"]))[0, -1, ids]
+        torch.testing.assert_close(got[i], ref, atol=1e-4, rtol=1e-4)
+    hits = factorization.mmlu_correct(tiny_model, items)
+    assert hits == [int(got[i].argmax()) == it["answer"] for i, it in enumerate(items)]
+    assert factorization.mmlu_correct(tiny_model, []) == []
 
 
 def test_rank_table_matches_the_factor_sizes(tiny_model):
@@ -270,5 +327,8 @@ def test_config_per_profile():
     cpu = factorization.factor_config_for("cpu")
     assert cpu.calib_tokens >= 10 * 1536  # 10x SmolLM2's widest MLP input
     assert {"svd", "fwsvd", "asvd_rank"} <= {m for m, r in cpu.cells() if r in cpu.ratios and r == 0.05}
+    assert (smoke.n_mmlu, cpu.n_mmlu, factorization.factor_config_for("gpu").n_mmlu) == (8, 114, 5700)
+    gpu = factorization.factor_config_for("gpu")
+    assert cpu.mmlu_ratios == () and set(gpu.mmlu_ratios) >= set(gpu.ratios) | set(gpu.side_ratios)  # gpu: every cell
     with pytest.raises(ValueError, match="profile"):
         factorization.factor_config_for("nonsense")

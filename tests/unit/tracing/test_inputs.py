@@ -69,3 +69,24 @@ def test_prepare_validates_span_and_target(gpt2_like, random_tokens):
         tracing.prepare(gpt2_like, tokens, (5, 9), 0)
     with pytest.raises(ValueError, match="outside the vocabulary"):
         tracing.prepare(gpt2_like, tokens, (2, 4), 50)
+
+
+def test_a_target_without_its_leading_space_is_refused():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["<pad>", "<bos>", "<unk>", "The", "Eiffel", "Tower", "is", "in", "Paris", "(", "x"]
+    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()  # " Paris" and "Paris" are one token alike
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core, bos_token="<bos>", pad_token="<pad>", unk_token="<unk>", add_bos_token=True
+    )
+    tok.init_kwargs["name_or_path"] = "word-level-test"
+    cfg = HookedTransformerConfig(n_layers=1, d_model=16, d_head=8, n_ctx=16, d_vocab=len(words), act_fn="gelu")
+    model = HookedTransformer(cfg, tokenizer=tok).eval()
+    prompt = "The Eiffel Tower is in"
+    with pytest.raises(ValueError, match=r"'Paris' has no leading space.*Pass ' Paris'"):
+        tracing.prepare(model, prompt, "Eiffel Tower", "Paris")
+    assert tracing.prepare(model, prompt, "Eiffel Tower", " Paris").target_id == words.index("Paris")
+    assert tracing.prepare(model, prompt + " (", "Eiffel Tower", "x").target_id == words.index("x")  # no space due
