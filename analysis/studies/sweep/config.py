@@ -149,8 +149,8 @@ exceeds 1) does not blur the comparison. ``cpu`` has 66 distinct cells (18 score
 distinct uniform cells, 30 random controls, and causal tracing's terciles with 5 controls of them,
 on 3,072 tokens in 12 windows and 150 facts) plus the
 gradient score on 16,384 tokens (forward and backward). Cold on 2 otherwise idle cores, with the
-tracing chapter's traces cached, the chapter took 1,070 s (about 15 s a cell): over the 15
-minutes it aims at."""
+tracing chapter's traces cached, the chapter took 936 s on the December 2026 data (806 s of cells,
+about 13 s a cell): just over the 15 minutes it aims at."""
 
 
 def sweep_config_for(profile) -> SweepConfig:
