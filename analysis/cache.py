@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterable, TypeVar
 
 import torch
 
-from analysis import config as _config
+import analysis.config
 from analysis.config import CACHE_DIR
 from analysis.progress import progress
 
@@ -78,9 +78,9 @@ def data_fingerprint() -> str:
     ``RAW_DIR`` is read from :mod:`analysis.config` at each call; the result is remembered per
     process until a manifest is added, removed or rewritten. Without manifests it is a constant.
     """
-    raw = Path(_config.RAW_DIR)
+    raw = Path(analysis.config.RAW_DIR)
     manifests = sorted(raw.glob("*/MANIFEST.json")) if raw.is_dir() else []
-    stamp = (_config.DATA_VERSION, *((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in manifests))
+    stamp = (analysis.config.DATA_VERSION, *((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in manifests))
     if stamp not in _FINGERPRINTS:
         entries = []
         for path in manifests:
@@ -92,7 +92,7 @@ def data_fingerprint() -> str:
                 entries += [(path.parent.name, str(rel), str(digest)) for rel, digest in table.items()]
             else:  # no content table: the manifest's own bytes stand for the data
                 entries.append((path.parent.name, "MANIFEST.json", hashlib.sha256(path.read_bytes()).hexdigest()))
-        payload = json.dumps({"version": _config.DATA_VERSION, "files": sorted(entries)})
+        payload = json.dumps({"version": analysis.config.DATA_VERSION, "files": sorted(entries)})
         _FINGERPRINTS[stamp] = hashlib.sha256(payload.encode()).hexdigest()
     return _FINGERPRINTS[stamp]
 

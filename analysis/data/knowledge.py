@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING
 from datasets import Dataset, Features, List, Value
 
 from analysis.data import wordnet
-from analysis.data.sources import check_n, parsed_cache, raw_dir, raw_file
+from analysis.data.sources import check_n, parsed_cache, raw_dir, raw_file, read_json
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -214,10 +214,9 @@ def _currency_answers(name: str) -> list[str]:
     return _unique([lower, name])
 
 
-def _geonames_facts(aliases: dict[str, list[str]]) -> dict[str, list[Fact]]:
+def _geonames_facts(countries: dict, cities: list[dict], aliases: dict[str, list[str]]) -> dict[str, list[Fact]]:
     """Capital, continent and currency of every country; the country of big, unambiguous cities."""
-    countries = json.loads(raw_file("geonames", "countries.json").read_text(encoding="utf-8"))
-    continents = json.loads(raw_file("geonames", "continents.json").read_text(encoding="utf-8"))
+    continents = read_json("geonames", "continents.json")
     out: dict[str, list[Fact]] = {"capital": [], "continent": [], "currency": [], "city country": []}
     for code, c in sorted(countries.items()):
         subject = c["name"].strip()
@@ -228,13 +227,12 @@ def _geonames_facts(aliases: dict[str, list[str]]) -> dict[str, list[Fact]]:
             out["capital"].append((subject, _with_ascii(c["capital"]), code))
         if c["currencyname"]:
             out["currency"].append((subject, _currency_answers(c["currencyname"]), code))
-    out["city country"] = _city_facts(countries, aliases)
+    out["city country"] = _city_facts(countries, cities, aliases)
     return out
 
 
-def _city_facts(countries: dict, aliases: dict[str, list[str]]) -> list[Fact]:
+def _city_facts(countries: dict, cities: list[dict], aliases: dict[str, list[str]]) -> list[Fact]:
     """Cities of :data:`MIN_CITY_POPULATION`+ people whose name no other GeoNames city has, largest first."""
-    cities = json.loads(raw_file("geonames", "cities15000.json").read_text(encoding="utf-8")).values()
     n_named = Counter(c["name"] for c in cities)
     big = [c for c in cities if c["population"] >= MIN_CITY_POPULATION and n_named[c["name"]] == 1]
     big.sort(key=lambda c: (-c["population"], c["geonameid"]))
@@ -285,13 +283,12 @@ def _film_facts(aliases: dict[str, list[str]]) -> dict[str, list[Fact]]:
     return out
 
 
-def _company_facts() -> list[Fact]:
+def _company_facts(cities: list[dict]) -> list[Fact]:
     """Headquarters city of index companies: the parts of the infobox's place that name a GeoNames
     city, the first one as target ("Minato, Tokyo": Minato, also Tokyo); places with digits or
     parentheses (street addresses, seats split between cities) are dropped."""
     tree = ast.parse(raw_file("tickers", "indices_data.py").read_text(encoding="utf-8"))
     (indices,) = [ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)]
-    cities = json.loads(raw_file("geonames", "cities15000.json").read_text(encoding="utf-8")).values()
     city_names = {c["name"] for c in cities}
     companies: dict[str, str] = {}
     for index in sorted(indices):
@@ -378,13 +375,14 @@ def _wordnet_facts() -> dict[str, list[Fact]]:
 
 def _all_facts() -> dict[str, list[Fact]]:
     """Every relation's candidate facts, best known first where the source ranks them."""
-    countries = json.loads(raw_file("geonames", "countries.json").read_text(encoding="utf-8"))
+    countries = read_json("geonames", "countries.json")
+    cities = list(read_json("geonames", "cities15000.json").values())
     aliases = _country_aliases(countries, _cldr("en.dat")["territories"])
     return {
-        **_geonames_facts(aliases),
+        **_geonames_facts(countries, cities, aliases),
         "official language": _official_language_facts(countries),
         **_film_facts(aliases),
-        "headquarters": _company_facts(),
+        "headquarters": _company_facts(cities),
         **_wordnet_facts(),
     }
 

@@ -407,6 +407,11 @@ def raw_file(source: str, rel: str) -> Path:
     return path
 
 
+def read_json(source: str, rel: str):
+    """Parse one fetched JSON file (``FileNotFoundError`` naming the fetch command if absent)."""
+    return json.loads(raw_file(source, rel).read_text(encoding="utf-8"))
+
+
 def has_raw(source: str, rel: str) -> bool:
     """Whether a fetched source holds ``rel`` (for sources whose alternatives ship other files)."""
     return (raw_dir() / source / MANIFEST).exists() and (raw_dir() / source / rel).exists()

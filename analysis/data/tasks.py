@@ -48,6 +48,7 @@ from datasets import ClassLabel, Dataset, Features, Value
 
 from analysis.data import benchmarks, wordnet
 from analysis.data.sources import check_n, parsed_cache, raw_dir, raw_file
+from analysis.data.text import summaries
 
 
 def _task_dataset(task: str, rows: list[dict], names: list[str]) -> Dataset:
@@ -149,9 +150,8 @@ def _wiki_leads(raw: Path, language: str) -> list[Lead]:
 
     File schema: ``{key: {"title", "extract", "description", "topic"}}``.
     """
-    path = raw_file("wiki_summaries", f"summaries_{WIKI_LANGUAGES[language]}.json")
     leads, seen = [], set()
-    for key, entry in json.loads(path.read_text(encoding="utf-8")).items():
+    for key, entry in summaries(WIKI_LANGUAGES[language]).items():
         text = " ".join(entry["extract"].split())
         if text in seen or text.endswith(":") or len(text.split()) < MIN_LEAD_WORDS:
             continue

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import datasets
 from datasets import Dataset, Features, Value
 
-from analysis.data.sources import parsed_cache, raw_dir, raw_file
+from analysis.data.sources import parsed_cache, raw_dir, raw_file, read_json
 
 if TYPE_CHECKING:
     import torch
@@ -91,7 +91,7 @@ def lm_split_of(title: str) -> str:
 
 def summaries(language: str = "en-us") -> dict[str, dict]:
     """The ovos Wikipedia lead sections of one language: title -> {title, extract, description, topic}."""
-    return json.loads(raw_file("wiki_summaries", f"summaries_{language}.json").read_text(encoding="utf-8"))
+    return read_json("wiki_summaries", f"summaries_{language}.json")
 
 
 def _summary_documents() -> Iterator[Document]:
