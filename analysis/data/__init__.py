@@ -22,7 +22,8 @@ The package has one module per kind of data:
 - :mod:`~analysis.data.lock`: the sha256 of every extracted file.
 - :mod:`~analysis.data.text`: language-modelling text (``lm_text``, ``lm_tokens``).
 - :mod:`~analysis.data.wordnet`: WordNet's noun synsets (people for facts and the profession task).
-- :mod:`~analysis.data.knowledge`: facts and the known-fact screen.
+- :mod:`~analysis.data.fact_tables`: candidate facts, read from each curated source.
+- :mod:`~analysis.data.knowledge`: facts (templates, caps, order) and the known-fact screen.
 - :mod:`~analysis.data.benchmarks`: MMLU, SST-2 and LAMBADA, as their authors released them.
 - :mod:`~analysis.data.tasks`: the labelled probing tasks (``load_task``, ``TASKS``).
 - :mod:`~analysis.data.card`: the size of every set (``sizes``, ``summary``).

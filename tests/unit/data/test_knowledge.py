@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import analysis.cache
-from analysis.data import knowledge, sources
+from analysis.data import fact_tables, knowledge, sources
 
 
 def test_facts_size_and_relations():
@@ -138,11 +138,11 @@ def test_cldr_pickles_load_without_running_code(tmp_path):
     """Babel's classes become inert stand-ins; anything else in a pickle is refused."""
     import pickle
 
-    assert "FR" in knowledge._cldr("global.dat")["territory_languages"]
-    assert knowledge._cldr("en.dat")["territories"]["FR"] == "France"
+    assert "FR" in fact_tables._cldr("global.dat")["territory_languages"]
+    assert fact_tables._cldr("en.dat")["territories"]["FR"] == "France"
     evil = pickle.dumps(print)
     with pytest.raises(pickle.UnpicklingError, match="not allowed"):
-        knowledge._CldrUnpickler(__import__("io").BytesIO(evil)).load()
+        fact_tables._CldrUnpickler(__import__("io").BytesIO(evil)).load()
 
 
 def _fact_model(word_tokenizer, fs, answer: str | None = None):
