@@ -17,22 +17,34 @@ silenced, and pandas prints wide tables.
 
 Every table a chapter shows through :func:`table` (and every verdict table, also as JSON) is
 written as CSV, copied by the book build to ``<html>/results/<chapter>/`` and linked from the page, so a reader can take the
-numbers without rerunning anything. :func:`finish` writes a run record (runtime, profile, cache
-hits and misses, machine, package versions) that the "How this book was built" appendix reads.
+numbers without rerunning anything. :func:`config` shows a config dataclass that way,
+:func:`seed_vs_ours` sets a seed's numbers beside ours, and :func:`timed` prints how long a step
+took. :func:`finish` writes a run record (runtime, profile, cache hits and misses, the seconds and
+measured peak memory of each computation that ran, machine) that the "How this book was built"
+appendix reads.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import platform
+import re
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
-from analysis import cache
+import pandas as pd
+import torch
+from IPython.display import Markdown, display
+
+from analysis import cache, memory, plots
 from analysis.config import CACHE_DIR, ROOT, Profile, get_profile
 
 PINNED = (
@@ -52,14 +64,13 @@ PINNED = (
 
 @dataclass
 class Chapter:
-    """The running chapter: its name, profile, start time, and the cache counts and computing
-    seconds (:data:`analysis.cache.SECONDS`) at its start."""
+    """The running chapter: its name, profile, start time, and how many cached computations
+    (:data:`analysis.cache.RUNS`) the process had logged at its start."""
 
     name: str
     profile: Profile
     started: float
-    counts_at_start: dict = field(default_factory=dict)
-    seconds_at_start: dict = field(default_factory=dict)
+    runs_at_start: int = 0
     tables: list[str] = field(default_factory=list)
 
     def elapsed(self) -> float:
@@ -80,15 +91,12 @@ def start(name: str, profile: str | Profile | None = None, banner: bool = True) 
     # libraries that import tqdm.auto warn that a kernel without ipywidgets has no widget bars;
     # our own bars are text bars (analysis.progress), so the notice would only clutter the page
     warnings.filterwarnings("ignore", message="IProgress not found")
-    import pandas as pd
-
-    from analysis import plots
 
     prof = profile if isinstance(profile, Profile) else get_profile(profile)
     plots.setup_style()
     pd.set_option("display.max_colwidth", 160)
     pd.set_option("display.width", 160)
-    _CURRENT = Chapter(name, prof, time.time(), dict(cache.COUNTS), dict(cache.SECONDS))
+    _CURRENT = Chapter(name, prof, time.time(), len(cache.RUNS))
     if banner:
         print(f"chapter {name!r}, profile: {prof.name}")
     return prof
@@ -96,7 +104,6 @@ def start(name: str, profile: str | Profile | None = None, banner: bool = True) 
 
 def chapters() -> list[str]:
     """The book's chapters, by file stem, in the order of ``_toc.yml``."""
-    import re
 
     toc = (ROOT / "_toc.yml").read_text()
     return [p.rsplit("/", 1)[-1] for p in re.findall(r"^\s*(?:root|-\s*file):\s*(\S+)\s*$", toc, flags=re.M)]
@@ -127,7 +134,6 @@ def _safe(name: str) -> str:
 def table(frame, name: str, verdicts: bool = False):
     """Show ``frame`` and write it to ``<html>/results/<chapter>/<name>.csv`` (and ``.json`` when
     ``verdicts``), with a link under the table. Returns ``frame`` so it displays as the cell's value."""
-    from IPython.display import Markdown, display
 
     chapter = current()
     stem = _safe(name)
@@ -145,27 +151,44 @@ def table(frame, name: str, verdicts: bool = False):
     return None
 
 
-def memory_plan(plan, device: str) -> None:
-    """Show a study's :class:`analysis.memory.MemoryPlan` as the ``memory_plan`` table, then the
-    rule the code follows past one device, for ``device`` and this host."""
-    from analysis import memory
+def config(cfg, title: str = "sizes", name: str = "sizes", skip: Iterable[str] = ()) -> None:
+    """Show a config dataclass as a one-column table ``title`` of its fields' values (as text), written
+    as ``name``; a nested config's fields come first, as ``<field>.<its field>``; ``skip`` leaves fields
+    out; None shows as an empty cell."""
 
-    table(memory.frame(plan), "memory_plan")
-    print(memory.rule(plan, memory.device_bytes(device), memory.host_bytes()))
+    values = dataclasses.asdict(cfg)
+    nested = [f.name for f in dataclasses.fields(cfg) if dataclasses.is_dataclass(getattr(cfg, f.name))]
+    rows = {f"{n}.{k}": v for n in nested if n not in skip for k, v in values[n].items()}
+    rows |= {k: v for k, v in values.items() if k not in skip and k not in nested}
+    table(pd.Series(rows, name=title).astype(str).to_frame(), name)
+
+
+def seed_vs_ours(
+    seed: Mapping[str, object], ours: Mapping[str, object], seed_name: str = "seed", ours_name: str = "ours"
+):
+    """A frame with the seed's number beside ours, one row per quantity (``ours``'s order, then any
+    only the seed has); a quantity one side did not report is empty."""
+
+    rows = list(dict.fromkeys([*ours, *seed]))
+    return pd.DataFrame({seed_name: pd.Series(seed), ours_name: pd.Series(ours)}).reindex(rows)
+
+
+@contextmanager
+def timed(label: str, clock: Callable[[], float] = time.perf_counter) -> Iterator[None]:
+    """Time the ``with`` block and print ``"<label> ready in <N> s"`` after it."""
+    t0 = clock()
+    yield
+    print(f"{label} ready in {clock() - t0:.0f} s")
 
 
 def machine() -> dict[str, object]:
     """Cores, memory and accelerator of this machine."""
-    import torch
 
-    try:
-        mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    except (ValueError, OSError, AttributeError):
-        mem_gib = float("nan")
+    ram = memory.available("cpu")
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU only"
     return {
         "cores": os.cpu_count(),
-        "memory GiB": round(mem_gib, 1),
+        "memory GiB": round(ram / 2**30, 1) if ram else float("nan"),
         "device": device,
         "python": platform.python_version(),
         "platform": platform.platform(terse=True),
@@ -188,20 +211,37 @@ def records_dir(profile: str) -> Path:
     return CACHE_DIR / "book_runs" / profile
 
 
+def computations(runs: Sequence[cache.Run]) -> dict[str, dict[str, float]]:
+    """Per cache name that ran (slowest first): how often, its seconds in all, and per measure
+    (:mod:`analysis.memory`) the highest peak and the most it added while it ran, in MiB."""
+    out: dict[str, dict[str, float]] = {}
+    for run in (r for r in runs if not r.hit):
+        row = out.setdefault(run.name, {"runs": 0, "seconds": 0.0})
+        row["runs"] += 1
+        row["seconds"] += run.seconds
+        for p in run.peaks:
+            for what, n_bytes in ((f"peak MiB, {p.measure}", p.total), (f"added MiB, {p.measure}", p.added)):
+                row[what] = max(row.get(what, -math.inf), round(n_bytes / memory.MiB, 1))
+    for row in out.values():
+        row["seconds"] = round(row["seconds"], 1)
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]["seconds"]))
+
+
 def finish() -> None:
     """Print the chapter's runtime and profile and write its run record (see :func:`run_records`)."""
     chapter = current()
     seconds = chapter.elapsed()
-    counts = {k: cache.COUNTS[k] - chapter.counts_at_start.get(k, 0) for k in ("hit", "miss")}
-    spent = {k: v - chapter.seconds_at_start.get(k, 0.0) for k, v in cache.SECONDS.items()}
-    slowest = {k: round(v, 1) for k, v in sorted(spent.items(), key=lambda kv: -kv[1])[:5] if v >= 1.0}
+    runs = cache.RUNS[chapter.runs_at_start :]
+    hits = sum(r.hit for r in runs)
+    ran = computations(runs)
     record = {
         "chapter": chapter.name,
         "profile": chapter.profile.name,
         "seconds": round(seconds, 1),
-        "cache hits": counts["hit"],
-        "cache misses": counts["miss"],
-        "slowest computations": slowest,
+        "cache hits": hits,
+        "cache misses": len(runs) - hits,
+        "computations": ran,
+        "served from the cache": sorted({r.name for r in runs if r.hit} - set(ran)),
         "tables": chapter.tables,
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
         **machine(),
@@ -210,7 +250,7 @@ def finish() -> None:
     cache.atomic_write(folder / f"{chapter.name}.json", lambda p: p.write_text(json.dumps(record, indent=1)))
     print(
         f"chapter runtime {seconds:.0f} s under the {chapter.profile.name!r} profile "
-        f"({counts['hit']} cached results reused, {counts['miss']} computed)"
+        f"({hits} cached results reused, {len(runs) - hits} computed)"
     )
 
 

@@ -14,36 +14,70 @@ file that is renamed into place (``os.replace`` is atomic), so an interrupted ru
 either the old entry or none. An entry that cannot be read (a crash in an older version, a
 disk error) is reported with a warning and recomputed. A sweep caches each cell separately
 (:func:`cached_map`), so an interrupted sweep resumes at the first missing cell.
+
+Every call is logged in :data:`RUNS`: a hit, or a computed entry with its seconds and the peak
+memory it reached (:func:`analysis.memory.measure`: the host's resident set, and CUDA's allocations
+when CUDA is in use), which the book's build appendix shows per computation.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import hashlib
 import json
 import os
+import pickle
 import tempfile
 import time
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable, Iterable, TypeVar
 
 import torch
 
 import analysis.config
+from analysis import memory
 from analysis.config import CACHE_DIR
 from analysis.progress import progress
 
 T = TypeVar("T")
 
-COUNTS: collections.Counter = collections.Counter()
-"""Cache hits and misses of :func:`cached` in this process (``"hit"``, ``"miss"``); the book's
-build appendix reports them per chapter."""
 
-SECONDS: collections.Counter = collections.Counter()
-"""Seconds spent computing missed entries, per cache name, in this process (inclusive: a
-computation that calls :func:`cached` inside counts that time too): where a cold run's time goes."""
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One call of :func:`cached`: a hit ran nothing; a miss ran ``seconds`` and reached ``peaks``
+    (seconds and peaks are inclusive: a computation that calls :func:`cached` inside counts those)."""
+
+    name: str
+    hit: bool
+    seconds: float = 0.0
+    peaks: tuple[memory.Peak, ...] = ()
+
+
+RUNS: list[Run] = []
+"""Every call of :func:`cached` in this process, in order; the book reports them per chapter."""
+
+
+MOVED: dict[str, str] = {
+    "analysis.studies.adaptive.runner": "analysis.studies.adaptive.results",
+}
+"""Modules whose result classes moved (old module -> new): entries pickled before the move still
+load, instead of being recomputed. A class that changes its fields is a new cache entry instead
+(change its key), never a line here."""
+
+
+class _MovedUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        return super().find_class(MOVED.get(module, module), name)
+
+
+_PICKLE = SimpleNamespace(
+    __name__="analysis.cache.moved_pickle",
+    Unpickler=_MovedUnpickler,
+    load=lambda f, **kw: _MovedUnpickler(f, **kw).load(),
+)
+"""A ``pickle_module`` for ``torch.load`` that reads classes through :data:`MOVED`."""
 
 
 class CacheError(RuntimeError):
@@ -161,7 +195,7 @@ class DiskCache:
         if not path.exists():
             return False, None
         try:
-            return True, torch.load(path, map_location="cpu", weights_only=False)
+            return True, torch.load(path, map_location="cpu", weights_only=False, pickle_module=_PICKLE)
         except Exception as err:  # corrupt or partial: recompute, never crash
             warnings.warn(f"Cache entry {path} is unreadable ({type(err).__name__}); recomputing.")
             path.unlink(missing_ok=True)
@@ -187,20 +221,22 @@ def cached(
     model: str | None = None,
     cache: DiskCache | None = None,
     refresh: bool = False,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> T:
-    """``compute()``, or its stored result for the same (name, config, model, data fingerprint)."""
+    """``compute()``, or its stored result for the same (name, config, model, data fingerprint);
+    logged in :data:`RUNS` with the seconds ``clock`` counted and the peak memory measured."""
     cache = cache or DiskCache()
     key = cache_key(name, config, model)
     if not refresh:
         hit, value = cache.load(name, key)
         if hit:
-            COUNTS["hit"] += 1
+            RUNS.append(Run(name, hit=True))
             return value
-    COUNTS["miss"] += 1
     cache.check_writable()  # fail before, not after, an hour of work
-    t0 = time.perf_counter()
-    value = compute()
-    SECONDS[name] += time.perf_counter() - t0
+    t0 = clock()
+    with memory.measure() as meter:
+        value = compute()
+    RUNS.append(Run(name, hit=False, seconds=clock() - t0, peaks=meter.peaks))
     cache.save(name, key, value)
     return value
 

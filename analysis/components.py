@@ -11,6 +11,7 @@ import re
 from typing import Mapping, Sequence
 
 from torch import Tensor
+from transformer_lens import HookedEncoder, HookedTransformer
 
 ATTN_WEIGHTS = ("W_Q", "W_K", "W_V", "W_O")
 MLP_WEIGHTS = ("W_in", "W_gate", "W_out")
@@ -27,12 +28,14 @@ def component(layer: int, kind: str) -> str:
     return f"blocks.{layer}.{kind}"
 
 
-def components(model, kinds: Sequence[str] = KINDS) -> list[str]:
+def components(model: HookedTransformer | HookedEncoder, kinds: Sequence[str] = KINDS) -> list[str]:
     """Every ``blocks.{l}.{kind}`` component of ``model``, layer by layer."""
     return [component(l, k) for l in range(model.cfg.n_layers) for k in kinds]
 
 
-def parameter_name(model, weight: str, params: Mapping[str, Tensor] | None = None) -> str:
+def parameter_name(
+    model: HookedTransformer | HookedEncoder, weight: str, params: Mapping[str, Tensor] | None = None
+) -> str:
     """The parameter behind a weight name: grouped-query K/V live in ``attn._W_K``/``_W_V``.
 
     ``params`` (``dict(model.named_parameters())``) saves walking the modules again per call.
@@ -47,7 +50,9 @@ def parameter_name(model, weight: str, params: Mapping[str, Tensor] | None = Non
     raise KeyError(weight)
 
 
-def weights_of(model, name: str, params: Mapping[str, Tensor] | None = None) -> list[str]:
+def weights_of(
+    model: HookedTransformer | HookedEncoder, name: str, params: Mapping[str, Tensor] | None = None
+) -> list[str]:
     """The weight names a component stands for (one, for a weight name), checked against ``model``.
 
     >>> weights_of(model, "blocks.0.mlp")  # llama: gated MLP

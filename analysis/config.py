@@ -19,6 +19,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT: Path = Path(__file__).resolve().parent.parent
 """The repository root (the folder holding ``analysis/``, ``book/`` and ``data/``)."""
@@ -39,6 +40,17 @@ OVERRIDES_ENV = "ANALYSIS_PROFILE_OVERRIDES"
 replace a profile's fields (and, through ``extra``, a study's sizes): an experiment as data."""
 
 
+SIZE = {"size": True}
+"""Field metadata of a config field that is a *size* (tokens, samples, steps, widths, seeds): a toy
+run shrinks sizes and keeps choices (models, methods, switches, layers). Metadata never enters a
+cache key."""
+
+
+def size_fields(cfg: Any) -> list[str]:
+    """The names of ``cfg``'s fields marked as sizes (``field(metadata=SIZE)``), in field order."""
+    return [f.name for f in dataclasses.fields(cfg) if f.metadata.get("size")]
+
+
 @dataclass(frozen=True)
 class Profile:
     """Sizes for one scale of run. Every field is printed by the chapters that use it."""
@@ -49,27 +61,27 @@ class Profile:
     encoder: str = "minilm-l6"
     """Encoder model name, for probing chapters."""
     device: str = "cpu"
-    eval_tokens: int = 16_384
+    eval_tokens: int = field(default=16_384, metadata=SIZE)
     """Tokens of held-out evaluation text scored for perplexity."""
-    calib_tokens: int = 8_192
+    calib_tokens: int = field(default=8_192, metadata=SIZE)
     """Tokens of calibration text (gradients, activation statistics)."""
-    context: int = 256
+    context: int = field(default=256, metadata=SIZE)
     """Sliding-window context length for perplexity."""
-    stride: int = 256
+    stride: int = field(default=256, metadata=SIZE)
     """Sliding-window stride; ``stride == context`` scores disjoint windows."""
-    batch_size: int = 8
-    n_facts: int = 200
+    batch_size: int = field(default=8, metadata=SIZE)
+    n_facts: int = field(default=200, metadata=SIZE)
     """Fact prompts screened once for the known-fact screen every chapter shares
     (:func:`analysis.data.fact_splits`); about 1 in 4 is known for SmolLM2."""
     fact_screen: str = "greedy"
     """Which screened facts count as known: ``"greedy"`` (the model's greedy next token is the
     answer's first token) or ``"all"`` (no screen: only for toy runs on random weights, which know
     no fact, to exercise the code downstream of the screen)."""
-    logit_lens_tokens: int = 4_096
+    logit_lens_tokens: int = field(default=4_096, metadata=SIZE)
     """Tokens used for the intro chapter's logit-lens curve."""
-    n_probe_examples: int = 400
+    n_probe_examples: int = field(default=400, metadata=SIZE)
     """Examples per probing task."""
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata=SIZE)
     extra: dict = field(default_factory=dict)
     """Study-specific sizes, added by later chapters without touching the fields above."""
 
@@ -126,7 +138,7 @@ def get_profile(name: str | None = None) -> Profile:
     return _replace(profile, changes, f"{OVERRIDES_ENV}: {name}")
 
 
-STUDY_KEYS: tuple[str, ...] = ("adaptive", "factorization", "sae", "sweep", "tracing", "variance")
+STUDY_KEYS: tuple[str, ...] = ("adaptive", "capability", "factorization", "sweep", "tracing", "variance")
 """The keys of ``Profile.extra``: one per study that reads its sizes through :func:`study_config`."""
 
 

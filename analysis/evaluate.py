@@ -24,11 +24,21 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float, Int
+from jaxtyping import Int
 from torch import Tensor
+from transformer_lens import HookedTransformer
 
-from analysis import hooks
+from analysis import hooks, stats
 from analysis.cache import cached, tensors_hash
+from analysis.forward import (
+    batch_rows,
+    final_logits,
+    first_target_token,
+    logprobs,
+    next_token_predictions,
+    stream,
+    windows,
+)
 from analysis.models import model_key
 from analysis.progress import progress
 
@@ -56,13 +66,7 @@ class LMScore:
         window are not independent)."""
         if len(self.window_nll) < 2:
             raise ValueError("A perplexity interval needs at least 2 scored windows; score more text.")
-        nll = np.asarray(self.window_nll)
-        n = np.asarray(self.window_tokens, dtype=float)
-        idx = np.random.default_rng(seed).integers(0, len(nll), (n_boot, len(nll)))
-        boots = np.exp(nll[idx].sum(1) / n[idx].sum(1))
-        alpha = (1 - level) / 2
-        lo, hi = np.quantile(boots, [alpha, 1 - alpha])
-        return float(lo), float(hi)
+        return stats.ratio_ci(self.window_nll, self.window_tokens, np.exp, n_boot, seed, level)
 
 
 def unigram_score(
@@ -150,7 +154,7 @@ def sliding_windows(n: int, context: int, stride: int) -> list[tuple[int, int, i
 
 @torch.inference_mode()
 def lm_score(
-    model,
+    model: HookedTransformer,
     tokens: Int[Tensor, " n"],
     context: int = 256,
     stride: int | None = None,
@@ -204,93 +208,14 @@ def lm_score(
 
 
 def perplexity(
-    model, tokens: Int[Tensor, " n"], context: int = 256, stride: int | None = None, batch_size: int = 8
+    model: HookedTransformer,
+    tokens: Int[Tensor, " n"],
+    context: int = 256,
+    stride: int | None = None,
+    batch_size: int = 8,
 ) -> float:
     """Sliding-window perplexity of ``model`` on a 1-D token stream."""
     return lm_score(model, tokens, context, stride, batch_size).perplexity
-
-
-def right_pad(seqs: Sequence[Tensor], pad: int = 0) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, " batch"]]:
-    """Stack 1-D token sequences into a right-padded ``[batch, max_len]`` tensor, and their lengths.
-
-    The one batcher of the library: with causal attention, right padding leaves every real
-    position's activations exactly as they are unpadded.
-    """
-    if len(seqs) == 0:
-        raise ValueError("right_pad: no sequences given.")
-    lengths = torch.tensor([int(t.numel()) for t in seqs])
-    batch = torch.full((len(seqs), int(lengths.max())), pad, dtype=torch.long)
-    for i, t in enumerate(seqs):
-        batch[i, : t.numel()] = t.reshape(-1).cpu()
-    return batch, lengths
-
-
-def pad_id(model) -> int:
-    """The tokenizer's padding id (0 when it has none)."""
-    tok = getattr(model, "tokenizer", None)
-    return (getattr(tok, "pad_token_id", None) or 0) if tok is not None else 0
-
-
-def prompt_batch(model, prompts: Sequence[str], max_len: int | None = None) -> tuple[Tensor, Tensor]:
-    """Right-padded tokens ``[batch, pos]`` (with BOS, on the model's device) and each prompt's
-    last real index ``[batch]``. Prompts longer than the context raise; ``max_len`` truncates."""
-    toks = [model.to_tokens(p, prepend_bos=True, truncate=False)[0] for p in prompts]
-    if max_len is not None:
-        toks = [t[:max_len] for t in toks]
-    for p, t in zip(prompts, toks):
-        if t.numel() > model.cfg.n_ctx:
-            raise ValueError(
-                f"Prompt of {t.numel()} tokens is longer than the context ({model.cfg.n_ctx}): {p[:60]!r}…"
-            )
-    batch, lengths = right_pad(toks, pad_id(model))
-    return batch.to(model.cfg.device), lengths - 1
-
-
-def final_logits(model, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
-    """Logits from residual-stream states: ``ln_final``, unembed and the soft-cap, exactly as
-    ``HookedTransformer.forward`` finishes (without its copy of the transposed unembedding).
-    Decoding an intermediate layer's residual this way is the logit lens."""
-    from transformer_lens.utilities.activation_functions import apply_softcap
-
-    shape = resid.shape
-    x = resid.reshape(-1, 1, shape[-1])
-    x = model.ln_final(x)[:, 0] if model.cfg.normalization_type is not None else x[:, 0]
-    logits = torch.addmm(model.unembed.b_U, x, model.unembed.W_U)
-    logits = apply_softcap(logits, model.cfg.output_logits_soft_cap)
-    return logits.reshape(*shape[:-1], logits.shape[-1])
-
-
-def last_logits(model, toks: Tensor, last: Tensor) -> Float[Tensor, "batch d_vocab"]:
-    """Logits at one position per row, unembedding only there (the unembedding is ~20% of a
-    short prompt's cost). Falls back to full logits for models without ``stop_at_layer``."""
-    rows = torch.arange(len(last))
-    try:
-        resid = model(toks, stop_at_layer=model.cfg.n_layers)  # [batch, pos, d_model]
-    except TypeError:
-        return model(toks, return_type="logits")[rows, last]
-    return final_logits(model, resid[rows, last])
-
-
-def first_target_token(model, target: str) -> int:
-    """The first token id of ``target`` as it continues a prompt (no BOS)."""
-    ids = model.to_tokens(target, prepend_bos=False)[0]
-    if ids.numel() == 0:
-        raise ValueError(f"Target {target!r} is empty; give the expected continuation, e.g. ' Paris'.")
-    return int(ids[0])
-
-
-@torch.inference_mode()
-def next_token_predictions(
-    model, prompts: Sequence[str], batch_size: int = 16, desc: str = "prompts"
-) -> Float[Tensor, "n d_vocab"]:
-    """Log-probabilities of the token after each prompt, ``[n_prompts, d_vocab]``."""
-    if len(prompts) == 0:
-        raise ValueError("No prompts given; pass at least one prompt.")
-    out = []
-    for i in progress(range(0, len(prompts), batch_size), desc=desc):
-        toks, last = prompt_batch(model, prompts[i : i + batch_size])
-        out.append(last_logits(model, toks, last).float().log_softmax(-1).cpu())
-    return torch.cat(out)
 
 
 def _check_facts(prompts: Sequence[str], targets: Sequence[str]) -> None:
@@ -305,7 +230,9 @@ def _check_facts(prompts: Sequence[str], targets: Sequence[str]) -> None:
         )
 
 
-def fact_recall(model, prompts: Sequence[str], targets: Sequence[str], batch_size: int = 16) -> Tensor:
+def fact_recall(
+    model: HookedTransformer, prompts: Sequence[str], targets: Sequence[str], batch_size: int = 16
+) -> Tensor:
     """Per-fact booleans ``[n]``: is the top-1 next token the target's first token?"""
     _check_facts(prompts, targets)
     logp = next_token_predictions(model, prompts, batch_size, desc="fact recall")
@@ -315,31 +242,25 @@ def fact_recall(model, prompts: Sequence[str], targets: Sequence[str], batch_siz
 
 @torch.inference_mode()
 def kl_to_base(
-    model,
-    base,
+    model: HookedTransformer,
+    base: HookedTransformer,
     tokens: Int[Tensor, " n"],
     context: int = 256,
     batch_size: int = 8,
 ) -> float:
     """Mean per-token ``KL(p_base || p_model)`` in nats over disjoint windows of ``tokens``."""
-    tokens = _check_tokens(tokens, context, context, model)
-    n = (tokens.numel() // context) * context
-    if n == 0:
-        raise ValueError(f"Need at least context={context} tokens for KL, got {tokens.numel()}.")
-    windows = tokens[:n].view(-1, context)
+    wins = windows(_check_tokens(tokens, context, context, model), context)
     total, count = 0.0, 0
-    for i in progress(range(0, len(windows), batch_size), desc="KL to base"):
-        x = windows[i : i + batch_size].to(model.cfg.device)
-        logp = model(x, return_type="logits").float().log_softmax(-1)
-        logq = base(x, return_type="logits").float().log_softmax(-1)
-        total += F.kl_div(logp, logq, log_target=True, reduction="sum").item()
+    for rows in batch_rows(len(wins), batch_size, "KL to base"):
+        x = wins[rows]
+        total += F.kl_div(logprobs(model, x), logprobs(base, x), log_target=True, reduction="sum").item()
         count += x.numel()
     return total / count
 
 
 @torch.inference_mode()
 def logit_lens(
-    model, tokens: Int[Tensor, " n"], context: int = 256, batch_size: int = 8, cache: bool = False
+    model: HookedTransformer, tokens: Int[Tensor, " n"], context: int = 256, batch_size: int = 8, cache: bool = False
 ) -> dict[str, Tensor]:
     """Per-layer next-token accuracy and NLL when each ``hook_resid_post`` is decoded directly.
 
@@ -350,18 +271,14 @@ def logit_lens(
         return _cached_on(
             model, tokens, "logit_lens", lambda: logit_lens(model, tokens, context, batch_size), context=context
         )
-    tokens = _check_tokens(tokens, context, context, model)
-    n = (tokens.numel() // context) * context
-    windows = tokens[:n].view(-1, context)
+    wins = windows(_check_tokens(tokens, context, context, model), context)
     L = model.cfg.n_layers
     correct, nll, count = torch.zeros(L), torch.zeros(L), 0
     names = [hooks.resid_post(l) for l in range(L)]
-    for i in progress(range(0, len(windows), batch_size), desc="logit lens"):
-        x = windows[i : i + batch_size].to(model.cfg.device)
-        _, cache = model.run_with_cache(x, names_filter=lambda name: name in names)
-        target = x[:, 1:].reshape(-1)
+    for batch in stream(model, wins, names, batch_size, desc="logit lens"):
+        target = batch.tokens[:, 1:].reshape(-1)
         for l, name in enumerate(names):
-            logits = final_logits(model, cache[name][:, :-1]).reshape(-1, model.cfg.d_vocab_out)
+            logits = final_logits(model, batch.acts[name][:, :-1]).reshape(-1, model.cfg.d_vocab_out)
             correct[l] += (logits.argmax(-1) == target).sum()
             nll[l] += F.cross_entropy(logits.float(), target, reduction="sum")
         count += target.numel()
@@ -407,17 +324,7 @@ class Comparison:
 
     def fact_recall_interval(self, level: float = 0.95) -> tuple[float, float]:
         """Wilson score interval of the fact recall (a binomial proportion over the facts)."""
-        return proportion_interval(int(sum(self.fact_hits)), len(self.fact_hits), level)
-
-
-def proportion_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of ``k`` successes in ``n`` trials (``scipy.stats.binomtest``); NaN for ``n = 0``."""
-    if n == 0:
-        return float("nan"), float("nan")
-    from scipy.stats import binomtest
-
-    ci = binomtest(k, n).proportion_ci(confidence_level=level, method="wilson")
-    return float(ci.low), float(ci.high)
+        return stats.proportion_ci(int(sum(self.fact_hits)), len(self.fact_hits), level)
 
 
 class Reference:
@@ -439,35 +346,27 @@ class Reference:
         prompts: Sequence[str] = (),
         targets: Sequence[str] = (),
     ):
-        tokens = _check_tokens(tokens, context, context, base)
-        n = (tokens.numel() // context) * context
-        if n == 0:
-            raise ValueError(f"Need at least context={context} tokens for a reference, got {tokens.numel()}.")
+        self.windows = windows(_check_tokens(tokens, context, context, base), context)
         _check_facts(prompts, targets)
-        self.windows = tokens[:n].view(-1, context)
         self.batch_size = batch_size
         self.prompts = list(prompts)
         self.target_ids = torch.tensor([first_target_token(base, t) for t in targets], dtype=torch.long)
         self.base_logp = [
-            base(self.windows[i : i + batch_size].to(base.cfg.device), return_type="logits")
-            .float()
-            .log_softmax(-1)
-            .cpu()
-            for i in progress(range(0, len(self.windows), batch_size), desc="reference")
+            logprobs(base, self.windows[rows]).cpu() for rows in batch_rows(len(self.windows), batch_size, "reference")
         ]
         self.base = None  # the base model's own score, filled by the first call below
         self.base = self.score(base)
 
     @torch.inference_mode()
-    def score(self, model) -> Comparison:
+    def score(self, model: HookedTransformer) -> Comparison:
         """Perplexity, accuracy, KL to the base and fact recall of ``model`` (``[n_windows, context]``
         windows), with the per-window NLL sums and per-fact hits behind them."""
         correct = kl = 0.0
         window_nll: list[float] = []
-        for j, i in enumerate(range(0, len(self.windows), self.batch_size)):
-            x = self.windows[i : i + self.batch_size].to(model.cfg.device)
-            logp = model(x, return_type="logits").float().log_softmax(-1).cpu()  # [batch, pos, d_vocab]
-            pred, target = logp[:, :-1], x[:, 1:].cpu()
+        for j, rows in enumerate(batch_rows(len(self.windows), self.batch_size)):
+            x = self.windows[rows]
+            logp = logprobs(model, x).cpu()  # [batch, pos, d_vocab]
+            pred, target = logp[:, :-1], x[:, 1:]
             window_nll += (-pred.gather(-1, target[..., None])[..., 0].double().sum(-1)).tolist()  # [batch]
             correct += (pred.argmax(-1) == target).sum().item()
             kl += F.kl_div(logp, self.base_logp[j], log_target=True, reduction="sum").item()

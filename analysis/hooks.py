@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 
 from torch import Tensor
+from transformer_lens import HookedEncoder, HookedTransformer
 from transformer_lens.utilities import get_act_name
 
 from analysis.models import is_encoder
@@ -107,13 +108,13 @@ def layer_of(hook_name: str) -> int:
     return int(m.group(1))
 
 
-def feature_hook(model, layer: int) -> str:
+def feature_hook(model: HookedTransformer | HookedEncoder, layer: int) -> str:
     """The residual stream a probe reads after block ``layer``: the normalised stream of a
     post-LN encoder, ``hook_resid_post`` of a decoder."""
     return f"blocks.{layer}.hook_normalized_resid_post" if is_encoder(model) else resid_post(layer)
 
 
-def input_hook(weight: str, model=None) -> str:
+def input_hook(weight: str, model: HookedTransformer | HookedEncoder = None) -> str:
     """The hook whose activations are the input ``x`` of ``x @ W`` for a TransformerLens weight.
 
     Q/K/V read ``ln1.hook_normalized``, ``W_O`` reads ``attn.hook_z`` (heads concatenated), the
@@ -141,7 +142,7 @@ def input_hook(weight: str, model=None) -> str:
     return hooks[w]
 
 
-def norm_output(model, hook_name: str, act: Tensor) -> Tensor:
+def norm_output(model: HookedTransformer | HookedEncoder, hook_name: str, act: Tensor) -> Tensor:
     """The input ``x`` of a weight from the activations at its :func:`input_hook`.
 
     ``ln*.hook_normalized`` fires before the norm's weight (and bias); the weight that follows

@@ -8,7 +8,8 @@ information, compress least*.
 
 - :meth:`ComponentScores.from_aie`: causal tracing (ROME), the seed's main signal: how much
   restoring one layer's attention or MLP output recovers known facts
-  (:meth:`analysis.tracing.AIEResult.component_effects`);
+  (:meth:`analysis.tracing.AIEResult.component_effects`); :func:`causal_tracing` traces a
+  model's facts with a run profile's recipe and returns that score;
 - :func:`weight_magnitude`: ``sum_W ||W||_F^2`` over the component's weight matrices;
 - :func:`gradient_magnitude`: ``sum_W ||dL/dW||_F^2`` of the language-model loss on calibration text.
 
@@ -29,16 +30,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
+import pandas as pd
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+from transformer_lens import HookedTransformer
 
 from analysis import stats
 from analysis.cache import cached, tensors_hash
 from analysis.components import KINDS, component, parameter_name, weights_of
+from analysis.config import Profile, get_profile
+from analysis.forward import windows as cut_windows
 from analysis.models import model_key
 from analysis.progress import progress
-from analysis.tracing import AIEResult
+from analysis.tracing import AIEResult, TraceSetup, known_only, recipe_for
 
 LEVELS = ("low", "medium", "high")
 
@@ -151,7 +156,6 @@ class ComponentScores:
 
     def frame(self, threshold: float = 0.5, by_kind: bool = True):
         """A pandas table: a row per layer, a score and a level column per kind."""
-        import pandas as pd
 
         lv = self.levels(threshold, by_kind)
         cols = {}
@@ -172,7 +176,7 @@ def _per_component(model, value_of) -> Tensor:
     return out
 
 
-def weight_magnitude(model) -> ComponentScores:
+def weight_magnitude(model: HookedTransformer) -> ComponentScores:
     """``sum_W ||W||_F^2`` over each component's weight matrices (the seed's first baseline).
 
     Grouped-query K/V matrices count once per stored KV head, as they are stored.
@@ -219,15 +223,8 @@ def _squared_gradients(
             p.requires_grad_(flags[name])
 
 
-def _windows(tokens: Tensor, context: int) -> Tensor:
-    n = (tokens.numel() // context) * context
-    if n == 0:
-        raise ValueError(f"Need at least context={context} calibration tokens for gradients, got {tokens.numel()}.")
-    return tokens[:n].view(-1, context)
-
-
 def gradient_magnitude_curve(
-    model,
+    model: HookedTransformer,
     tokens: Int[Tensor, " n"],
     sizes: Sequence[int],
     context: int = 256,
@@ -239,7 +236,7 @@ def gradient_magnitude_curve(
 
     Returns ``{n_tokens: ComponentScores}``. With ``cache`` the curve is stored per model, tokens,
     context, batch size and sizes."""
-    windows = _windows(tokens, context)
+    windows = cut_windows(tokens, context)
     counts = sorted({min(len(windows), max(1, n // context)) for n in sizes})
     compute = lambda: _squared_gradients(model, windows[: counts[-1]], batch_size, counts)  # noqa: E731
     if cache:
@@ -256,7 +253,7 @@ def gradient_magnitude_curve(
 
 
 def gradient_magnitude(
-    model, tokens: Int[Tensor, " n"], context: int = 256, batch_size: int = 4, cache: bool = True
+    model: HookedTransformer, tokens: Int[Tensor, " n"], context: int = 256, batch_size: int = 4, cache: bool = True
 ) -> ComponentScores:
     """``sum_W ||dL/dW||_F^2``, with ``L`` the mean next-token loss over disjoint windows of ``tokens``.
 
@@ -266,7 +263,7 @@ def gradient_magnitude(
     ``cache`` the result is stored per model (:func:`analysis.models.model_key`), tokens
     (their content hash), context and batch size.
     """
-    windows = _windows(tokens, context)
+    windows = cut_windows(tokens, context)
     compute = lambda: _squared_gradients(model, windows, batch_size)[0]  # noqa: E731
     if cache:
         config = {"tokens": tensors_hash([windows]), "context": context, "batch_size": batch_size}
@@ -280,7 +277,6 @@ def curve_agreement(curve: dict[int, "ComponentScores"], threshold: float = 0.5)
     """How a score moves with its sample size: per size, the Spearman correlation with the
     largest size's score within each kind, and the share of components whose level (the
     seed's z-score buckets) equals the largest size's. A pandas table, one row per size."""
-    import pandas as pd
 
     sizes = sorted(curve)
     last = curve[sizes[-1]]
@@ -299,7 +295,6 @@ def curve_agreement(curve: dict[int, "ComponentScores"], threshold: float = 0.5)
 
 def rank_correlations(scores: Sequence[ComponentScores], by_kind: bool = True):
     """Spearman correlations between scores: a table per kind (and pooled when ``by_kind=False``)."""
-    import pandas as pd
 
     names = [s.name for s in scores]
     groups = (
@@ -312,3 +307,16 @@ def rank_correlations(scores: Sequence[ComponentScores], by_kind: bool = True):
         m = [[stats.spearman(a, b) for b in vals] for a in vals]
         out[g] = pd.DataFrame(m, index=names, columns=names)
     return out
+
+
+def causal_tracing(
+    model: HookedTransformer, profile: Profile | str | None = None, cache: bool = True
+) -> ComponentScores:
+    """The causal-tracing score of ``model`` under a run profile's recipe
+    (:func:`analysis.tracing.recipe_for`), exactly as the causal tracing chapter computes it (the
+    same facts, noise and samples, so its cached traces are reused): the single-state (window 1)
+    indirect effect of each layer's attention and MLP output, max over positions from the subject
+    on, averaged over the ``"score"`` facts traced exactly (:func:`analysis.data.fact_splits`)."""
+    profile = get_profile(profile) if profile is None or isinstance(profile, str) else profile
+    setup = TraceSetup.for_model(model, recipe_for(profile), known_only(profile), cache)
+    return ComponentScores.from_aie(setup.single_state_aie())

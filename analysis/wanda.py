@@ -22,16 +22,16 @@ from __future__ import annotations
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+from transformer_lens import HookedTransformer
 
 from analysis import hooks
 from analysis.components import ATTN_WEIGHTS, parameter_name
-from analysis.progress import progress
-from analysis.sae.stream import sequences
+from analysis.forward import stream, windows
 
 
 @torch.no_grad()
 def input_norms(
-    model, tokens: Int[Tensor, " n"], context: int = 128, batch_size: int = 8
+    model: HookedTransformer, tokens: Int[Tensor, " n"], context: int = 128, batch_size: int = 8
 ) -> dict[str, Float[Tensor, " d_in"]]:
     """``‖X_i‖₂`` of every input feature of the attention weights over calibration tokens,
     keyed by :func:`analysis.hooks.input_hook` (``ln1.hook_normalized`` and ``attn.hook_z``).
@@ -39,26 +39,19 @@ def input_norms(
     ``ln1.hook_normalized`` sits *before* the norm's weight (and bias), so the norm's affine map
     is applied here: ``X`` is what ``W_Q``, ``W_K`` and ``W_V`` really multiply.
     """
-    seqs = sequences(tokens, context)
+    seqs = windows(tokens, context)
     names = [hooks.input_hook(f"blocks.{l}.attn.{w}", model) for l in range(model.cfg.n_layers) for w in ("W_Q", "W_O")]
     sq: dict[str, Tensor] = {}
-    last: dict[str, Tensor] = {}
 
-    def grab(act, hook):  # ln1 runs once each for Q, K and V: keep one copy per forward
-        last[hook.name] = act
-
-    for i in progress(range(0, len(seqs), batch_size), desc="Wanda norms"):
-        model.run_with_hooks(
-            seqs[i : i + batch_size].to(model.cfg.device), return_type=None, fwd_hooks=[(h, grab) for h in names]
-        )
-        for name, act in last.items():
+    for batch in stream(model, seqs, names, batch_size, "Wanda norms"):
+        for name, act in batch.acts.items():
             x = act.flatten(-2) if act.ndim == 4 else act  # hook_z: heads concatenated
             x = hooks.norm_output(model, name, x)
             sq[name] = sq.get(name, 0) + x.double().pow(2).flatten(0, -2).sum(0)
     return {k: v.sqrt().float().cpu() for k, v in sq.items()}
 
 
-def wanda_head_scores(model, norms: dict[str, Tensor]) -> Float[Tensor, "layer head"]:
+def wanda_head_scores(model: HookedTransformer, norms: dict[str, Tensor]) -> Float[Tensor, "layer head"]:
     """Per head: ``Σ |W_ij| · ‖X_i‖₂`` over its W_Q columns, W_O rows, and W_K/W_V columns of
     its key-value group divided by the group size (Sun et al. 2023, aggregated per head)."""
     cfg = model.cfg

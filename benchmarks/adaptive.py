@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 warnings.filterwarnings("ignore")
 
 from analysis.data import lm_tokens  # noqa: E402
+from analysis.forward import windows  # noqa: E402
 from analysis.models import load_model  # noqa: E402
 from analysis.sae import activations, adaptive  # noqa: E402
 
@@ -82,7 +83,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = load_model("smollm2-135m")
     bos = model.tokenizer.bos_token_id
-    seqs = activations.bos_sequences(lm_tokens(model, "train", args.tokens), 128, bos)
+    seqs = windows(lm_tokens(model, "train", args.tokens), 128, bos)
     acts = activations.collect_resid(model, seqs, [args.layer])[args.layer]
     d = model.cfg.d_model
     steps = args.steps

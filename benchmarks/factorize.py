@@ -51,7 +51,7 @@ from analysis.data import lm_tokens, load_task  # noqa: E402
 from analysis.models import load_model  # noqa: E402
 
 
-def factorize_all(model, method: str, ratio: float, context: compress.Context) -> tuple[float, dict]:
+def factorize_all(model, method: str, ratio: float, context: compress.Calibration) -> tuple[float, dict]:
     """Seconds to compute the low-rank product of every MLP matrix with ``method``; and the products."""
     params = dict(model.named_parameters())
     out = {}
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from analysis.studies import factorization
 
-    fcfg = factorization.factor_config_for("cpu")
+    fcfg = factorization.config_for("cpu")
     items = factorization.mmlu_items(args.mmlu_questions)
     t0 = time.perf_counter()
     hits = factorization.mmlu_correct(model, items, batch_size=fcfg.batch_size)

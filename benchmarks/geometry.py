@@ -38,6 +38,7 @@ warnings.filterwarnings("ignore")
 
 from analysis import geometry, hooks  # noqa: E402
 from analysis.data import lm_tokens  # noqa: E402
+from analysis.forward import windows  # noqa: E402
 from analysis.models import load_model  # noqa: E402
 
 
@@ -57,7 +58,7 @@ def naive(model, tokens, context: int, batch_size: int) -> tuple[float, dict]:
     t0 = time.perf_counter()
     L = model.cfg.n_layers
     names = [hooks.resid_pre(0)] + [hooks.resid_post(l) for l in range(L)]
-    wins = geometry.windows(tokens, context)
+    wins = windows(tokens, context)
     parts = []
     for i in range(0, len(wins), batch_size):
         _, cache = model.run_with_cache(wins[i : i + batch_size], names_filter=names, stop_at_layer=L)

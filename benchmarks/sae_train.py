@@ -38,6 +38,7 @@ warnings.filterwarnings("ignore")
 
 from analysis import hooks, sae  # noqa: E402
 from analysis.data import lm_tokens  # noqa: E402
+from analysis.forward import windows  # noqa: E402
 from analysis.models import load_model  # noqa: E402
 
 
@@ -47,7 +48,7 @@ def run_sae_lens(model, tokens: torch.Tensor, cfg: sae.SAETrainConfig, layer: in
     from sae_lens import LanguageModelSAERunnerConfig, LanguageModelSAETrainingRunner, LoggingConfig
     from sae_lens.saes.topk_sae import TopKTrainingSAEConfig
 
-    seqs = sae.sequences(tokens, cfg.context)
+    seqs = windows(tokens, cfg.context)
     ds = Dataset.from_dict({"input_ids": seqs.tolist()})
     d_in = model.cfg.n_heads * model.cfg.d_head
     runner_cfg = LanguageModelSAERunnerConfig(
@@ -97,7 +98,7 @@ def main() -> None:
         skip_first=0,
     )  # every position, as sae-lens
     tokens = lm_tokens(model.tokenizer, "train", n_tokens=args.tokens)
-    n = sae.sequences(tokens, cfg.context).numel()
+    n = windows(tokens, cfg.context).numel()
     print(
         f"{len(layers)} layers of hook_z SAEs, d_in={model.cfg.n_heads * model.cfg.d_head}, "
         f"d_sae={cfg.expansion * model.cfg.n_heads * model.cfg.d_head}, k={cfg.k}, {n} tokens each, "

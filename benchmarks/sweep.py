@@ -37,11 +37,11 @@ from analysis.studies import sweep  # noqa: E402
 
 def main() -> None:
     profile = get_profile("cpu")
-    cfg = sweep.sweep_config_for(profile)
+    cfg = sweep.config_for(profile)
     model = load_model(profile.model)
     by_name = {"weight magnitude": scores.weight_magnitude(model)}
     t0 = time.perf_counter()
-    reference, _, _ = sweep.reference_for(model, cfg, profile)
+    reference = sweep.reference_for(model, cfg, profile).reference
     print(
         f"reference built in {time.perf_counter() - t0:.1f} s: {reference.base.n_tokens} tokens, "
         f"{reference.base.n_facts} facts"

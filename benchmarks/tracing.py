@@ -30,7 +30,6 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # TransformerLens's patching bars wo
 import argparse  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -42,7 +41,7 @@ warnings.filterwarnings("ignore")
 
 from transformer_lens import patching  # noqa: E402
 
-from analysis import tracing  # noqa: E402
+from analysis import memory, tracing  # noqa: E402
 from analysis.models import load_model  # noqa: E402
 
 PROMPT = "The Eiffel Tower is located in the city of"
@@ -56,54 +55,27 @@ TL_FUNCTIONS = {
 }
 
 
-def rss_mb() -> float:
-    """Resident memory of this process in MiB (from /proc)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-class PeakMemory:
-    """Peak resident memory above the starting level while the block runs (sampled every 5 ms)."""
-
-    def __enter__(self) -> "PeakMemory":
-        self.start = self.peak = rss_mb()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-        self._thread.start()
-        return self
-
-    def _watch(self) -> None:
-        while not self._stop.wait(0.005):
-            self.peak = max(self.peak, rss_mb())
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, rss_mb())
-
-    @property
-    def extra_mb(self) -> float:
-        return self.peak - self.start
+def added_mib(meter: memory.Meter) -> float:
+    """The host peak above the starting level that :func:`analysis.memory.measure` saw, in MiB."""
+    (peak,) = [p for p in meter.peaks if p.measure == memory.HOST]
+    return peak.added / memory.MiB
 
 
 def run_transformer_lens(model, clean, corrupt, target_id) -> tuple[dict[str, torch.Tensor], float, float]:
     """TransformerLens's patching functions on the full grid: results, seconds, peak extra MiB."""
     metric = lambda logits: torch.softmax(logits[0, -1].float(), dim=-1)[target_id]  # noqa: E731
-    with PeakMemory() as mem:
+    with memory.measure() as mem:
         t0 = time.perf_counter()
         with torch.no_grad():
             _, cache = model.run_with_cache(clean)
             out = {h: fn(model, corrupt, cache, metric).cpu() for h, fn in TL_FUNCTIONS.items()}
         seconds = time.perf_counter() - t0
-    return out, seconds, mem.extra_mb
+    return out, seconds, added_mib(mem)
 
 
 def run_engine(model, fast: bool | None) -> tuple[tracing.TraceResult, float, float]:
     """Our engine on the same work: result, seconds, peak extra MiB."""
-    with PeakMemory() as mem:
+    with memory.measure() as mem:
         t0 = time.perf_counter()
         result = tracing.trace(
             model,
@@ -117,7 +89,7 @@ def run_engine(model, fast: bool | None) -> tuple[tracing.TraceResult, float, fl
             fast=fast,
         )
         seconds = time.perf_counter() - t0
-    return result, seconds, mem.extra_mb
+    return result, seconds, added_mib(mem)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -149,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     ours_s = statistics.median(engine_times)
     maxdiff = max(float((tl[h] - result[h]).abs().max()) for h in TL_FUNCTIONS)
     maxdiff_blocks = max(float((tl[h] - blocks_result[h]).abs().max()) for h in TL_FUNCTIONS)
-    base = rss_mb()
+    base = (memory.rss() or 0) / memory.MiB
     print(f"clean p={result.clean_prob:.4f}  corrupted p={result.corrupted_prob:.4f}")
     print(f"TransformerLens patching : {tl_s:8.2f} s   peak extra memory {tl_mem:7.1f} MiB")
     print(

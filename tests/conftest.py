@@ -39,47 +39,49 @@ def eval_tokens(smollm2):
     return lm_tokens(smollm2.tokenizer, "eval", n_tokens=600)
 
 
+TINY = dict(
+    n_layers=2, d_model=32, d_head=8, n_heads=4, d_mlp=64, n_ctx=64, d_vocab=50, act_fn="gelu",
+    normalization_type="LN", seed=0,
+)  # fmt: skip
+"""The sizes of every tiny random model in the unit tests, unless a test overrides them."""
+
+
+def tiny_cfg(**overrides):
+    """A :class:`~transformer_lens.HookedTransformerConfig` of :data:`TINY` sizes (2 layers, width 32,
+    4 heads of 8, MLP 64, 64 positions, 50 tokens, GELU, LayerNorm, seed 0); ``overrides`` replace
+    any field (``seed=None`` draws weights from the global generator)."""
+    from transformer_lens import HookedTransformerConfig
+
+    return HookedTransformerConfig(**{**TINY, **overrides})
+
+
+@pytest.fixture(name="tiny_cfg", scope="session")
+def tiny_cfg_fixture():
+    """:func:`tiny_cfg`: ``tiny_cfg(**overrides)`` builds a tiny HookedTransformerConfig."""
+    return tiny_cfg
+
+
 @pytest.fixture()
 def tiny_model():
     """A 2-layer random HookedTransformer with no tokenizer, for fast unit tests."""
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from transformer_lens import HookedTransformer
 
-    cfg = HookedTransformerConfig(
-        n_layers=2,
-        d_model=32,
-        d_head=8,
-        n_heads=4,
-        d_mlp=64,
-        n_ctx=64,
-        d_vocab=50,
-        act_fn="gelu",
-        normalization_type="LN",
-        seed=0,
-    )
-    return HookedTransformer(cfg).eval()
+    return HookedTransformer(tiny_cfg()).eval()
 
 
 @pytest.fixture()
 def gqa_model():
     """A 2-layer random llama-like HookedTransformer: grouped-query attention (4 query heads share
     2 K/V heads), RMSNorm, rotary positions, a gated MLP."""
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from transformer_lens import HookedTransformer
 
-    cfg = HookedTransformerConfig(
-        n_layers=2,
-        d_model=32,
-        d_head=8,
-        n_heads=4,
+    cfg = tiny_cfg(
         n_key_value_heads=2,
-        d_mlp=64,
-        n_ctx=64,
-        d_vocab=50,
         act_fn="silu",
         normalization_type="RMS",
         positional_embedding_type="rotary",
         rotary_dim=8,
         gated_mlp=True,
-        seed=0,
     )
     return HookedTransformer(cfg).eval()
 

@@ -34,7 +34,7 @@ Size accounting (:class:`Stored`) counts what a real format must store:
 
 One module per operation family:
 
-- :mod:`~analysis.compress.plan`: :class:`CompressionPlan`, :class:`Stored`, :class:`Context`,
+- :mod:`~analysis.compress.plan`: :class:`CompressionPlan`, :class:`Stored`, :class:`Calibration`,
   :class:`SizeReport` and the memo of compressed weights;
 - :mod:`~analysis.compress.linear`: the linear view and the head slices inside it;
 - :mod:`~analysis.compress.prune`: :class:`Prune` (unstructured magnitude pruning);
@@ -81,8 +81,8 @@ from analysis.compress.lowrank import (
 )
 from analysis.compress.plan import (
     SCALE_BITS,
+    Calibration,
     CompressionPlan,
-    Context,
     Operation,
     SizeReport,
     Stored,
@@ -108,7 +108,7 @@ __all__ = [
     "SVDLLM",
     "WHITEN_DAMPING",
     "CompressionPlan",
-    "Context",
+    "Calibration",
     "HeadSparsity",
     "Operation",
     "Prune",

@@ -23,10 +23,12 @@ from typing import Callable, Sequence
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+from transformer_lens import HookedEncoder, HookedTransformer
 
 from analysis.components import parameter_name
 from analysis.compress.linear import to_linear
-from analysis.compress.plan import Context
+from analysis.compress.plan import Calibration
+from analysis.forward import windows as cut_windows
 from analysis.hooks import input_hook, norm_output
 from analysis.models import is_encoder
 
@@ -39,13 +41,15 @@ LossFn = Callable[[object, Int[Tensor, "1 pos"], Int[Tensor, "1 pos"], int], Flo
 """``loss_fn(model, tokens, mask, row) -> scalar``: the loss of the example in row ``row``."""
 
 
-def lm_loss(model, tokens: Int[Tensor, "1 pos"], mask: Int[Tensor, "1 pos"], row: int = 0) -> Float[Tensor, ""]:
+def lm_loss(
+    model: HookedTransformer | HookedEncoder, tokens: Int[Tensor, "1 pos"], mask: Int[Tensor, "1 pos"], row: int = 0
+) -> Float[Tensor, ""]:
     """A decoder's mean next-token loss on ``tokens`` (the default :data:`LossFn`)."""
     return model(tokens, return_type="loss")
 
 
 def calibration_stats(
-    model,
+    model: HookedTransformer | HookedEncoder,
     tokens: Int[Tensor, " n_tokens"] | Int[Tensor, "batch pos"],
     weights: Sequence[str],
     kinds: Sequence[str] = STAT_KINDS,
@@ -54,7 +58,7 @@ def calibration_stats(
     attention_mask: Int[Tensor, "batch pos"] | None = None,
     loss_fn: LossFn | None = None,
     max_grad_examples: int | None = None,
-) -> Context:
+) -> Calibration:
     """Calibration statistics for ``weights`` in one forward pass (and one backward per example).
 
     ``tokens``: a 1-D token stream (cut into windows of ``context``) or a ``[n, pos]`` batch
@@ -62,7 +66,7 @@ def calibration_stats(
     of every statistic. ``loss_fn(model, tokens, mask, row) -> scalar`` defines the loss whose
     gradients FWSVD weights by, for the example in row ``row`` (default: the decoder's
     next-token loss; an encoder has no meaningful default and must be given one, e.g. a task
-    head's cross-entropy). Returns a :class:`~analysis.compress.plan.Context` for a plan.
+    head's cross-entropy). Returns a :class:`~analysis.compress.plan.Calibration` for a plan.
     """
     unknown = set(kinds) - set(STAT_KINDS)
     if unknown:
@@ -71,10 +75,7 @@ def calibration_stats(
     if tokens.numel() == 0:
         raise ValueError("calibration_stats: no calibration tokens given (missing calibration data).")
     if tokens.ndim == 1:
-        n = tokens.numel() // context
-        if n == 0:
-            raise ValueError(f"calibration_stats: {tokens.numel()} tokens is less than one window of {context}.")
-        tokens = tokens[: n * context].view(n, context)
+        tokens = cut_windows(tokens, context)
     if attention_mask is None:
         attention_mask = torch.ones_like(tokens)
     weights = list(weights)
@@ -88,11 +89,11 @@ def calibration_stats(
             raise FloatingPointError(
                 f"Calibration statistic {k!r} is not finite; the model produced NaN/inf on the calibration data."
             )
-    return Context(model=model, stats=stats)
+    return Calibration(model=model, stats=stats)
 
 
 def input_stats(
-    model,
+    model: HookedTransformer | HookedEncoder,
     tokens: Int[Tensor, "batch pos"],
     mask: Int[Tensor, "batch pos"],
     weights: Sequence[str],
@@ -151,7 +152,7 @@ def _batches(n: int, batch_size: int, checkpoints: Sequence[int] = ()) -> list[t
 
 
 def fisher_rows(
-    model,
+    model: HookedTransformer | HookedEncoder,
     tokens: Int[Tensor, "batch pos"],
     mask: Int[Tensor, "batch pos"],
     weights: Sequence[str],
@@ -202,7 +203,7 @@ def fisher_rows(
 
 
 def calibration_prefixes(
-    model,
+    model: HookedTransformer | HookedEncoder,
     tokens: Int[Tensor, " n_tokens"],
     weights: Sequence[str],
     windows: Sequence[int],
@@ -210,8 +211,8 @@ def calibration_prefixes(
     context: int = 256,
     batch_size: int = 8,
     max_grad_examples: int | None = None,
-) -> dict[int, Context]:
-    """``{n: Context}``: the statistics of :func:`calibration_stats` on the first ``n`` windows of
+) -> dict[int, Calibration]:
+    """``{n: Calibration}``: the statistics of :func:`calibration_stats` on the first ``n`` windows of
     ``context`` tokens, for every ``n`` in ``windows``, from one pass over ``max(windows)`` windows
     (a decoder's token stream; FWSVD's Fisher from the first ``min(n, max_grad_examples)`` windows).
     """
@@ -227,7 +228,7 @@ def calibration_prefixes(
     unknown = set(kinds) - set(STAT_KINDS)
     if unknown:
         raise ValueError(f"Unknown calibration statistics {sorted(unknown)}; choose from {STAT_KINDS}.")
-    rows = tokens[: windows[-1] * context].view(windows[-1], context)
+    rows = cut_windows(tokens, context)[: windows[-1]]
     mask = torch.ones_like(rows)
     per: dict[int, dict] = {w: {} for w in windows}
     if {"xtx", "absmean"} & set(kinds):
@@ -239,4 +240,4 @@ def calibration_prefixes(
         got = fisher_rows(model, rows, mask, list(weights), None, cap, checkpoints=[w for w in windows if w <= cap])
         for w in windows:
             per[w].update(got["prefix"].get(w) or {k: v for k, v in got.items() if k != "prefix"})
-    return {w: Context(model=model, stats=per[w]) for w in windows}
+    return {w: Calibration(model=model, stats=per[w]) for w in windows}

@@ -25,18 +25,18 @@ import torch
 
 from analysis.components import ATTN_WEIGHTS
 from analysis.compress.linear import from_head_slices, head_slices, weight_kind
-from analysis.compress.plan import Context, Stored, check_fraction
+from analysis.compress.plan import Calibration, Stored, check_fraction
 from analysis.hooks import input_hook
 
 
-def _head_layout(stored: Stored, name: str, context: Context | None) -> tuple[str, int, int, int]:
+def _head_layout(stored: Stored, name: str, calibration: Calibration | None) -> tuple[str, int, int, int]:
     """``(kind, units, d_head, group)`` of an attention weight: heads along columns (Q/K/V) or rows (O)."""
     kind = weight_kind(name)
     if kind not in ATTN_WEIGHTS:
         raise ValueError(f"Head operations apply to attention weights {ATTN_WEIGHTS}, not {name!r}.")
-    cfg = getattr(getattr(context, "model", None), "cfg", None)
+    cfg = getattr(getattr(calibration, "model", None), "cfg", None)
     if cfg is None:
-        raise ValueError(f"Head operations on {name!r} need the model (its n_heads and d_head) in the context.")
+        raise ValueError(f"Head operations on {name!r} need the model (its n_heads and d_head) in the calibration.")
     n_kv = getattr(cfg, "n_key_value_heads", None) or cfg.n_heads
     width = stored.weight.shape[0] if kind == "W_O" else stored.weight.shape[1]
     return kind, width // cfg.d_head, cfg.d_head, cfg.n_heads // n_kv
@@ -52,8 +52,8 @@ class PruneHeads:
 
     heads: tuple[int, ...]
 
-    def __call__(self, stored: Stored, *, name: str = "", context: Context | None = None) -> Stored:
-        kind, units, d_head, group = _head_layout(stored, name, context)
+    def __call__(self, stored: Stored, *, name: str = "", calibration: Calibration | None = None) -> Stored:
+        kind, units, d_head, group = _head_layout(stored, name, calibration)
         gone = set(int(h) for h in self.heads)
         if kind in ("W_K", "W_V"):
             gone = {u for u in range(units) if all(u * group + i in gone for i in range(group))}
@@ -74,7 +74,7 @@ class PruneHeads:
 class HeadSparsity:
     """Per-head unstructured pruning: within head h's slice, zero ``fractions[h]`` of the entries
     with the smallest score (``|w|``, or Wanda's ``|w| · ‖x_i‖₂`` with ``criterion="wanda"``,
-    which needs the context statistic ``"xnorm:<input hook>"``). With ``shared_kv="mean"`` a
+    which needs the calibration statistic ``"xnorm:<input hook>"``). With ``shared_kv="mean"`` a
     grouped K/V slice takes the mean fraction of its query heads; with ``shared_kv="keep"``
     W_K and W_V are untouched (a head's own slices only: its W_Q columns and W_O rows).
     """
@@ -92,8 +92,8 @@ class HeadSparsity:
         if self.shared_kv not in ("mean", "keep"):
             raise ValueError(f"shared_kv must be 'mean' or 'keep', got {self.shared_kv!r}.")
 
-    def __call__(self, stored: Stored, *, name: str = "", context: Context | None = None) -> Stored:
-        kind, units, d_head, group = _head_layout(stored, name, context)
+    def __call__(self, stored: Stored, *, name: str = "", calibration: Calibration | None = None) -> Stored:
+        kind, units, d_head, group = _head_layout(stored, name, calibration)
         n_heads = units * (group if kind in ("W_K", "W_V") else 1)
         if len(self.fractions) != n_heads:
             raise ValueError(f"{name}: {len(self.fractions)} fractions given for {n_heads} heads.")
@@ -105,7 +105,9 @@ class HeadSparsity:
         w = stored.weight.detach()
         score = w.abs()
         if self.criterion == "wanda":
-            norm = context.require(f"xnorm:{input_hook(name, context.model)}", "HeadSparsity(criterion='wanda')")
+            norm = calibration.require(
+                f"xnorm:{input_hook(name, calibration.model)}", "HeadSparsity(criterion='wanda')"
+            )
             score = score * norm.to(score)[:, None]
         su = head_slices(score, kind, d_head)
         keep_u = torch.ones_like(su, dtype=torch.bool)

@@ -26,6 +26,7 @@ from typing import Iterator, Mapping
 import torch
 from jaxtyping import Float
 from torch import Tensor
+from transformer_lens import HookedTransformer
 
 from analysis import hooks
 from analysis.geometry import GramStats, check_rank, factors, fit_map, reduced_rank
@@ -80,17 +81,17 @@ def fit_block(stats: GramStats, layer: int, rank: int | None = None, ridge: floa
     return BlockMap(layer, m.bias, a=a, b=b, ridge=m.ridge)
 
 
-def block_params(model, layer: int) -> int:
+def block_params(model: HookedTransformer, layer: int) -> int:
     """Parameters of block ``layer`` (attention, MLP and norms; grouped K/V counted as stored)."""
     return sum(p.numel() for n, p in model.blocks[layer].named_parameters())
 
 
-def compression(model, m: BlockMap) -> float:
+def compression(model: HookedTransformer, m: BlockMap) -> float:
     """The block's parameters over the map's stored values."""
     return block_params(model, m.layer) / m.n_values
 
 
-def rank_for_ratio(model, layer: int, ratio: float) -> int:
+def rank_for_ratio(model: HookedTransformer, layer: int, ratio: float) -> int:
     """The largest rank whose map is at least ``ratio`` times smaller than block ``layer``."""
     d = model.cfg.d_model
     if ratio <= 0:
@@ -102,7 +103,7 @@ def rank_for_ratio(model, layer: int, ratio: float) -> int:
 
 
 @contextmanager
-def replaced(model, maps: Mapping[int, BlockMap] | list[BlockMap]) -> Iterator[None]:
+def replaced(model: HookedTransformer, maps: Mapping[int, BlockMap] | list[BlockMap]) -> Iterator[None]:
     """Within the block, each mapped block's output (``hook_resid_post``) is its map of ``hook_resid_pre``."""
     maps = {m.layer: m for m in maps} if isinstance(maps, list) else dict(maps)
     for l in maps:

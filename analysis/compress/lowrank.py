@@ -52,11 +52,12 @@ from typing import Mapping, Sequence
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+from transformer_lens import HookedEncoder, HookedTransformer
 
 from analysis.cache import tensors_hash
 from analysis.components import component, parameter_name, weights_of
 from analysis.compress.linear import to_linear
-from analysis.compress.plan import CompressionPlan, Context, Stored, check_fraction
+from analysis.compress.plan import Calibration, CompressionPlan, Stored, check_fraction
 from analysis.hooks import input_hook
 from analysis.progress import progress
 
@@ -126,13 +127,13 @@ class SVD:
     def _key(self) -> tuple:
         return (self.method,)
 
-    def decompose(self, w: Float[Tensor, "d_in d_out"], name: str, context: Context | None) -> Decomposition:
+    def decompose(self, w: Float[Tensor, "d_in d_out"], name: str, calibration: Calibration | None) -> Decomposition:
         """The full (cacheable) decomposition of ``w``; subclasses rescale before and after the SVD."""
         U, S, Vh = torch.linalg.svd(w.float(), full_matrices=False)
         return U, S, Vh
 
     def factors(
-        self, w: Float[Tensor, "d_in d_out"], rank: int, name: str = "", context: Context | None = None
+        self, w: Float[Tensor, "d_in d_out"], rank: int, name: str = "", calibration: Calibration | None = None
     ) -> tuple[Float[Tensor, "d_in rank"], Float[Tensor, "rank d_out"]]:
         """``(A, B)`` with ``W ~ A @ B``, the singular values split evenly (sqrt) between them."""
         dec = None
@@ -141,24 +142,24 @@ class SVD:
                 *self._key(),
                 name,
                 tensors_hash([w]),
-                tuple(sorted((k, id(v)) for k, v in (context.stats.items() if context else ()))),
+                tuple(sorted((k, id(v)) for k, v in (calibration.stats.items() if calibration else ()))),
             )
             dec = self.cache.get(key)
         if dec is None:
-            dec = self.decompose(w.detach(), name, context)
+            dec = self.decompose(w.detach(), name, calibration)
             if self.cache is not None:
                 self.cache[key] = dec
         left, s, right = dec
         root = s[:rank].clamp(min=0).sqrt()
         return left[:, :rank] * root, root[:, None] * right[:rank]
 
-    def __call__(self, stored: Stored, *, name: str = "", context: Context | None = None) -> Stored:
+    def __call__(self, stored: Stored, *, name: str = "", calibration: Calibration | None = None) -> Stored:
         w = stored.weight
         d_in, d_out = w.shape
         r = self.target_rank(d_in, d_out)
         if r is None:
             return stored
-        A, B = self.factors(w, r, name, context)
+        A, B = self.factors(w, r, name, calibration)
         out = (A @ B).to(w.dtype)
         if not torch.isfinite(out).all():
             raise FloatingPointError(f"{type(self).__name__} of {name!r} produced non-finite values.")
@@ -185,8 +186,8 @@ class FWSVD(SVD):
 
     method = "fwsvd"
 
-    def decompose(self, w: Float[Tensor, "d_in d_out"], name: str, context: Context | None) -> Decomposition:
-        ctx = context or Context()
+    def decompose(self, w: Float[Tensor, "d_in d_out"], name: str, calibration: Calibration | None) -> Decomposition:
+        ctx = calibration or Calibration()
         d = _channel_scale(ctx.require(f"grad2:{name}", "FWSVD"), f"FWSVD Fisher for {name!r}").sqrt().float()
         U, S, Vh = torch.linalg.svd(w.float() * d, full_matrices=False)
         return U, S, Vh / d
@@ -202,8 +203,8 @@ class ASVD(SVD):
     def _key(self) -> tuple:
         return (self.method, self.alpha)
 
-    def decompose(self, w: Float[Tensor, "d_in d_out"], name: str, context: Context | None) -> Decomposition:
-        ctx = context or Context()
+    def decompose(self, w: Float[Tensor, "d_in d_out"], name: str, calibration: Calibration | None) -> Decomposition:
+        ctx = calibration or Calibration()
         hook = input_hook(name, ctx.model)
         s = _channel_scale(ctx.require(f"absmean:{hook}", "ASVD"), f"ASVD activations at {hook!r}")
         s = s.pow(self.alpha).float()
@@ -233,8 +234,8 @@ class SVDLLM(SVD):
 
     method = "svdllm"
 
-    def decompose(self, w: Float[Tensor, "d_in d_out"], name: str, context: Context | None) -> Decomposition:
-        ctx = context or Context()
+    def decompose(self, w: Float[Tensor, "d_in d_out"], name: str, calibration: Calibration | None) -> Decomposition:
+        ctx = calibration or Calibration()
         hook = input_hook(name, ctx.model)
         L, _ = whitening_factor(ctx.require(f"xtx:{hook}", "SVD-LLM"))
         U, S, Vh = torch.linalg.svd(L.T @ w.double(), full_matrices=False)
@@ -256,24 +257,24 @@ def factorization(method: str, ratio: float = 0.0, **kw) -> SVD:
     return FACTORIZATIONS[method](ratio=ratio, **kw)
 
 
-def mlp_weights(model, layers: Sequence[int] | None = None) -> list[str]:
+def mlp_weights(model: HookedTransformer | HookedEncoder, layers: Sequence[int] | None = None) -> list[str]:
     """Every MLP weight (``W_in``, ``W_gate``, ``W_out``; BERT: intermediate and output) of ``layers``."""
     layers = range(model.cfg.n_layers) if layers is None else layers
     return [w for l in layers for w in weights_of(model, component(l, "mlp"))]
 
 
 def factorization_plan(
-    model,
+    model: HookedTransformer | HookedEncoder,
     method: str,
     ratio: float | Mapping[int, float],
-    context: Context | None = None,
+    calibration: Calibration | None = None,
     cache: dict | None = None,
     **kw,
 ) -> CompressionPlan:
     """Factorize every MLP at one ``ratio``, or per layer from ``{layer: ratio}`` (layers left out stay dense)."""
     per_layer = dict(ratio) if isinstance(ratio, Mapping) else {l: ratio for l in range(model.cfg.n_layers)}
     ops = {component(l, "mlp"): [factorization(method, r, cache=cache, **kw)] for l, r in sorted(per_layer.items())}
-    return CompressionPlan(ops, context=context or Context(model=model))
+    return CompressionPlan(ops, calibration=calibration or Calibration(model=model))
 
 
 # --------------------------------------------------------------------------------------
@@ -285,7 +286,9 @@ SENSITIVITY_KEEP = (0.5, 0.65, 0.8, 0.95)
 0.4-0.9 for a 7B model, ``sensitivity.py``). 0.95 lets the search reach our mildest ratio (5 %)."""
 
 
-def mlp_units(model, layers: Sequence[int] | None = None, by: str = "layer") -> dict[str, list[str]]:
+def mlp_units(
+    model: HookedTransformer | HookedEncoder, layers: Sequence[int] | None = None, by: str = "layer"
+) -> dict[str, list[str]]:
     """The units a sensitivity search sizes as one: each layer's MLP (``by="layer"``) or each MLP matrix (``"weight"``)."""
     if by not in ("layer", "weight"):
         raise ValueError(f"Unknown sensitivity unit {by!r}; use 'layer' or 'weight'.")
@@ -295,7 +298,7 @@ def mlp_units(model, layers: Sequence[int] | None = None, by: str = "layer") -> 
     return {component(l, "mlp"): weights_of(model, component(l, "mlp")) for l in layers}
 
 
-def weight_shapes(model, weights: Sequence[str]) -> dict[str, tuple[int, int]]:
+def weight_shapes(model: HookedTransformer | HookedEncoder, weights: Sequence[str]) -> dict[str, tuple[int, int]]:
     """``{weight: (d_in, d_out)}`` of each weight's linear view."""
     params = dict(model.named_parameters())
     return {w: tuple(to_linear(w, params[parameter_name(model, w, params)]).shape) for w in weights}
@@ -329,10 +332,10 @@ def _mean_loss(model, tokens: Tensor, batch_size: int) -> float:
 
 
 def truncation_sensitivity(
-    model,
+    model: HookedTransformer | HookedEncoder,
     units: Mapping[str, Sequence[str]],
     tokens: Int[Tensor, "batch pos"],
-    context: Context,
+    calibration: Calibration,
     keep: Sequence[float] = SENSITIVITY_KEEP,
     alpha: float = 0.5,
     batch_size: int = 8,
@@ -350,7 +353,7 @@ def truncation_sensitivity(
         out[unit] = {}
         for k in keep:
             op = ASVD(ratio=1 - k, alpha=alpha, cache=cache)
-            with CompressionPlan({w: [op] for w in weights}, context=context).applied(model):
+            with CompressionPlan({w: [op] for w in weights}, calibration=calibration).applied(model):
                 out[unit][float(k)] = float(torch.tensor(_mean_loss(model, tokens, batch_size)).exp())
     return out
 
@@ -398,13 +401,13 @@ def allocate_ranks(
 
 
 def allocated_plan(
-    model,
+    model: HookedTransformer | HookedEncoder,
     allocation: Mapping[str, float],
     units: Mapping[str, Sequence[str]],
-    context: Context,
+    calibration: Calibration,
     cache: dict | None = None,
     alpha: float = 0.5,
 ) -> CompressionPlan:
     """ASVD with per-unit ratios from :func:`allocate_ranks` (units left at 0 stay dense)."""
     ops = {w: [ASVD(ratio=r, alpha=alpha, cache=cache)] for u, r in allocation.items() if r > 0 for w in units[u]}
-    return CompressionPlan(ops, context=context)
+    return CompressionPlan(ops, calibration=calibration)

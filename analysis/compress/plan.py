@@ -27,6 +27,7 @@ from typing import Iterator, Mapping, Protocol, Sequence
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
+from transformer_lens import HookedEncoder, HookedTransformer
 
 from analysis.cache import tensors_hash
 from analysis.components import KINDS, components, parameter_name, weights_of
@@ -74,7 +75,7 @@ class Stored:
 
 
 @dataclass
-class Context:
+class Calibration:
     """What data-aware operations may need: the model and named calibration statistics.
 
     ``stats`` maps a key such as ``"xtx:blocks.0.ln2.hook_normalized"`` to a tensor (shapes in
@@ -90,7 +91,7 @@ class Context:
         if key not in self.stats:
             raise ValueError(
                 f"{what} needs calibration statistic {key!r}; compute it first "
-                f"(e.g. analysis.compress.calibration_stats) and pass it in the plan's context."
+                f"(e.g. analysis.compress.calibration_stats) and pass it in the plan's calibration."
             )
         return self.stats[key]
 
@@ -102,8 +103,8 @@ class Operation(Protocol):
     values (their results may be remembered); operations without the attribute count as False.
     """
 
-    def __call__(self, stored: Stored, *, name: str, context: Context) -> Stored:
-        """The compressed version of ``stored`` (the weight ``name``; ``context`` gives data)."""
+    def __call__(self, stored: Stored, *, name: str, calibration: Calibration) -> Stored:
+        """The compressed version of ``stored`` (the weight ``name``; ``calibration`` gives data)."""
         ...
 
 
@@ -153,7 +154,7 @@ class CompressionPlan:
     ops: Mapping[str, Sequence[Operation]]
     dense_bits: int = 16
     """Bit width of an uncompressed weight (the reference for sizes): fp16, as models ship."""
-    context: Context = field(default_factory=Context)
+    calibration: Calibration = field(default_factory=Calibration)
 
     def __post_init__(self):
         self.ops = {name: list(ops) if isinstance(ops, (list, tuple)) else [ops] for name, ops in self.ops.items()}
@@ -167,7 +168,9 @@ class CompressionPlan:
                 if not callable(op):
                     raise TypeError(f"The plan for {name!r} holds {op!r}, which is no operation (e.g. Quantize(4)).")
 
-    def targets(self, model, params: Mapping[str, Tensor] | None = None) -> dict[str, list[Operation]]:
+    def targets(
+        self, model: HookedTransformer | HookedEncoder, params: Mapping[str, Tensor] | None = None
+    ) -> dict[str, list[Operation]]:
         """``{weight name: operations}``, components expanded; a weight named twice is an error."""
         params = dict(model.named_parameters()) if params is None else params
         out: dict[str, list[Operation]] = {}
@@ -178,7 +181,7 @@ class CompressionPlan:
                 out[w] = list(ops)
         return out
 
-    def compress_weight(self, model, weight: str) -> Stored:
+    def compress_weight(self, model: HookedTransformer | HookedEncoder, weight: str) -> Stored:
         """The stored form of one targeted weight after its operations (no memo, no model change)."""
         params = dict(model.named_parameters())
         return self._run(model, params, weight, self.targets(model, params)[weight])
@@ -187,17 +190,21 @@ class CompressionPlan:
         param = params[parameter_name(model, weight, params)]
         lin = to_linear(weight, param.detach())  # operations never modify their input in place
         stored = Stored(lin, float(self.dense_bits), lin.numel())
-        ctx = self.context if self.context.model is not None else dataclasses.replace(self.context, model=model)
+        ctx = (
+            self.calibration
+            if self.calibration.model is not None
+            else dataclasses.replace(self.calibration, model=model)
+        )
         for op in ops:
-            stored = op(stored, name=weight, context=ctx)
+            stored = op(stored, name=weight, calibration=ctx)
         return stored
 
-    def size(self, model) -> SizeReport:
+    def size(self, model: HookedTransformer | HookedEncoder) -> SizeReport:
         """The true stored size of the targeted weights (no model change)."""
         return self._apply(model, dict(model.named_parameters()), None)
 
     @contextlib.contextmanager
-    def applied(self, model) -> Iterator[SizeReport]:
+    def applied(self, model: HookedTransformer | HookedEncoder) -> Iterator[SizeReport]:
         """Compress ``model`` in place for the ``with`` block; originals come back bit for bit after.
 
         Each weight's storage is swapped (``param.data``): a tensor of compressed values (a copy,
@@ -212,7 +219,7 @@ class CompressionPlan:
             for pname, original in saved.items():
                 params[pname].data = original
 
-    def apply_copy(self, model) -> tuple[object, SizeReport]:
+    def apply_copy(self, model: HookedTransformer | HookedEncoder) -> tuple[object, SizeReport]:
         """A compressed deep copy of ``model`` and its size; ``model`` is untouched."""
         clone = copy.deepcopy(model)
         return clone, self._apply(clone, dict(clone.named_parameters()), None, write=True)
@@ -259,7 +266,9 @@ class _Compressed:
     bits: int
 
 
-def uniform_plan(model, ops: Sequence[Operation], kinds: Sequence[str] = KINDS, **kw) -> CompressionPlan:
+def uniform_plan(
+    model: HookedTransformer | HookedEncoder, ops: Sequence[Operation], kinds: Sequence[str] = KINDS, **kw
+) -> CompressionPlan:
     """The same operations on every ``attn``/``mlp`` component of every layer."""
     return CompressionPlan({c: list(ops) for c in components(model, kinds)}, **kw)
 

@@ -18,7 +18,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from analysis.compress.plan import Context, Stored, check_fraction
+from analysis.compress.plan import Calibration, Stored, check_fraction
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class Prune:
     def __post_init__(self):
         check_fraction(self.fraction, "Prune fraction")
 
-    def __call__(self, stored: Stored, *, name: str = "", context: Context | None = None) -> Stored:
+    def __call__(self, stored: Stored, *, name: str = "", calibration: Calibration | None = None) -> Stored:
         w = stored.weight
         k = int(round(self.fraction * w.numel()))
         if k == 0:

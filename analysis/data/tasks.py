@@ -49,6 +49,8 @@ from datasets import ClassLabel, Dataset, Features, Value
 from analysis.data import benchmarks, wordnet
 from analysis.data.sources import check_n, parsed_cache, raw_dir, raw_file
 from analysis.data.text import summaries
+import random
+import numpy as np
 
 
 def _task_dataset(task: str, rows: list[dict], names: list[str]) -> Dataset:
@@ -76,7 +78,6 @@ def _task_dataset(task: str, rows: list[dict], names: list[str]) -> Dataset:
 
 def _balance(rows: list[dict], n_classes: int, seed: int = 0) -> list[dict]:
     """Downsample every class to the smallest one's size (seeded), keeping file order."""
-    import random
 
     by_class = [[i for i, r in enumerate(rows) if r["label"] == c] for c in range(n_classes)]
     size = min(len(members) for members in by_class)
@@ -359,7 +360,6 @@ TASKS: dict[str, Callable[[Path], Dataset]] = {
 
 def _stratified_indices(labels: list[int], n: int, seed: int) -> list[int]:
     """``n`` row indices keeping class proportions (largest remainder), shuffled by ``seed``."""
-    import numpy as np
 
     rng = np.random.default_rng(seed)
     labels = list(labels)

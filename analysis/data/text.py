@@ -37,6 +37,7 @@ import datasets
 from datasets import Dataset, Features, Value
 
 from analysis.data.sources import parsed_cache, raw_dir, raw_file, read_json
+import torch
 
 if TYPE_CHECKING:
     import torch
@@ -325,7 +326,6 @@ def lm_tokens(
     object with a ``.tokenizer`` attribute holding one (e.g. a ``HookedTransformer``).
     Raises ``ValueError`` if ``n_tokens < 1`` or the split holds fewer tokens.
     """
-    import torch
 
     tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
     if n_tokens < 1:

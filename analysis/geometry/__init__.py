@@ -52,7 +52,7 @@ from analysis.geometry.linearity import (
     score_from_stats,
     solve_ridge,
 )
-from analysis.geometry.streams import block_stats, collect, heldout_r2, heldout_scores, visit_blocks, windows
+from analysis.geometry.streams import block_stats, collect, heldout_r2, heldout_scores, visit_blocks
 
 __all__ = [
     "MIN_TOKENS_PER_DIM",
@@ -96,5 +96,4 @@ __all__ = [
     "solve_ridge",
     "top_directions",
     "visit_blocks",
-    "windows",
 ]

@@ -21,6 +21,7 @@ from typing import Iterator
 import torch
 from jaxtyping import Float
 from torch import Tensor
+from transformer_lens import HookedTransformer
 
 from analysis import hooks
 
@@ -60,7 +61,11 @@ def keep_only(
 
 @contextmanager
 def ablated(
-    model, layer: int, basis: Float[Tensor, "d k"], mean: Float[Tensor, " d"] | None = None, keep: bool = False
+    model: HookedTransformer,
+    layer: int,
+    basis: Float[Tensor, "d k"],
+    mean: Float[Tensor, " d"] | None = None,
+    keep: bool = False,
 ) -> Iterator[None]:
     """Within the block, ``blocks.{layer}.hook_resid_pre`` has ``basis`` projected out (``keep=True``: kept only)."""
     check_basis(basis, model.cfg.d_model)

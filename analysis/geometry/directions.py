@@ -29,10 +29,11 @@ from dataclasses import dataclass
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+from transformer_lens import HookedTransformer
 
 from analysis import hooks
+from analysis.forward import windows
 from analysis.geometry.linearity import GramStats, check_rank, top_eigvecs
-from analysis.geometry.streams import windows
 from analysis.progress import progress
 
 ROGUE_RATIO = 100.0
@@ -99,7 +100,7 @@ def pca(stats: GramStats, which: str = "x") -> PCA:
 
 
 def gradient_covariance(
-    model, tokens: Int[Tensor, " n"], layers: list[int], context: int = 256, batch_size: int = 4
+    model: HookedTransformer, tokens: Int[Tensor, " n"], layers: list[int], context: int = 256, batch_size: int = 4
 ) -> dict[int, Float[Tensor, "d d"]]:
     """``E[g g^T]`` per layer for ``g`` the gradient of the summed next-token loss with respect to
     ``blocks.{l}.hook_resid_pre`` at each token; ``{layer: [d_model, d_model]}`` (float64)."""
@@ -139,7 +140,7 @@ def _accumulate_grads(model, wins: Tensor, bwd: list, batch_size: int) -> int:
     return count
 
 
-def readout_basis(model) -> tuple[Float[Tensor, "d d"], Float[Tensor, " d"]]:
+def readout_basis(model: HookedTransformer) -> tuple[Float[Tensor, "d d"], Float[Tensor, " d"]]:
     """Left singular vectors of ``diag(w_final) W_U`` ``[d_model, d_model]`` (columns) and singular values."""
     w_u = model.unembed.W_U.detach().double()
     norm_w = getattr(model.ln_final, "w", None) if model.cfg.normalization_type is not None else None

@@ -26,12 +26,11 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
+from transformer_lens import HookedTransformer
 
 from analysis import hooks
-from analysis.evaluate import final_logits
+from analysis.forward import final_logits, stream, windows
 from analysis.geometry.linearity import LinearMap
-from analysis.geometry.streams import windows
-from analysis.progress import progress
 
 
 @dataclass(frozen=True)
@@ -50,7 +49,7 @@ class LensStats:
 
 @torch.inference_mode()
 def lens_stats(
-    model,
+    model: HookedTransformer,
     tokens: Int[Tensor, " n"],
     context: int = 256,
     batch_size: int = 4,
@@ -63,10 +62,8 @@ def lens_stats(
     L = model.cfg.n_layers
     names = [hooks.resid_post(l) for l in range(L)]
     parts: list[list[Tensor]] = [[], [], [], []]
-    for i in progress(range(0, len(wins), batch_size), desc=desc):
-        x = wins[i : i + batch_size].to(model.cfg.device)
-        _, cache = model.run_with_cache(x, names_filter=lambda n: n in names, stop_at_layer=L)
-        target = x[:, 1:].reshape(-1)
+    for batch in stream(model, wins, names, batch_size, desc):
+        cache, target = batch.acts, batch.tokens[:, 1:].reshape(-1)
         final = final_logits(model, cache[names[-1]][:, :-1]).reshape(len(target), -1).float().log_softmax(-1)
         rows = [[], [], [], []]
         for l, name in enumerate(names):

@@ -16,8 +16,10 @@ from typing import Callable, Mapping
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+from transformer_lens import HookedTransformer
 
 from analysis import hooks
+from analysis.forward import stream, windows
 from analysis.geometry.linearity import GramStats, LinearMap
 from analysis.progress import progress
 
@@ -25,23 +27,9 @@ Visitor = Callable[[int, Tensor, Tensor], None]
 """``visit(layer, x, y)`` with ``x``/``y`` ``[tokens, d_model]``: the block's input and true output."""
 
 
-def windows(tokens: Int[Tensor, " n"], context: int) -> Int[Tensor, "window context"]:
-    """Disjoint windows of ``context`` tokens (the tail that does not fill one is dropped)."""
-    tokens = torch.as_tensor(tokens).flatten()
-    if context < 2:
-        raise ValueError(f"context must be at least 2 tokens, got {context}.")
-    n = (tokens.numel() // context) * context
-    if n == 0:
-        raise ValueError(
-            f"Got {tokens.numel()} tokens, fewer than one window of {context}; pass a non-empty calibration "
-            "set of at least `context` tokens (e.g. analysis.data.lm_tokens(model, 'calib', n_tokens=...))."
-        )
-    return tokens[:n].view(-1, context)
-
-
 @torch.inference_mode()
 def visit_blocks(
-    model,
+    model: HookedTransformer,
     tokens: Int[Tensor, " n"],
     visit: Visitor,
     context: int = 256,
@@ -116,7 +104,7 @@ class _Chain:
 
 
 def block_stats(
-    model, tokens: Int[Tensor, " n"], context: int = 256, batch_size: int = 8, to_final: bool = False
+    model: HookedTransformer, tokens: Int[Tensor, " n"], context: int = 256, batch_size: int = 8, to_final: bool = False
 ) -> dict[str, list[GramStats]]:
     """Streamed statistics per block: ``"block"``: ``(resid_pre, resid_post)``; with ``to_final``
     also ``"final"``: ``(resid_post(l), resid_post(L-1))`` for a least-squares tuned lens."""
@@ -140,7 +128,7 @@ def block_stats(
 
 
 def heldout_scores(
-    model,
+    model: HookedTransformer,
     tokens: Int[Tensor, " n"],
     maps: Mapping[int, LinearMap],
     context: int = 256,
@@ -178,7 +166,7 @@ def heldout_scores(
 
 
 def heldout_r2(
-    model,
+    model: HookedTransformer,
     tokens: Int[Tensor, " n"],
     maps: Mapping[int, LinearMap],
     context: int = 256,
@@ -191,14 +179,18 @@ def heldout_r2(
 
 
 def collect(
-    model, tokens: Int[Tensor, " n"], names: list[str], context: int = 256, batch_size: int = 8, max_tokens: int = 4096
+    model: HookedTransformer,
+    tokens: Int[Tensor, " n"],
+    names: list[str],
+    context: int = 256,
+    batch_size: int = 8,
+    max_tokens: int = 4096,
 ) -> dict[str, Float[Tensor, "n d"]]:
     """The activations at hook ``names`` for the first ``max_tokens`` tokens, ``{name: [n, d]}`` (small samples only)."""
     wins = windows(torch.as_tensor(tokens).flatten()[: max(max_tokens, context)], context)
     out: dict[str, list[Tensor]] = {n: [] for n in names}
     with torch.inference_mode():
-        for i in range(0, len(wins), batch_size):
-            _, cache = model.run_with_cache(wins[i : i + batch_size].to(model.cfg.device), names_filter=names)
+        for batch in stream(model, wins, names, batch_size):
             for n in names:
-                out[n].append(cache[n].reshape(-1, cache[n].shape[-1]).float().cpu())
+                out[n].append(batch.acts[n].reshape(-1, batch.acts[n].shape[-1]).float().cpu())
     return {n: torch.cat(v) for n, v in out.items()}

@@ -56,7 +56,6 @@ from analysis.sae.stream import (
     parse_key,
     sae_key,
     sae_keys,
-    sequences,
 )
 from analysis.sae.training import train_saes, trained_saes, training_sae_config
 
@@ -91,7 +90,6 @@ __all__ = [
     "sae_keys",
     "sae_quality",
     "save_saes",
-    "sequences",
     "train_saes",
     "trained_saes",
     "training_sae_config",

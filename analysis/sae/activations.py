@@ -21,27 +21,21 @@ from typing import Any, Sequence
 
 import torch
 from jaxtyping import Float, Int
+from sae_lens.saes.batchtopk_sae import BatchTopKTrainingSAE, BatchTopKTrainingSAEConfig
+from sae_lens.saes.sae import SAE, TrainStepInput
+from sae_lens.saes.standard_sae import StandardTrainingSAE, StandardTrainingSAEConfig
+from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
 from torch import Tensor
+from transformer_lens import HookedTransformer
 
 from analysis import hooks
+from analysis.forward import stream
 from analysis.progress import progress
 
 BASELINES = ("standard", "topk", "batchtopk")
 
 
-def bos_sequences(tokens: Int[Tensor, " n"], context: int, bos: int) -> Int[Tensor, "seq context"]:
-    """A token stream cut into sequences of ``context - 1`` tokens, each with ``bos`` prepended."""
-    tokens = torch.as_tensor(tokens).flatten()
-    if context < 2:
-        raise ValueError(f"context must be at least 2 (BOS plus one token); got {context}.")
-    n = tokens.numel() // (context - 1)
-    if n == 0:
-        raise ValueError(f"Need at least {context - 1} tokens for one sequence, got {tokens.numel()}.")
-    body = tokens[: n * (context - 1)].view(n, context - 1)
-    return torch.cat([torch.full((n, 1), bos, dtype=body.dtype), body], 1)
-
-
-def check_layers(model, layers: Sequence[int]) -> list[int]:
+def check_layers(model: HookedTransformer, layers: Sequence[int]) -> list[int]:
     """``layers`` sorted, or ``ValueError`` naming the model's layer range."""
     n = model.cfg.n_layers
     bad = [l for l in layers if not 0 <= int(l) < n]
@@ -50,7 +44,7 @@ def check_layers(model, layers: Sequence[int]) -> list[int]:
     return sorted({int(l) for l in layers})
 
 
-def relative_layers(model, seed_layers: Sequence[int], seed_n_layers: int) -> list[int]:
+def relative_layers(model: HookedTransformer, seed_layers: Sequence[int], seed_n_layers: int) -> list[int]:
     """The seed's layers moved to the same relative depth of ``model``: ``round(l · n / n_seed)``."""
     n = model.cfg.n_layers
     for l in seed_layers:
@@ -61,7 +55,11 @@ def relative_layers(model, seed_layers: Sequence[int], seed_n_layers: int) -> li
 
 @torch.no_grad()
 def collect_resid(
-    model, seqs: Int[Tensor, "seq pos"], layers: Sequence[int], batch_size: int = 8, bos: int | None = None
+    model: HookedTransformer,
+    seqs: Int[Tensor, "seq pos"],
+    layers: Sequence[int],
+    batch_size: int = 8,
+    bos: int | None = None,
 ) -> dict[int, Float[Tensor, "n d_model"]]:
     """``hook_resid_post`` of each layer at every position of ``seqs`` not holding ``bos`` (default: the
     tokenizer's BOS), one forward per batch stopped after the deepest layer; rows in sequence order."""
@@ -69,14 +67,10 @@ def collect_resid(
     if bos is None and model.tokenizer is not None:
         bos = model.tokenizer.bos_token_id
     out: dict[int, list[Tensor]] = {l: [] for l in layers}
-    for i in progress(range(0, len(seqs), batch_size), desc="residual activations"):
-        batch = seqs[i : i + batch_size].to(model.cfg.device)
-        keep = (batch != bos) if bos is not None else torch.ones_like(batch, dtype=torch.bool)
-        _, cache = model.run_with_cache(
-            batch, names_filter=[hooks.resid_post(l) for l in layers], stop_at_layer=max(layers) + 1
-        )
+    for batch in stream(model, seqs, [hooks.resid_post(l) for l in layers], batch_size, "residual activations"):
+        keep = (batch.tokens != bos) if bos is not None else torch.ones_like(batch.tokens, dtype=torch.bool)
         for l in layers:
-            out[l].append(cache[hooks.resid_post(l)][keep].float().cpu())
+            out[l].append(batch.acts[hooks.resid_post(l)][keep].float().cpu())
     return {l: torch.cat(v) for l, v in out.items()}
 
 
@@ -101,7 +95,6 @@ def train(
     its curve: ``{step, loss, mse, l0, <aux losses>}`` every ``cfg.log_every`` steps."""
     if cfg.steps < 1 or cfg.batch_tokens < 1:
         raise ValueError(f"Need steps >= 1 and batch_tokens >= 1; got {cfg.steps}, {cfg.batch_tokens}.")
-    from sae_lens.saes.sae import TrainStepInput
 
     g = torch.Generator().manual_seed(seed)
     params = [p for p in sae.parameters() if p.requires_grad]
@@ -138,16 +131,10 @@ def baseline(kind: str, d_in: int, width: int, k: float = 32, l1: float = 1.0, d
     if width < 1:
         raise ValueError(f"An SAE needs a width of at least 1; got {width}.")
     if kind == "standard":
-        from sae_lens.saes.standard_sae import StandardTrainingSAE, StandardTrainingSAEConfig
-
         return StandardTrainingSAE(StandardTrainingSAEConfig(d_in=d_in, d_sae=width, l1_coefficient=l1, device=device))
     if kind == "topk":
-        from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
-
         return TopKTrainingSAE(TopKTrainingSAEConfig(d_in=d_in, d_sae=width, k=max(1, round(k)), device=device))
     if kind == "batchtopk":
-        from sae_lens.saes.batchtopk_sae import BatchTopKTrainingSAE, BatchTopKTrainingSAEConfig
-
         return BatchTopKTrainingSAE(BatchTopKTrainingSAEConfig(d_in=d_in, d_sae=width, k=max(1.0, k), device=device))
     raise ValueError(f"Unknown baseline {kind!r}; use one of {', '.join(BASELINES)}.")
 
@@ -155,7 +142,6 @@ def baseline(kind: str, d_in: int, width: int, k: float = 32, l1: float = 1.0, d
 def for_inference(sae, folder) -> Any:
     """The inference form of a trained SAE, through sae-lens's save and load (BatchTopK becomes
     JumpReLU with its learned threshold)."""
-    from sae_lens.saes.sae import SAE
 
     sae.save_inference_model(folder)
     return SAE.load_from_disk(str(folder), device=str(sae.device))

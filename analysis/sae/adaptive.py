@@ -43,6 +43,12 @@ from typing import Literal
 
 import torch
 from jaxtyping import Float
+from sae_lens.registry import (
+    SAE_CLASS_REGISTRY,
+    SAE_TRAINING_CLASS_REGISTRY,
+    register_sae_class,
+    register_sae_training_class,
+)
 from sae_lens.saes.sae import (
     SAE,
     SAEConfig,
@@ -59,12 +65,6 @@ ARCHITECTURE = "adaptive_compress"
 
 def register() -> None:
     """Register AdaptiveCompress with sae-lens's SAE registries (idempotent)."""
-    from sae_lens.registry import (
-        SAE_CLASS_REGISTRY,
-        SAE_TRAINING_CLASS_REGISTRY,
-        register_sae_class,
-        register_sae_training_class,
-    )
 
     if ARCHITECTURE not in SAE_CLASS_REGISTRY:
         register_sae_class(ARCHITECTURE, AdaptiveCompressSAE, AdaptiveCompressSAEConfig)

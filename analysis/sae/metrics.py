@@ -23,14 +23,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
+from transformer_lens import HookedTransformer
 
 from analysis import hooks
+from analysis.forward import windows
 from analysis.progress import progress
-from analysis.sae.stream import collect_z, head_slices, parse_key, sequences
+from analysis.sae.stream import collect_z, head_slices, parse_key
 
 
 def explained_variance(x: Float[Tensor, "n d"], x_hat: Float[Tensor, "n d"]) -> float:
@@ -76,7 +79,12 @@ class LatentStats:
 
 @torch.no_grad()
 def latent_stats(
-    model, saes: dict[str, Any], groups: dict[str, Tensor], context: int = 128, batch_size: int = 8, skip_first: int = 1
+    model: HookedTransformer,
+    saes: dict[str, Any],
+    groups: dict[str, Tensor],
+    context: int = 128,
+    batch_size: int = 8,
+    skip_first: int = 1,
 ) -> LatentStats:
     """Encode every layer's ``hook_z`` with its SAE over each group's tokens (one forward per batch);
     the first ``skip_first`` positions of each sequence are left out, as in training."""
@@ -89,7 +97,7 @@ def latent_stats(
     err = dict.fromkeys(saes, 0.0)
     n_tok = torch.zeros(len(groups), dtype=torch.float64)
     for g, (name, toks) in enumerate(groups.items()):
-        seqs = sequences(toks, context)
+        seqs = windows(toks, context)
         for i in progress(range(0, len(seqs), batch_size), desc=f"latents ({name})"):
             z = collect_z(model, seqs[i : i + batch_size], layers, skip_first)
             for k, l, h in keys:
@@ -109,7 +117,9 @@ def latent_stats(
 
 
 @torch.no_grad()
-def residual_cache(model, seqs: Int[Tensor, "batch pos"]) -> Float[Tensor, "layer batch pos d_model"]:
+def residual_cache(
+    model: HookedTransformer, seqs: Int[Tensor, "batch pos"]
+) -> Float[Tensor, "layer batch pos d_model"]:
     """Every layer's ``hook_resid_pre`` on ``seqs``, stacked, to restart the forward pass at any layer."""
     names = [hooks.resid_pre(l) for l in range(model.cfg.n_layers)]
     _, cache = model.run_with_cache(seqs, names_filter=lambda n: n in names, return_type=None)
@@ -118,7 +128,7 @@ def residual_cache(model, seqs: Int[Tensor, "batch pos"]) -> Float[Tensor, "laye
 
 @torch.no_grad()
 def loss_from_layer(
-    model,
+    model: HookedTransformer,
     resid: Tensor,
     seqs: Int[Tensor, "batch pos"],
     layer: int,
@@ -139,12 +149,17 @@ def loss_from_layer(
 
 @torch.no_grad()
 def ce_losses(
-    model, saes: dict[str, Any], tokens: Int[Tensor, " n"], context: int = 128, batch_size: int = 8, skip_first: int = 1
+    model: HookedTransformer,
+    saes: dict[str, Any],
+    tokens: Int[Tensor, " n"],
+    context: int = 128,
+    batch_size: int = 8,
+    skip_first: int = 1,
 ) -> dict[str, dict[str, float]]:
     """Per SAE: next-token CE of the clean model, with the SAE's reconstruction spliced into
     ``hook_z``, and with ``hook_z`` zero-ablated (for per-head SAEs: that head only). Positions
     before ``skip_first`` (the attention sink, which the SAEs do not model) are left clean."""
-    seqs = sequences(tokens, context).to(model.cfg.device)
+    seqs = windows(tokens, context).to(model.cfg.device)
     resid = residual_cache(model, seqs)
     clean = float(model(seqs, return_type="loss"))
     out = {}
@@ -177,7 +192,7 @@ def ce_losses(
 
 @torch.no_grad()
 def sae_quality(
-    model,
+    model: HookedTransformer,
     saes: dict[str, Any],
     stats: LatentStats,
     ce_tokens: Tensor,
@@ -186,7 +201,6 @@ def sae_quality(
 ) -> "pd.DataFrame":  # noqa: F821
     """The standard SAE metrics per SAE: explained variance, L0, dead latents, and CE loss
     recovered (for the SAEs of ``layers``; default all, NaN for the others)."""
-    import pandas as pd
 
     chosen = {k: v for k, v in saes.items() if layers is None or parse_key(k)[0] in layers}
     ce = ce_losses(model, chosen, ce_tokens, context)

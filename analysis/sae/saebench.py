@@ -33,12 +33,14 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 from jaxtyping import Float, Int
+from sae_lens.evals import ExplainedVarianceCalculator, get_downstream_reconstruction_metrics
+from sae_lens.training.activation_scaler import ActivationScaler
 from torch import Tensor
+from transformer_lens import HookedTransformer
 
 from analysis import hooks
-from analysis.evaluate import prompt_batch
+from analysis.forward import pool, text_stream
 from analysis.probing import fit_probe, group_split
-from analysis.progress import progress
 
 KS = (1, 2, 5, 10, 20, 50)
 DENSE = 0.1
@@ -64,7 +66,6 @@ def sparsity_and_variance(
     """L0, L1, MSE, explained variance (sae-lens's), FVU, legacy EV, dead and dense fractions of
     ``sae`` on ``acts`` (held-out tokens, BOS already removed). ``legacy_batch``: tokens per batch of
     the legacy EV (default: ``batch``)."""
-    from sae_lens.evals import ExplainedVarianceCalculator
 
     if len(acts) == 0:
         raise ValueError("sparsity_and_variance needs at least one activation row.")
@@ -106,13 +107,16 @@ def sparsity_and_variance(
 
 @torch.no_grad()
 def downstream(
-    model, sae, layer: int, seqs: Int[Tensor, "seq pos"], batch_prompts: int = 8, bos: int | None = None
+    model: HookedTransformer,
+    sae,
+    layer: int,
+    seqs: Int[Tensor, "seq pos"],
+    batch_prompts: int = 8,
+    bos: int | None = None,
 ) -> dict[str, float]:
     """KL and CE with ``sae``'s reconstruction of ``blocks.{layer}.hook_resid_post`` spliced in, and
     their scores against zero ablation (``sae_lens.evals``; BOS positions, token ``bos`` (default: the
     tokenizer's), left clean and unscored). Sets ``sae.cfg.metadata.hook_name`` to that hook."""
-    from sae_lens.evals import get_downstream_reconstruction_metrics
-    from sae_lens.training.activation_scaler import ActivationScaler
 
     sae.cfg.metadata.hook_name = hooks.resid_post(layer)
     n_batches = max(1, len(seqs) // batch_prompts)
@@ -136,7 +140,7 @@ def downstream(
 
 @torch.no_grad()
 def pooled(
-    model,
+    model: HookedTransformer,
     texts: Sequence[str],
     layer: int,
     encoders: Mapping[str, Callable[[Tensor], Tensor]],
@@ -146,17 +150,12 @@ def pooled(
     """Mean over each text's non-padding, non-BOS tokens of ``hook_resid_post`` (key ``"residual"``)
     and of each encoder's latents (``{name: encode}``, applied per token)."""
     out: dict[str, list[Tensor]] = {"residual": [], **{k: [] for k in encoders}}
-    for i in progress(range(0, len(texts), batch_size), desc=f"pooled features (layer {layer})"):
-        toks, last = prompt_batch(model, list(texts[i : i + batch_size]), max_len)
-        _, cache = model.run_with_cache(toks, names_filter=[hooks.resid_post(layer)], stop_at_layer=layer + 1)
-        resid = cache[hooks.resid_post(layer)].float()
-        pos = torch.arange(toks.shape[1], device=toks.device)
-        mask = ((pos[None] >= 1) & (pos[None] <= last[:, None])).float()[..., None]
-        count = mask.sum(1).clamp(min=1)
-        out["residual"].append(((resid * mask).sum(1) / count).cpu())
-        for name, encode in encoders.items():
-            z = encode(resid)
-            out[name].append(((z * mask).sum(1) / count).float().cpu())
+    name = hooks.resid_post(layer)
+    for batch, last in text_stream(model, texts, [name], batch_size, max_len, f"pooled features (layer {layer})"):
+        resid = batch.acts[name].float()
+        out["residual"].append(pool(resid, "mean", last, skip_first=1).cpu())
+        for key, encode in encoders.items():
+            out[key].append(pool(encode(resid), "mean", last, skip_first=1).float().cpu())
     return {k: torch.cat(v) for k, v in out.items()}
 
 

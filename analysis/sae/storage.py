@@ -22,6 +22,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
+from sae_lens import SAE
+from transformer_lens import HookedTransformer
+
 from analysis import hooks
 from analysis.sae.stream import sae_keys
 
@@ -52,7 +55,7 @@ def save_saes(saes: dict[str, Any], folder: Path | str) -> Path:
     return folder
 
 
-def check_sae(sae, model, hook_name: str, head: int | None = None) -> None:
+def check_sae(sae, model: HookedTransformer, hook_name: str, head: int | None = None) -> None:
     """Raise :class:`SAEMismatchError`, naming the mismatch, unless ``sae`` was trained for this
     model's ``hook_name`` (and head) with a matching width."""
     meta = sae.cfg.metadata
@@ -73,9 +76,8 @@ def check_sae(sae, model, hook_name: str, head: int | None = None) -> None:
         )
 
 
-def load_sae(path: Path | str, model, hook_name: str, head: int | None = None):
+def load_sae(path: Path | str, model: HookedTransformer, hook_name: str, head: int | None = None):
     """An SAE saved in sae-lens format (``SAE.load_from_disk``), checked against model and hook."""
-    from sae_lens import SAE
 
     sae = SAE.load_from_disk(str(path), device=str(model.cfg.device))
     check_sae(sae, model, hook_name, head)
@@ -83,7 +85,7 @@ def load_sae(path: Path | str, model, hook_name: str, head: int | None = None):
 
 
 def load_saes(
-    folder: Path | str, model, granularity: str = "layer", layers: Sequence[int] | None = None
+    folder: Path | str, model: HookedTransformer, granularity: str = "layer", layers: Sequence[int] | None = None
 ) -> dict[str, Any]:
     """All SAEs saved by :func:`save_saes`, each checked against ``model``."""
     folder = Path(folder)

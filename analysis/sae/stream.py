@@ -28,8 +28,10 @@ from typing import Iterator, Literal, Sequence
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+from transformer_lens import HookedTransformer
 
 from analysis import hooks
+from analysis.forward import stream, windows
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,9 @@ def parse_key(key: str) -> tuple[int, int | None]:
     return hooks.layer_of(hook), (int(head) if head else None)
 
 
-def sae_keys(model, granularity: str, layers: Sequence[int] | None = None) -> list[tuple[str, int, int | None]]:
+def sae_keys(
+    model: HookedTransformer, granularity: str, layers: Sequence[int] | None = None
+) -> list[tuple[str, int, int | None]]:
     """``(key, layer, head)`` for every SAE of a granularity."""
     layers = range(model.cfg.n_layers) if layers is None else layers
     if granularity == "layer":
@@ -81,15 +85,6 @@ def sae_keys(model, granularity: str, layers: Sequence[int] | None = None) -> li
     raise ValueError(f"granularity must be 'layer' or 'head', got {granularity!r}.")
 
 
-def sequences(tokens: Int[Tensor, " n"], context: int) -> Int[Tensor, "seq context"]:
-    """A 1-D token stream cut into whole sequences of ``context`` tokens (the tail is dropped)."""
-    tokens = torch.as_tensor(tokens).flatten()
-    n = tokens.numel() // context
-    if n == 0:
-        raise ValueError(f"Need at least context={context} tokens, got {tokens.numel()}.")
-    return tokens[: n * context].view(n, context)
-
-
 def head_slices(z: Float[Tensor, "... head d_head"], head: int | None) -> Tensor:
     """``hook_z`` flattened over heads, ``[..., n_heads * d_head]``, or one head's ``[..., d_head]``."""
     return z.flatten(-2) if head is None else z[..., head, :]
@@ -97,22 +92,13 @@ def head_slices(z: Float[Tensor, "... head d_head"], head: int | None) -> Tensor
 
 @torch.no_grad()
 def collect_z(
-    model, seqs: Int[Tensor, "batch pos"], layers: Sequence[int], skip_first: int = 1
+    model: HookedTransformer, seqs: Int[Tensor, "batch pos"], layers: Sequence[int], skip_first: int = 1
 ) -> dict[int, Float[Tensor, "batch pos head d_head"]]:
     """``hook_z`` of each of ``layers`` on ``seqs`` from one forward pass (stopped after the last
     layer needed), without the first ``skip_first`` positions."""
-    store: dict[int, Tensor] = {}
-
-    def grab(act, hook):
-        store[hooks.layer_of(hook.name)] = act[:, skip_first:].detach()
-
-    model.run_with_hooks(
-        seqs.to(model.cfg.device),
-        return_type=None,
-        stop_at_layer=max(layers) + 1,
-        fwd_hooks=[(hooks.z(l), grab) for l in sorted(set(layers))],
-    )
-    return store
+    layers = sorted(set(layers))
+    batch = next(stream(model, seqs, [hooks.z(l) for l in layers], batch_size=max(1, len(seqs))))
+    return {l: batch.acts[hooks.z(l)][:, skip_first:] for l in layers}
 
 
 class ActivationPool:
@@ -151,7 +137,7 @@ class ActivationPool:
     def rows(self, n_seqs: int) -> dict[str, Float[Tensor, "rows d_in"]]:
         """The activations of the first ``n_seqs`` sequences, ``{key: [n_seqs * (context - skip_first), d_in]}``."""
         if self._data is None:
-            seqs = sequences(self.tokens, self.context)
+            seqs = windows(self.tokens, self.context)
             layers = sorted({l for _, l, _ in self.keys})
             chunks = []
             for s in range(0, seqs.shape[0], self.forward_batch):
@@ -189,7 +175,7 @@ class HookZStream:
         if pool is not None and not pool.matches(tokens, cfg):
             raise ValueError("The activation pool does not hold these tokens under this context/skip/granularity.")
         self.pool = pool
-        self.seqs = sequences(tokens, cfg.context)
+        self.seqs = windows(tokens, cfg.context)
         self.keys = sae_keys(model, cfg.granularity, layers)
         self.layers = sorted({l for _, l, _ in self.keys})
         self.gen = torch.Generator().manual_seed(cfg.seed)

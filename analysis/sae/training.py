@@ -26,7 +26,13 @@ from typing import Any, Iterator, Sequence
 
 import torch
 from jaxtyping import Int
+from sae_lens.config import LoggingConfig, SAETrainerConfig
+from sae_lens.saes.sae import SAEMetadata
+from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
+from sae_lens.training import multi_sae_trainer, sae_trainer
+from sae_lens.training.multi_sae_trainer import MultiSAETrainer
 from torch import Tensor
+from transformer_lens import HookedTransformer
 
 from analysis import cache, hooks
 from analysis.models import model_key
@@ -35,10 +41,8 @@ from analysis.sae.storage import load_saes, save_saes
 from analysis.sae.stream import ActivationPool, HookZStream, SAETrainConfig
 
 
-def training_sae_config(model, layer: int, cfg: SAETrainConfig, head: int | None = None):
+def training_sae_config(model: HookedTransformer, layer: int, cfg: SAETrainConfig, head: int | None = None):
     """The sae-lens ``TopKTrainingSAEConfig`` of one hook_z SAE, with model and hook in its metadata."""
-    from sae_lens.saes.sae import SAEMetadata
-    from sae_lens.saes.topk_sae import TopKTrainingSAEConfig
 
     d_in = model.cfg.d_head * (model.cfg.n_heads if head is None else 1)
     return TopKTrainingSAEConfig(
@@ -62,7 +66,6 @@ def training_sae_config(model, layer: int, cfg: SAETrainConfig, head: int | None
 def _offline_training():
     """wandb disabled and silent (``WANDB_MODE``, ``WANDB_SILENT``) while sae-lens trains, then
     the environment as it was; sae-lens's tqdm bars are off when progress is :func:`quiet`."""
-    from sae_lens.training import multi_sae_trainer, sae_trainer
 
     saved_env = {k: os.environ.get(k) for k in ("WANDB_MODE", "WANDB_SILENT")}
     saved_tqdm = multi_sae_trainer.tqdm, sae_trainer.tqdm
@@ -93,7 +96,7 @@ def _with_mean_init(stream: HookZStream, saes: dict[str, Any]) -> Iterator[dict[
 
 
 def train_saes(
-    model,
+    model: HookedTransformer,
     tokens: Int[Tensor, " n"],
     cfg: SAETrainConfig,
     layers: Sequence[int] | None = None,
@@ -104,9 +107,6 @@ def train_saes(
     Returns ``{sae key: TopKTrainingSAE}``; each SAE sees every training token ``cfg.epochs`` times.
     ``pool`` serves activations already collected (a sweep of settings on the same tokens).
     """
-    from sae_lens.config import LoggingConfig, SAETrainerConfig
-    from sae_lens.saes.topk_sae import TopKTrainingSAE
-    from sae_lens.training.multi_sae_trainer import MultiSAETrainer
 
     torch.manual_seed(cfg.seed)
     stream = HookZStream(model, tokens, cfg, layers, pool)
@@ -133,7 +133,7 @@ def train_saes(
 
 
 def trained_saes(
-    model,
+    model: HookedTransformer,
     tokens: Int[Tensor, " n"],
     cfg: SAETrainConfig,
     layers: Sequence[int] | None = None,

@@ -25,10 +25,13 @@ from dataclasses import asdict, dataclass
 from typing import Iterable, Sequence
 
 import pandas as pd
+from transformer_lens import HookedTransformer
 
-from analysis import stats
+from analysis import data, stats
 from analysis.cache import atomic_write
 from analysis.config import CACHE_DIR
+from analysis.evaluate import unigram_score
+from analysis.forward import windows
 
 VERDICTS = ("reproduced", "partly", "not reproduced", "inconclusive")
 
@@ -85,7 +88,7 @@ def usable(perplexities: Iterable[float], limit: float | None) -> bool:
     return limit is None or any(p < limit for p in perplexities if not math.isnan(p))
 
 
-def unigram_line(model, tokens, context: int, n_train: int = 1_000_000):
+def unigram_line(model: HookedTransformer, tokens, context: int, n_train: int = 1_000_000):
     """The line between usable and broken models: a unigram model (token frequencies of ``n_train``
     train-split tokens, :func:`analysis.evaluate.unigram_score`) scored on ``tokens`` cut into
     disjoint ``context``-token windows, as a model's perplexity is. Returns the
@@ -93,14 +96,10 @@ def unigram_line(model, tokens, context: int, n_train: int = 1_000_000):
 
     A compressed model whose perplexity lies above it has lost everything it knew beyond token
     frequencies; between two such models, which is less broken decides no claim."""
-    from analysis import data
-    from analysis.evaluate import unigram_score
 
-    n = (len(tokens) // context) * context
-    if n == 0:
-        raise ValueError(f"unigram_line needs at least context={context} tokens, got {len(tokens)}.")
+    wins = windows(tokens, context)
     train = data.lm_tokens(model.tokenizer, "train", n_tokens=n_train)
-    return unigram_score(train, tokens[:n].reshape(-1, context), model.cfg.d_vocab)
+    return unigram_score(train, wins, model.cfg.d_vocab)
 
 
 def table(verdicts: Sequence[Verdict]) -> pd.DataFrame:
@@ -143,8 +142,10 @@ def interval_verdict(
     n: int | None = None,
     seed=None,
     what: str = "estimate",
+    unit: str = "units",
 ) -> Verdict:
-    """A directional claim ``estimate {direction} threshold`` judged on its 95% interval ``[lo, hi]``."""
+    """A directional claim ``estimate {direction} threshold`` judged on its 95% interval ``[lo, hi]``
+    over ``n`` independent ``unit``."""
     if direction not in (">", "<"):
         raise ValueError(f"direction must be '>' or '<', got {direction!r}.")
     above, below = lo > threshold, hi < threshold
@@ -160,7 +161,7 @@ def interval_verdict(
     if verdict == "inconclusive" and n is not None:
         need = n_to_settle(estimate, lo, hi, n, threshold)
         if need:
-            evidence += f"; about {need} units (now {n}) would settle it if the estimate held"
+            evidence += f"; about {need} {unit} (now {n}) would settle it if the estimate held"
     return Verdict(
         claim,
         verdict,
@@ -172,6 +173,13 @@ def interval_verdict(
         lo,
         hi,
     )
+
+
+def difference_verdict(
+    claim: str, d: stats.Difference, threshold: float = 0.0, direction: str = ">", seed=None, what: str = "estimate"
+) -> Verdict:
+    """:func:`interval_verdict` of a paired comparison (:func:`analysis.stats.paired`)."""
+    return interval_verdict(claim, d.estimate, d.low, d.high, threshold, direction, d.n, seed, what, d.unit)
 
 
 def equivalence_verdict(

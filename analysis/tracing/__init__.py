@@ -25,14 +25,15 @@ The package, in the order a trace runs:
 - :mod:`.trace`: :func:`trace`, one fact;
 - :mod:`.aie`: :func:`average_indirect_effect`, many facts by token role;
 - :mod:`.convergence`: how many noise samples the average needs;
-- :mod:`.peaks`: where the average peaks, with a bootstrap over facts.
+- :mod:`.peaks`: where the average peaks, with a bootstrap over facts;
+- :mod:`.recipe`: the facts, noise and samples every trace of a run profile shares.
 
 Results are keyed by TransformerLens hook names (``hook_resid_pre``, ``hook_mlp_out``, ...;
 see :mod:`analysis.hooks`).
 """
 
 from analysis.tracing.aie import CACHE_VERSION, AIEResult, Skipped, average_indirect_effect
-from analysis.tracing.blocks import FastBlocks, TLBlocks, block_runner
+from analysis.tracing.blocks import FastBlocks, Prefix, TLBlocks, block_runner
 from analysis.tracing.convergence import choose_samples, sample_convergence
 from analysis.tracing.corrupt import (
     Corruption,
@@ -54,17 +55,25 @@ from analysis.tracing.inputs import (
     token_roles,
     window_layers,
 )
-from analysis.tracing.peaks import peak_depths, percentile_interval, role_margin
+from analysis.tracing.peaks import PeakDepth, RoleMargin, peak_depths, percentile_interval, role_margin
+from analysis.tracing.recipe import RECIPES, FactScreen, Recipe, TraceSetup, known_only, recipe_for
 from analysis.tracing.trace import Method, TraceResult, trace
 
 __all__ = [
+    "PeakDepth",
+    "RoleMargin",
     "AIEResult",
     "CACHE_VERSION",
+    "TraceSetup",
     "Corruption",
+    "FactScreen",
     "FastBlocks",
     "Method",
+    "Prefix",
     "Prepared",
+    "RECIPES",
     "ROLES",
+    "Recipe",
     "Skipped",
     "TLBlocks",
     "TraceResult",
@@ -77,11 +86,13 @@ __all__ = [
     "fact_fields",
     "find_subject",
     "first_token",
+    "known_only",
     "noise_scale",
     "pair_subjects",
     "peak_depths",
     "percentile_interval",
     "prepare",
+    "recipe_for",
     "role_margin",
     "subject_embedding_std",
     "subject_noise",

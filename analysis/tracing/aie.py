@@ -22,6 +22,7 @@ from typing import Any, Iterable, Literal, Sequence
 
 import torch
 from jaxtyping import Float, Int
+from scipy.stats import t as student_t
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
@@ -111,7 +112,6 @@ class AIEResult:
 
     def ci(self, kind: str, level: float = 0.95) -> Float[Tensor, "role layer"]:
         """Half-width of the ``level`` confidence interval of :meth:`mean` (Student t)."""
-        from scipy.stats import t as student_t
 
         e = self.effects(kind)
         n = (~e.isnan()).sum(0).float()

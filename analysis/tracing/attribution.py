@@ -24,7 +24,7 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from analysis.evaluate import final_logits
+from analysis.forward import final_logits
 from analysis.hooks import act_name
 from analysis.tracing.blocks import FastBlocks, block_runner
 from analysis.tracing.corrupt import embed_rows_hook

@@ -2,31 +2,43 @@
 
 A restoration at position ``p`` changes nothing before ``p`` (attention is causal), so the
 engine recomputes only positions ``p..end`` and reads the earlier positions' keys and values
-from the corrupted run. Two block runners do that. :class:`TLBlocks` calls TransformerLens's
-own block with a frozen key-value cache entry and patches through hooks, so it works for any
-architecture TransformerLens supports. :class:`FastBlocks` re-expresses the common pre-norm
-block (GPT-2, Llama, Mistral, Qwen2 shapes) so that work shared by every row is done once; it
-is used only where it reproduces TransformerLens's block (:meth:`FastBlocks.agrees`, checked
-when it is built), and :func:`block_runner` picks between them.
+from the corrupted run, handed over as a :class:`Prefix`. Two block runners do that.
+:class:`TLBlocks` calls TransformerLens's own block with a frozen key-value cache entry and
+patches through hooks, so it works for any architecture TransformerLens supports.
+:class:`FastBlocks` re-expresses the common pre-norm block (GPT-2, Llama, Mistral, Qwen2 shapes)
+so that work shared by every row is done once; it is used only where it reproduces
+TransformerLens's block (:meth:`FastBlocks.agrees`, checked when it is built), and
+:func:`block_runner` picks between them.
 """
 
 from __future__ import annotations
 
 import warnings
-from types import SimpleNamespace
-from typing import TYPE_CHECKING
+import weakref
+from dataclasses import dataclass
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
+from transformer_lens.components import MLP, GatedMLP
 
 from analysis.hooks import act_name
 from analysis.models import weights_version
 
-if TYPE_CHECKING:
-    from analysis.tracing.engine import Runs
+
+@dataclass(frozen=True, eq=False)
+class Prefix:
+    """The corrupted run's keys and values (``hook_k``, ``hook_v``) at every layer: what a
+    restoration at position ``p`` reads for the positions before ``p``. Compared by identity."""
+
+    keys: tuple[Float[Tensor, "sample pos kv_head d_head"], ...]
+    """Per layer, before any rotary embedding."""
+    values: tuple[Float[Tensor, "sample pos kv_head d_head"], ...]
+    n_samples: int
+    """Corrupted samples (rows of each layer's keys); a batch's rows are site-major, sample-minor."""
+
 
 Patches = dict[str, tuple[Tensor, Tensor]]
 """hook name -> (rows to patch, clean value [d_model]) for one layer; position 0 of the suffix."""
@@ -50,18 +62,16 @@ class TLBlocks:
     def __init__(self, model: HookedTransformer):
         self.model = model
 
-    def prepare(self, runs: "Runs") -> None:
-        """Nothing to precompute for TransformerLens's blocks."""
-
     def block(
-        self, j: int, resid: Tensor, runs: "Runs", p: int, sample: Tensor, patches: Patches, last: bool
+        self, j: int, resid: Tensor, prefix: Prefix, p: int, sample: Tensor, patches: Patches, last: bool
     ) -> Float[Tensor, "row suffix d_model"]:
-        """Block ``j`` on ``resid`` (positions ``p..``), with the corrupted prefix as its KV cache."""
+        """Block ``j`` on ``resid`` (positions ``p..``), with the corrupted prefix as its KV cache
+        (row ``r`` reads noise sample ``sample[r]``)."""
         entry = None
         if p > 0:
             entry = TransformerLensKeyValueCacheEntry(
-                past_keys=runs.corrupt_keys[j][sample, :p],
-                past_values=runs.corrupt_values[j][sample, :p],
+                past_keys=prefix.keys[j][sample, :p],
+                past_values=prefix.values[j][sample, :p],
                 frozen=True,
             )
         fwd = [(act_name(h, j), patch_rows(rows, value)) for h, (rows, value) in patches.items()]
@@ -88,7 +98,6 @@ class FastBlocks(TLBlocks):
     @staticmethod
     def supports(model: HookedTransformer) -> bool:
         """Whether the model's configuration is one this block reproduces."""
-        from transformer_lens.components import MLP, GatedMLP
 
         c = model.cfg
         flags_ok = (
@@ -120,6 +129,8 @@ class FastBlocks(TLBlocks):
         self.H, self.dh = c.n_heads, c.d_head
         self.Hk = c.n_key_value_heads if c.n_key_value_heads is not None else c.n_heads
         self.rotary = c.positional_embedding_type == "rotary"
+        # rotated keys per live Prefix (rotated_keys), dropped with the prefix
+        self.rotated: weakref.WeakKeyDictionary[Prefix, tuple[Tensor, ...]] = weakref.WeakKeyDictionary()
         self.wqkv, self.bqkv, self.w_up = [], [], []
         with torch.no_grad():
             for b in model.blocks:
@@ -137,21 +148,23 @@ class FastBlocks(TLBlocks):
                 self.wqkv.append(w.contiguous())  # [(H + 2 Hk) d_head, d_model]
                 self.bqkv.append(torch.cat([a.b_Q.reshape(-1), bk.reshape(-1), bv.reshape(-1)]))
 
-    def prepare(self, runs: "Runs") -> None:
-        """Rotate the corrupted run's keys once (positions 0..T-1) for every layer."""
-        if self.rotary and runs.rot_keys is None:
+    def rotated_keys(self, prefix: Prefix) -> tuple[Tensor, ...]:
+        """The prefix's keys after the rotary embedding (positions 0..T-1), per layer: computed
+        once per prefix and kept while the prefix lives (the keys themselves without rotary)."""
+        if not self.rotary:
+            return prefix.keys
+        rotated = self.rotated.get(prefix)
+        if rotated is None:
             with torch.no_grad():
-                runs.rot_keys = [
-                    blk.attn.apply_rotary(k, 0, None) for blk, k in zip(self.model.blocks, runs.corrupt_keys)
-                ]
-        elif runs.rot_keys is None:
-            runs.rot_keys = runs.corrupt_keys
+                rotated = tuple(blk.attn.apply_rotary(k, 0, None) for blk, k in zip(self.model.blocks, prefix.keys))
+            self.rotated[prefix] = rotated
+        return rotated
 
     def block(
         self,
         j: int,
         resid: Tensor,
-        runs: "Runs | None",
+        prefix: Prefix | None,
         p: int,
         sample: Tensor | None,
         patches: Patches,
@@ -160,13 +173,14 @@ class FastBlocks(TLBlocks):
     ) -> Float[Tensor, "row suffix d_model"]:
         """Block ``j`` on ``resid`` (positions ``p..``), patching position ``p`` of some rows.
 
+        ``prefix`` may be None only when ``p == 0`` (nothing cached; one sample per row).
         ``record``, when given, receives the block's ``hook_resid_pre``, ``hook_attn_out``,
         ``hook_mlp_out`` and ``hook_resid_post`` (only the last position when ``last``).
         """
         blk = self.model.blocks[j]
         a = blk.attn
         R, t, _ = resid.shape
-        S = runs.corrupt_resid.shape[0] if runs is not None else 1
+        S = prefix.n_samples if prefix is not None else 1
         n = R // S
         if record is not None:
             record["hook_resid_pre"] = resid
@@ -192,7 +206,7 @@ class FastBlocks(TLBlocks):
         causal = torch.ones(t, t, dtype=torch.bool, device=resid.device).tril()[t - tq :]
         s_new = s_new.masked_fill(~causal, float("-inf"))
         if p > 0:
-            kp, vp = runs.rot_keys[j][:, :p], runs.corrupt_values[j][:, :p]  # [S, p, Hk, dh]
+            kp, vp = self.rotated_keys(prefix)[j][:, :p], prefix.values[j][:, :p]  # [S, p, Hk, dh]
             s_pre = torch.einsum("nsqhrd,skhd->nshrqk", q, kp) / scale
             pattern = torch.softmax(torch.cat([s_pre, s_new], dim=-1).float(), dim=-1).to(v.dtype)
             z = torch.einsum("nshrqk,skhd->nsqhrd", pattern[..., :p], vp) + torch.einsum(
@@ -248,17 +262,11 @@ class FastBlocks(TLBlocks):
         for j in (0, c.n_layers - 1):
             k = torch.randn(2, 2, self.Hk, self.dh, generator=gen).to(dev, dtype)
             v = torch.randn(2, 2, self.Hk, self.dh, generator=gen).to(dev, dtype)
-            runs = SimpleNamespace(
-                corrupt_resid=torch.empty(2, 0),
-                corrupt_keys=[k] * c.n_layers,
-                corrupt_values=[v] * c.n_layers,
-                rot_keys=None,
-            )
+            prefix = Prefix((k,) * c.n_layers, (v,) * c.n_layers, n_samples=2)
             sample = torch.arange(2, device=dev).repeat(2)
             with torch.no_grad():
-                ref = TLBlocks.block(self, j, x, runs, 2, sample, {}, False)
-                self.prepare(runs)
-                out = self.block(j, x, runs, 2, sample, {}, False)
+                ref = TLBlocks.block(self, j, x, prefix, 2, sample, {}, False)
+                out = self.block(j, x, prefix, 2, sample, {}, False)
             if not torch.allclose(out, ref, atol=atol * max(1.0, float(ref.abs().max()))):
                 return False
         return True

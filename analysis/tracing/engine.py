@@ -11,7 +11,8 @@ numbers with less work:
    the batch at the layer it patches, starting from the corrupted residual stream cached there,
    since nothing before that layer differs from the corrupted run;
 3. only positions ``p..end`` are recomputed; earlier positions are the corrupted run's, and
-   attention reads their cached keys and values (the block runners of :mod:`.blocks`);
+   attention reads their cached keys and values (a :class:`~.blocks.Prefix`, read by the
+   block runners of :mod:`.blocks`);
 4. states that provably equal their corrupted value (positions before the first corrupted
    token) are not recomputed at all (:func:`no_effect`).
 """
@@ -27,9 +28,9 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from analysis import hooks
-from analysis.evaluate import final_logits
+from analysis.forward import final_logits
 from analysis.progress import progress
-from analysis.tracing.blocks import Patches, TLBlocks, block_runner
+from analysis.tracing.blocks import Patches, Prefix, TLBlocks, block_runner
 from analysis.tracing.corrupt import embed_rows_hook
 from analysis.tracing.inputs import WINDOWED, Prepared, window_layers
 
@@ -41,13 +42,12 @@ class Runs:
     clean: dict[str, Float[Tensor, "layer pos d_model"]]
     clean_logits: Float[Tensor, " d_vocab"]
     corrupt_resid: Float[Tensor, "sample layer pos d_model"]
-    corrupt_keys: list[Tensor]  # per layer [sample, pos, kv_head, d_head]
-    corrupt_values: list[Tensor]
+    prefix: Prefix
+    """The corrupted run's keys and values per layer."""
     corrupt_probs: Float[Tensor, " sample"]
     noise: Float[Tensor, "sample subj d_model"] | None
     corrupt_tokens: Int[Tensor, "sample pos"]
     first_changed: int
-    rot_keys: list[Tensor] | None = None  # keys after rotary, filled by the fast block runner
 
 
 def clean_and_corrupted(
@@ -72,10 +72,11 @@ def clean_and_corrupted(
         logits, cache = model.run_with_cache(batch, names_filter=lambda n: n in names)
     clean = {h: torch.stack([cache[hooks.act_name(h, l)][0] for l in range(L)]) for h in kinds}
     resid = torch.stack([cache[hooks.resid_pre(l)][1:] for l in range(L)], dim=1)
-    keys = [cache[hooks.k(l)][1:] for l in range(L)]
-    values = [cache[hooks.v(l)][1:] for l in range(L)]
+    keys = tuple(cache[hooks.k(l)][1:] for l in range(L))
+    values = tuple(cache[hooks.v(l)][1:] for l in range(L))
+    prefix = Prefix(keys, values, n_samples=resid.shape[0])
     probs = torch.softmax(logits[1:, -1].float(), dim=-1)[:, fact.target_id]
-    return Runs(clean, logits[0, -1], resid, keys, values, probs.cpu(), eps, corrupt_tokens, first_changed)
+    return Runs(clean, logits[0, -1], resid, prefix, probs.cpu(), eps, corrupt_tokens, first_changed)
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,6 @@ def restore(
     positions ``p..end``; earlier positions come from the corrupted run's keys and values.
     """
     runner = block_runner(model, fast)
-    runner.prepare(runs)
     S = runs.corrupt_resid.shape[0]
     out = torch.empty(len(todo), S)
     by_pos: dict[int, list[int]] = {}
@@ -175,6 +175,6 @@ def restore_chunk(
             ]
             if idx:
                 patches[hook] = (torch.tensor(idx, device=dev), runs.clean[hook][j, p])
-        resid = runner.block(j, resid, runs, p, sample[:rows], patches, last=(j == L - 1))
+        resid = runner.block(j, resid, runs.prefix, p, sample[:rows], patches, last=(j == L - 1))
     probs = torch.softmax(final_logits(model, resid[:, -1]).float(), dim=-1)[:, target_id]
     return probs.view(n, S).cpu()

@@ -19,7 +19,7 @@ from jaxtyping import Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from analysis.evaluate import first_target_token
+from analysis.forward import first_target_token
 
 ROLES: tuple[str, ...] = (
     "first subject",

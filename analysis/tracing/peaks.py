@@ -9,7 +9,7 @@ interval; :func:`role_margin` how far the claimed role's peak rises above every 
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -24,7 +24,29 @@ def percentile_interval(x: Tensor) -> tuple[float, float]:
     return lo, hi
 
 
-def peak_depths(aie: AIEResult, kind: str, role: str, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+@dataclass(frozen=True)
+class PeakDepth:
+    """Where a role's AIE curve peaks: the depth (layer / (n_layers - 1)) from all facts, the 95%
+    percentile interval over bootstrap resamples of the facts, and those resamples ``[n_boot]``."""
+
+    depth: float
+    lo: float
+    hi: float
+    boot: Tensor
+
+
+@dataclass(frozen=True)
+class RoleMargin:
+    """How far one role's peak AIE rises above every other traced role's (``others``), from all
+    facts, with its 95% percentile interval over bootstrap resamples of the facts."""
+
+    margin: float
+    lo: float
+    hi: float
+    others: tuple[str, ...]
+
+
+def peak_depths(aie: AIEResult, kind: str, role: str, n_boot: int = 1000, seed: int = 0) -> PeakDepth:
     """Where the ``role`` curve of ``kind`` peaks: its depth from all facts, and the 95% percentile
     interval of the depth over ``n_boot`` bootstrap resamples of the facts."""
     r = ROLES.index(role)
@@ -32,10 +54,10 @@ def peak_depths(aie: AIEResult, kind: str, role: str, n_boot: int = 1000, seed: 
     depth = lambda m: m.nan_to_num(float("-inf")).argmax(-1).double() / max(1, L - 1)  # noqa: E731
     boot = depth(aie.bootstrap_means(kind, n_boot, seed)[:, r])
     lo, hi = percentile_interval(boot)
-    return {"depth": float(depth(aie.mean(kind)[r])), "lo": lo, "hi": hi, "boot": boot}
+    return PeakDepth(float(depth(aie.mean(kind)[r])), lo, hi, boot)
 
 
-def role_margin(aie: AIEResult, kind: str, role: str, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+def role_margin(aie: AIEResult, kind: str, role: str, n_boot: int = 1000, seed: int = 0) -> RoleMargin:
     """How far the ``role`` curve's peak AIE rises above every other role's peak (roles at the
     very same positions, e.g. a first subsequent token that is always the last, excluded), from
     all facts and over ``n_boot`` bootstrap resamples of the facts (95% percentile interval)."""
@@ -52,4 +74,4 @@ def role_margin(aie: AIEResult, kind: str, role: str, n_boot: int = 1000, seed: 
 
     boot = margin(aie.bootstrap_means(kind, n_boot, seed))
     lo, hi = percentile_interval(boot)
-    return {"margin": float(margin(full)), "lo": lo, "hi": hi, "others": [ROLES[i] for i in others]}
+    return RoleMargin(float(margin(full)), lo, hi, tuple(ROLES[i] for i in others))

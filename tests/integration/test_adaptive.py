@@ -7,14 +7,15 @@ import pytest
 import torch
 
 from analysis.data import lm_tokens
+from analysis.forward import windows
 from analysis.sae import activations, adaptive, saebench
-from analysis.studies.adaptive import runner
+from analysis.studies.adaptive.run import skip_only_ev
 
 
 @pytest.fixture(scope="module")
 def setup(smollm2):
     bos = smollm2.tokenizer.bos_token_id
-    seqs = activations.bos_sequences(lm_tokens(smollm2, "eval", 4 * 31), 32, bos)
+    seqs = windows(lm_tokens(smollm2, "eval", 4 * 31), 32, bos)
     acts = activations.collect_resid(smollm2, seqs, [6])[6]
     return smollm2, seqs, acts
 
@@ -31,7 +32,7 @@ def test_seed_recipe_blocks_the_signal_on_real_activations(setup):
     sae, _ = activations.train(sae, acts, activations.TrainConfig(steps=6, batch_tokens=32))
     m = saebench.sparsity_and_variance(sae, acts)
     assert m["L0"] == 0 and m["dead fraction"] == 1
-    assert m["explained variance"] == pytest.approx(runner.skip_only_ev(acts), rel=1e-6)
+    assert m["explained variance"] == pytest.approx(skip_only_ev(acts), rel=1e-6)
 
 
 def test_metrics_match_sae_lens_evals_with_the_real_bos(setup):

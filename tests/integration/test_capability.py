@@ -21,7 +21,7 @@ TARGETS = [" Paris", " Tokyo"]
 def test_head_ablation_on_facts_matches_hooked_forward(smollm2, eval_tokens):
     layer, heads = 3, (0, 4)
     res = capability.head_ablation(smollm2, eval_tokens[:64], PROMPTS, TARGETS, context=32, layers=[layer])
-    assert res["loss"][layer].isfinite().all() and res["loss"][layer + 1].isnan().all()
+    assert res.loss[layer].isfinite().all() and res.loss[layer + 1].isnan().all()
     toks = [smollm2.to_tokens(p)[0] for p in PROMPTS]  # one prompt at a time: no padding
     tid = [smollm2.to_tokens(t, prepend_bos=False)[0, 0] for t in TARGETS]
     for h in heads:
@@ -37,19 +37,19 @@ def test_head_ablation_on_facts_matches_hooked_forward(smollm2, eval_tokens):
             lp = smollm2.run_with_hooks(t[None], fwd_hooks=[(hooks.z(layer), ablate)])[0, -1].float().log_softmax(-1)
             drops.append(float(clean[target] - lp[target]))
             hits.append(float(clean.argmax() == target) - float(lp.argmax() == target))
-        assert res["logp"][layer, h].item() == pytest.approx(sum(drops) / 2, abs=1e-3)
-        assert res["recall"][layer, h].item() == pytest.approx(sum(hits) / 2)
+        assert res.logp[layer, h].item() == pytest.approx(sum(drops) / 2, abs=1e-3)
+        assert res.recall[layer, h].item() == pytest.approx(sum(hits) / 2)
 
 
 def test_known_fact_set_takes_the_eval_split_of_the_shared_screen(smollm2):
     cfg = capability.CONFIGS["smoke"]
-    prompts, targets, stats = capability.known_fact_set(smollm2, cfg)
+    facts = capability.known_fact_set(smollm2, cfg)
     splits = data.fact_splits(smollm2, cfg.n_screen)
     want = splits["eval"].select(range(min(cfg.n_facts, len(splits["eval"]))))
-    assert prompts == list(want["prompt"]) and targets == list(want["target"])
+    assert facts.prompts == list(want["prompt"]) and facts.targets == list(want["target"])
     assert not set(want["id"]) & set(splits["score"]["id"])  # nothing here was used to score anything
-    assert stats == data.known_facts(smollm2, cfg.n_screen, cache=True)[1] and stats["n_total"] == cfg.n_screen
-    assert fact_recall(smollm2, prompts, targets).all()
+    assert facts.screen == data.known_facts(smollm2, cfg.n_screen, cache=True)[1] and facts.n_screened == cfg.n_screen
+    assert fact_recall(smollm2, facts.prompts, facts.targets).all()
 
 
 def test_domain_tokens_give_each_domain_its_own_text(smollm2):

@@ -12,8 +12,9 @@ import jupytext
 import pytest
 from nbclient import NotebookClient
 
-from analysis.config import OVERRIDES_ENV, PROFILES, ROOT
-from analysis.models import HUB_MODELS, MODELS_DIR_ENV
+from analysis.config import OVERRIDES_ENV, PROFILES, ROOT, size_fields
+from analysis.models import HUB_MODELS, MODELS_DIR_ENV, load_model
+from analysis.studies import registry
 
 
 def toc_chapters() -> list[str]:
@@ -64,21 +65,18 @@ def test_chapter_executes_under_smoke(chapter, monkeypatch):
 
 
 def toy_sizes(gpu, smoke) -> dict:
-    """The ``gpu`` config with ``smoke``'s sizes: numbers, tuples of numbers and nested configs
-    come from ``smoke``; model names, methods, switches and layer choices stay ``gpu``'s."""
-    keep = (str, bool, type(None))
+    """The ``gpu`` config with ``smoke``'s sizes: the fields marked as sizes
+    (:func:`analysis.config.size_fields`) come from ``smoke``; models, methods, switches and layer
+    choices stay ``gpu``'s."""
     changes = {}
-    for field in dataclasses.fields(gpu):
-        mine, theirs = getattr(gpu, field.name), getattr(smoke, field.name)
-        choice = isinstance(mine, keep) or (isinstance(mine, tuple) and all(isinstance(v, str) for v in mine))
-        if choice or field.name in ("name", "extra") or "layers" in field.name and mine is None:
-            continue
+    for name in size_fields(gpu):
+        theirs = getattr(smoke, name)
         if dataclasses.is_dataclass(theirs):
-            changes[field.name] = dataclasses.asdict(theirs)
+            changes[name] = dataclasses.asdict(theirs)
         elif isinstance(theirs, tuple) and theirs and dataclasses.is_dataclass(theirs[0]):
-            changes[field.name] = [dataclasses.asdict(v) for v in theirs]
+            changes[name] = [dataclasses.asdict(v) for v in theirs]
         else:
-            changes[field.name] = theirs
+            changes[name] = theirs
     return changes
 
 
@@ -86,24 +84,14 @@ def toy_sizes(gpu, smoke) -> dict:
 def gpu_toy(tmp_path_factory, smollm2, tiny_checkpoint):
     """A folder of tiny random checkpoints under every hub name the ``gpu`` profile uses, and a
     profile-overrides file that gives ``gpu`` the smoke profile's sizes on the CPU."""
-    from analysis.models import load_model
-    from analysis.studies import adaptive, capability, factorization, sweep, tracing, variance
-
     root = tmp_path_factory.mktemp("gpu_toy")
     for name in HUB_MODELS:
         encoder = name.startswith("bert")
         tok = load_model("minilm-l6").tokenizer if encoder else smollm2.tokenizer
         tiny_checkpoint(root / "models" / name, name, layers=4, tokenizer=tok)
-    tables = {
-        "tracing": tracing.TRACE_CONFIGS,
-        "sweep": sweep.SWEEP_CONFIGS,
-        "factorization": factorization.FACTOR_CONFIGS,
-        "sae": capability.CONFIGS,
-        "adaptive": adaptive.CONFIGS,
-        "variance": variance.VARIANCE_CONFIGS,
-    }
     # random weights know no fact: the toy run keeps every screened one ("fact_screen": "all")
     profile = toy_sizes(PROFILES["gpu"], PROFILES["smoke"]) | {"device": "cpu", "fact_screen": "all"}
+    tables = {key: registry.configs(key) for key in registry.STUDIES}
     profile["extra"] = {key: toy_sizes(t["gpu"], t["smoke"]) for key, t in tables.items()}
     (root / "overrides.json").write_text(json.dumps({"gpu": profile}, indent=1))
     return root

@@ -43,7 +43,7 @@ def test_activation_aware_methods_beat_svd_on_calibration_data(smollm2):
 
         r = compress.rank_for_ratio(*W.shape, 0.25)
         errs = {
-            op.method: out_err(op(_stored(W), name=w, context=ctx).weight)
+            op.method: out_err(op(_stored(W), name=w, calibration=ctx).weight)
             for op in (SVD(rank=r), ASVD(rank=r), SVDLLM(rank=r))
         }
         assert errs["svdllm"] < errs["svd"], (w, errs)
@@ -51,7 +51,7 @@ def test_activation_aware_methods_beat_svd_on_calibration_data(smollm2):
         # SVD-LLM is optimal: its error (under the possibly damped L L^T) is the root of the
         # discarded squared singular values of L^T W
         L, lam = compress.whitening_factor(xtx)
-        D = SVDLLM(rank=r)(_stored(W), name=w, context=ctx).weight.double() - W.double()
+        D = SVDLLM(rank=r)(_stored(W), name=w, calibration=ctx).weight.double() - W.double()
         s = torch.linalg.svdvals(L.T @ W.double())
         assert float(torch.linalg.matrix_norm(L.T @ D)) == pytest.approx(float(s[r:].pow(2).sum().sqrt()), rel=1e-3)
 
@@ -89,10 +89,10 @@ def test_encoder_round_trips_and_is_calibrated(minilm):
     base_x = captured[0][mask.bool()].double()
     assert torch.allclose(ctx.stats[f"xtx:{hook}"].double(), base_x.T @ base_x / len(base_x), rtol=1e-4, atol=1e-6)
     for method in ("svd", "asvd", "svdllm"):
-        with compress.factorization_plan(minilm, method, 0.0, context=ctx).applied(minilm):
+        with compress.factorization_plan(minilm, method, 0.0, calibration=ctx).applied(minilm):
             _, after = minilm.run_with_cache(ids, one_zero_attention_mask=mask, names_filter=names)
         assert all(torch.equal(after[k], base[k]) for k in base.keys())
-    with compress.factorization_plan(minilm, "svdllm", 0.35, context=ctx).applied(minilm) as report:
+    with compress.factorization_plan(minilm, "svdllm", 0.35, calibration=ctx).applied(minilm) as report:
         _, after = minilm.run_with_cache(ids, one_zero_attention_mask=mask, names_filter=names)
         assert report.ratio == pytest.approx(0.65, abs=0.01)
     assert not torch.allclose(after[last], base[last])

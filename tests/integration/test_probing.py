@@ -41,7 +41,7 @@ def test_control_types_recur_between_training_and_test(task):
     at the decoder probe size of the cpu profile (the last word alone falls far short)."""
     from analysis.studies import factorization
 
-    cfg = factorization.factor_config_for("cpu")
+    cfg = factorization.config_for("cpu")
     ds = probing.load_probe_task(task, n=min(cfg.n_decoder_probe, len(probing.load_probe_task(task))), seed=0)
     texts, groups = ds["text"][:], ds["group"][:]
     folds = probing.group_folds(groups, cfg.decoder_probe.folds, 0)

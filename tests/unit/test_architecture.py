@@ -12,7 +12,7 @@ from analysis.config import ROOT
 
 PACKAGE = ROOT / "analysis"
 LAYERS = {  # a module may import its own layer and the layers below it, never above
-    0: ("config", "progress", "cache", "models", "components", "hooks", "evaluate", "stats", "memory"),
+    0: ("config", "progress", "cache", "models", "components", "hooks", "forward", "evaluate", "stats", "memory"),
     1: ("data",),
     2: ("tracing", "sae", "probing", "scores", "wanda", "geometry"),
     3: ("compress",),
@@ -20,7 +20,7 @@ LAYERS = {  # a module may import its own layer and the layers below it, never a
     5: ("plots", "book"),  # what chapters call to show results
 }
 RANK = {name: rank for rank, names in LAYERS.items() for name in names}
-MAX_LINES = 650
+MAX_LINES = 450
 
 
 def modules() -> list[Path]:
@@ -79,10 +79,15 @@ def test_modules_stay_short(path):
 
 
 def _global_state_calls(tree: ast.Module) -> list[str]:
-    """Calls at module level (outside functions and classes) that change process-wide state."""
+    """Calls at module level (outside functions and classes) that change process-wide state; a
+    warnings filter inside ``with warnings.catch_warnings():`` is scoped, not process-wide."""
     found = []
     for stmt in tree.body:
         if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue
+        if isinstance(stmt, ast.With) and any(
+            ast.unparse(item.context_expr) == "warnings.catch_warnings()" for item in stmt.items
+        ):
             continue
         for node in ast.walk(stmt):
             if isinstance(node, ast.Call):
@@ -112,6 +117,26 @@ def test_importing_changes_no_global_state(path):
 def test_the_checks_can_fail():
     bad = ast.parse("import os, warnings\nwarnings.filterwarnings('ignore')\nos.environ['X'] = '1'\n")
     assert _global_state_calls(bad) == ["warnings.filterwarnings", "os.environ[...] ="]
+    scoped = ast.parse("import warnings\nwith warnings.catch_warnings():\n    warnings.simplefilter('ignore')\n")
+    assert _global_state_calls(scoped) == []
     tree = ast.parse("from analysis.studies.sweep import Cell\nfrom analysis import compress, _x\n")
     assert imported(tree) == [("analysis.studies.sweep", ["Cell"]), ("analysis", ["compress", "_x"])]
     assert target_of("analysis", ["compress", "hooks"]) == ["compress", "hooks"]
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "studies").rglob("*.py")), ids=lambda p: str(p.relative_to(ROOT)))
+def test_a_study_imports_no_other_study(path):
+    parts = path.relative_to(PACKAGE / "studies").parts
+    if len(parts) < 2:  # registry, verdicts and the package docstring: shared by every study
+        return
+    shared = {parts[0], "verdicts"}
+    for module, names in imported(ast.parse(path.read_text())):
+        if module == "analysis.studies":
+            others = set(names) - shared
+        elif module.startswith("analysis.studies."):
+            others = {module.split(".")[2]} - shared
+        else:
+            continue
+        assert not others, (
+            f"{path.relative_to(ROOT)} imports the study {sorted(others)}; share it through a lower layer"
+        )

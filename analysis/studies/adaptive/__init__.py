@@ -7,24 +7,30 @@ reporting L0 = 0 and negative explained variance. The study trains the seed's ar
 signal, trains a corrected variant and the sae-lens baselines at the same width and L0 on the
 same cached activations, and judges the seed's claims (:mod:`~analysis.studies.adaptive.verdicts`).
 
-- :mod:`~analysis.studies.adaptive.config`: the seed's numbers, variants and sizes per profile;
-- :mod:`~analysis.studies.adaptive.runner`: training, metrics and probing (cached);
-- :mod:`~analysis.studies.adaptive.verdicts`: summaries and verdicts.
+- :mod:`~analysis.studies.adaptive.config`: tasks, variants and sizes per profile (:func:`config_for`);
+- :mod:`~analysis.studies.adaptive.seed`: the seed's numbers (``SEED_RESULTS``);
+- :mod:`~analysis.studies.adaptive.run`: training, metrics and probing, cached (:func:`run`);
+- :mod:`~analysis.studies.adaptive.results`: what it measured (:class:`AdaptiveResults`);
+- :mod:`~analysis.studies.adaptive.verdicts`: summaries and the verdicts (:func:`verdicts`);
+- :mod:`~analysis.studies.adaptive.plots`: the chapter's training curves.
 """
 
 from analysis.studies.adaptive.config import (
     CONFIGS,
     CORRECTED,
     MAIN,
-    SEED_RESULTS,
     SEED_VARIANT,
     TASK_MAP,
     VARIANTS,
     AdaptiveConfig,
     config_for,
 )
-from analysis.studies.adaptive.runner import AdaptiveResults, compute, plan, run
+from analysis.studies.adaptive.plots import training_curves
+from analysis.studies.adaptive.results import AdaptiveResults
+from analysis.studies.adaptive.run import compute, run, training_runs
+from analysis.studies.adaptive.seed import SEED_RESULTS, core_row, probing_rows
 from analysis.studies.adaptive.verdicts import (
+    QUESTION,
     blocking_verdict,
     by_layer,
     l0_gap,
@@ -34,15 +40,16 @@ from analysis.studies.adaptive.verdicts import (
     probe_means,
     probing_verdict,
     retention_vs_topk,
-    seed_verdicts,
     specialised_verdict,
     variance_verdict,
+    verdicts,
 )
 
 __all__ = [
     "CONFIGS",
     "CORRECTED",
     "MAIN",
+    "QUESTION",
     "SEED_RESULTS",
     "SEED_VARIANT",
     "TASK_MAP",
@@ -53,16 +60,19 @@ __all__ = [
     "by_layer",
     "compute",
     "config_for",
+    "core_row",
     "l0_gap",
     "metric_summary",
     "paired",
     "per_task",
-    "plan",
+    "training_runs",
     "probe_means",
+    "probing_rows",
     "probing_verdict",
     "retention_vs_topk",
     "run",
-    "seed_verdicts",
     "specialised_verdict",
+    "training_curves",
     "variance_verdict",
+    "verdicts",
 ]

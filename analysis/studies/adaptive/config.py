@@ -1,31 +1,14 @@
-"""The AdaptiveCompress study's sizes: the seed's numbers, its variants, and :class:`AdaptiveConfig` per profile."""
+"""The AdaptiveCompress study's settings: its probing tasks, its variants, and :class:`AdaptiveConfig` per profile.
+
+Fields marked ``metadata={"size": True}`` are sizes (tokens, samples, steps, widths, seeds, ks): a toy run
+shrinks them and keeps every other field, a choice."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from analysis.config import study_config
-
-SEED_RESULTS: dict[str, Any] = {
-    "paper": "AdaptiveCompress: dynamic feature selection for interpretable LM compression (seed 000)",
-    "model": "gemma-2-2b",
-    "layers": (5, 12, 19),
-    "n_layers": 26,
-    "d_model": 2304,
-    "MSE": 47.25,
-    "L0": 0.0,
-    "explained variance": -0.785,
-    "KL": 15.375,
-    "top-1 (baseline -> ours)": (68.43, 70.00),
-    "top-5 (baseline -> ours)": (77.46, 82.00),
-    "top-50 (baseline -> ours)": (90.03, 93.00),
-    "AG News": 93.75,
-    "Amazon": 88.32,
-    "Europarl": 99.94,
-    "GitHub": 96.90,
-}
-"""The seed's numbers (theirs, not ours); the chapter prints them from here."""
+from analysis.config import Profile, study_config
 
 TASK_MAP: dict[str, tuple[str, str]] = {
     "sentiment": ("sentiment of a film review (Rotten Tomatoes critic snippets)", "Amazon"),
@@ -62,21 +45,24 @@ MAIN = (SEED_VARIANT, CORRECTED, "standard", "topk", "batchtopk")
 
 @dataclass(frozen=True)
 class AdaptiveConfig:
-    """Sizes of the AdaptiveCompress study for one run profile (:func:`config_for`)."""
+    """Settings of the AdaptiveCompress study for one run profile (:func:`config_for`)."""
 
-    train_tokens: int
+    train_tokens: int = field(metadata={"size": True})
     """Training tokens, collected once per layer and reused by every SAE and step."""
-    eval_tokens: int
+    eval_tokens: int = field(metadata={"size": True})
     """Held-out tokens for L0, MSE, explained variance, dead and dense latents."""
-    ce_seqs: int
+    ce_seqs: int = field(metadata={"size": True})
     """Held-out sequences on which KL and CE are measured with the reconstruction spliced in (first
     seed of each SAE only: three forward passes per SAE)."""
-    steps: int
-    batch_tokens: int
-    n_probe: int
+    steps: int = field(metadata={"size": True})
+    """Training steps per SAE."""
+    batch_tokens: int = field(metadata={"size": True})
+    """Tokens per training step."""
+    n_probe: int = field(metadata={"size": True})
     """Texts per probing task (fewer when a task has fewer)."""
-    context: int = 128
-    width_mult: int = 1
+    context: int = field(default=128, metadata={"size": True})
+    """Tokens per window (training, held-out and KL/CE sequences)."""
+    width_mult: int = field(default=1, metadata={"size": True})
     """``d_sae = width_mult * d_model`` (the seed: ``W_θ ∈ R^{d x d}``)."""
     warmup_frac: float = 0.4
     """Warmup at ``r_init`` as a share of the steps (the seed: 12k steps)."""
@@ -88,12 +74,15 @@ class AdaptiveConfig:
     to ``E‖x‖² = d``: the raw coefficient is this times ``s = sqrt(E‖x‖² / d)``."""
     corrected_l1: float = 0.04
     """The corrected variant's L1 coefficient: the seed's λ in the same normalised units."""
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata={"size": True})
+    """One training (and probe-split) seed per entry: their number is a size."""
     seed_layers: tuple[int, ...] = (5, 12, 19)
     seed_n_layers: int = 26
-    ks: tuple[int, ...] = (1, 2, 5, 10, 20, 50)
+    ks: tuple[int, ...] = field(default=(1, 2, 5, 10, 20, 50), metadata={"size": True})
+    """The ``k`` of top-k sparse probing (latents kept per probe)."""
     tasks: tuple[str, ...] = tuple(TASK_MAP)
-    probe_max_len: int = 64
+    probe_max_len: int = field(default=64, metadata={"size": True})
+    """Tokens per probing text (longer texts are cut)."""
     variants: tuple[str, ...] = tuple(VARIANTS)
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
@@ -135,6 +124,6 @@ CONFIGS: dict[str, AdaptiveConfig] = {
 """Sizes per profile. ``gpu`` keeps the seed's recipe (lr 3e-4, 32 x 128 tokens per step, 12k warmup steps)."""
 
 
-def config_for(profile: Any) -> AdaptiveConfig:
+def config_for(profile: Profile | str) -> AdaptiveConfig:
     """The :class:`AdaptiveConfig` of a profile (or its name); ``profile.extra["adaptive"]`` overrides."""
     return study_config(CONFIGS, profile, "adaptive")

@@ -3,6 +3,7 @@
 Every interval is a 95% percentile bootstrap over units stated in each criterion: seeds x layers
 for the core metrics, and one-vs-rest probing problems (averaged over seeds) for paired probing
 differences, since problems, not seeds, are what the probing accuracy is averaged over.
+:func:`verdicts` judges them all: the seed's five claims, then our own question (:data:`QUESTION`).
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import numpy as np
 import pandas as pd
 
 from analysis import stats
-from analysis.studies.adaptive.config import CORRECTED, SEED_RESULTS, SEED_VARIANT
-from analysis.studies.verdicts import Verdict, combine, interval_verdict
+from analysis.studies.adaptive.config import CORRECTED, SEED_VARIANT
+from analysis.studies.adaptive.results import AdaptiveResults
+from analysis.studies.adaptive.seed import SEED_RESULTS
+from analysis.studies.verdicts import Verdict, combine, difference_verdict
 
 CORE = (
     "L0",
@@ -28,6 +31,9 @@ CORE = (
     "kl_div_score",
     "ce_loss_score",
 )
+
+QUESTION = "adaptive retention beats TopK at equal L0"
+"""Our question, the opening words of the claims :func:`retention_vs_topk` judges."""
 
 
 def metric_summary(metrics: pd.DataFrame, columns: Sequence[str] = CORE) -> pd.DataFrame:
@@ -74,24 +80,14 @@ def paired(probes: pd.DataFrame, a: str, b: str, k) -> np.ndarray:
     return (m[a] - m[b]).dropna().to_numpy(float)
 
 
-def _interval(x: np.ndarray) -> tuple[float, float, float]:
-    if len(x) == 0:
-        return float("nan"), float("nan"), float("nan")
-    return stats.mean_ci(x)
-
-
 def probing_verdict(probes: pd.DataFrame, k, seed_pair: tuple[float, float], baseline: str = "standard") -> Verdict:
     """ "AdaptiveCompress improves top-k probing over the baseline SAE": the paired difference > 0."""
     d = paired(probes, SEED_VARIANT, baseline, k)
-    est, lo, hi = _interval(d)
-    return interval_verdict(
+    return difference_verdict(
         f"top-{k} sparse probing improves ({seed_pair[0]} -> {seed_pair[1]})",
-        est,
-        lo,
-        hi,
+        stats.paired(d),
         0.0,
         ">",
-        n=len(d),
         seed=f"+{seed_pair[1] - seed_pair[0]:.2f} points",
         what=f"accuracy(AdaptiveCompress) - accuracy({baseline}) over {len(d)} problems",
     )
@@ -103,15 +99,11 @@ def specialised_verdict(probes: pd.DataFrame, tasks: Sequence[str], k, threshold
         (probes["k"].astype(str) == str(k)) & probes["task"].isin(tasks) & (probes["features"] == SEED_VARIANT)
     ]
     acc = sel.groupby(["task", "class"])["accuracy"].mean().to_numpy(float)
-    est, lo, hi = _interval(acc)
-    return interval_verdict(
+    return difference_verdict(
         f"specialised tasks near ceiling (Europarl {SEED_RESULTS['Europarl']}%, GitHub {SEED_RESULTS['GitHub']}%)",
-        est,
-        lo,
-        hi,
+        stats.paired(acc),
         threshold,
         ">",
-        n=len(acc),
         seed=f"{SEED_RESULTS['Europarl']}, {SEED_RESULTS['GitHub']}",
         what=f"top-{k} accuracy on {', '.join(tasks)} ({len(acc)} problems)",
     )
@@ -142,33 +134,31 @@ def blocking_verdict(metrics: pd.DataFrame) -> Verdict:
 def variance_verdict(metrics: pd.DataFrame) -> Verdict:
     """ "Negative explained variance (-0.785)": the interval over layers x seeds below 0."""
     ev = metrics.loc[metrics["sae"] == SEED_VARIANT, "explained variance"].to_numpy(float)
-    est, lo, hi = _interval(ev)
-    return interval_verdict(
+    return difference_verdict(
         "negative explained variance",
-        est,
-        lo,
-        hi,
+        stats.paired(ev),
         0.0,
         "<",
-        n=len(ev),
         seed=SEED_RESULTS["explained variance"],
         what=f"explained variance over {len(ev)} SAEs (layers x seeds)",
     )
 
 
-def seed_verdicts(metrics: pd.DataFrame, probes: pd.DataFrame) -> list[Verdict]:
-    """The seed's five claims, judged."""
-    top1 = probing_verdict(probes, 1, SEED_RESULTS["top-1 (baseline -> ours)"])
-    top5 = probing_verdict(probes, 5, SEED_RESULTS["top-5 (baseline -> ours)"])
-    top50 = probing_verdict(probes, 50, SEED_RESULTS["top-50 (baseline -> ours)"])
+def verdicts(results: AdaptiveResults) -> list[Verdict]:
+    """Every verdict the chapter records: the seed's five claims, then :func:`retention_vs_topk`."""
+    metrics, probes = results.metrics, results.probes
+    pairs = {k: SEED_RESULTS[f"top-{k} (baseline -> ours)"] for k in (1, 5, 50)}
+    top1, top5, top50 = (probing_verdict(probes, k, pair) for k, pair in pairs.items())
+    both = "; ".join(f"{a:.2f} -> {b:.2f}" for a, b in (pairs[5], pairs[50]))  # "77.46 -> 82.00; 90.03 -> 93.00"
     return [
         top1,
-        combine("top-5 and top-50 sparse probing improve", [top5, top50], seed="77.46 -> 82.00; 90.03 -> 93.00"),
+        combine("top-5 and top-50 sparse probing improve", [top5, top50], seed=both),
         specialised_verdict(
             probes, ("language_id", "code_language"), max(int(k) for k in probes["k"] if str(k) != "all")
         ),
         blocking_verdict(metrics),
         variance_verdict(metrics),
+        *retention_vs_topk(metrics, probes),
     ]
 
 
@@ -178,27 +168,19 @@ def retention_vs_topk(metrics: pd.DataFrame, probes: pd.DataFrame) -> list[Verdi
     a = metrics[metrics["sae"] == CORRECTED].set_index(["layer", "seed"])
     b = metrics[metrics["sae"] == "topk"].set_index(["layer", "seed"])
     d = (a["explained variance"] - b["explained variance"]).dropna().to_numpy(float)
-    est, lo, hi = _interval(d)
-    ev = interval_verdict(
-        "adaptive retention beats TopK at equal L0: explained variance",
-        est,
-        lo,
-        hi,
+    ev = difference_verdict(
+        f"{QUESTION}: explained variance",
+        stats.paired(d),
         0.0,
         ">",
-        n=len(d),
         what=f"EV(corrected) - EV(TopK) over {len(d)} layer x seed pairs",
     )
     p = paired(probes, CORRECTED, "topk", 1)
-    est, lo, hi = _interval(p)
-    probe = interval_verdict(
-        "adaptive retention beats TopK at equal L0: top-1 probing",
-        est,
-        lo,
-        hi,
+    probe = difference_verdict(
+        f"{QUESTION}: top-1 probing",
+        stats.paired(p),
         0.0,
         ">",
-        n=len(p),
         what=f"top-1 accuracy(corrected) - accuracy(TopK) over {len(p)} problems",
     )
     return [ev, probe]

@@ -8,11 +8,13 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
+from transformer_lens import HookedTransformer
 
 from analysis import compress, hooks, sae
 from analysis.components import component
-from analysis.evaluate import final_logits, first_target_token, last_logits, prompt_batch
+from analysis.forward import final_logits, first_target_token, last_logits, prompt_batch, windows
 from analysis.progress import progress
+from analysis.studies.capability.results import HeadAblation
 
 # ---- Direct importance: ablating one head --------------------------------------------------------
 
@@ -30,23 +32,23 @@ def _zero_heads(heads_of_row: Tensor):
 
 @torch.no_grad()
 def head_ablation(
-    model,
+    model: HookedTransformer,
     tokens: Int[Tensor, " n"],
     prompts: Sequence[str],
     targets: Sequence[str],
     context: int = 128,
     max_tokens: int = 2048,
     layers: Sequence[int] | None = None,
-) -> dict[str, Tensor]:
+) -> HeadAblation:
     """Zero-ablate each head's ``hook_z`` alone (the same as zeroing its W_O rows) and measure
-    ``{"loss": ΔCE [L, H], "logp": drop in target log-prob [L, H], "recall": drop in recall [L, H]}``.
+    ΔCE, the drop in target log-prob and the drop in recall, each ``[L, H]``, and the clean loss.
 
     Each layer's runs start from the cached clean residual stream at that layer, and the
     ablations of several heads share one forward pass (one copy of the text per head, up to
     ``max_tokens`` tokens per pass). Heads of layers not in ``layers`` (default: all) are NaN.
     """
     L, H = model.cfg.n_layers, model.cfg.n_heads
-    seqs = sae.sequences(tokens, context).to(model.cfg.device)
+    seqs = windows(tokens, context).to(model.cfg.device)
     resid = sae.residual_cache(model, seqs)
     if prompts:
         ftoks, last = prompt_batch(model, list(prompts))  # right-padded, each prompt's last index
@@ -78,8 +80,7 @@ def head_ablation(
                 out["logp"][l, heads] = (base_logp.repeat(len(heads)) - lp[rows, t]).view(len(heads), -1).mean(1).cpu()
                 hit = (lp.argmax(-1) == t).float().view(len(heads), -1).mean(1).cpu()
                 out["recall"][l, heads] = base_hit.float().mean() - hit
-    out["clean_loss"] = torch.tensor(clean)
-    return out
+    return HeadAblation(**out, clean_loss=torch.tensor(clean))
 
 
 # ---- Phase transitions: one head's loss as its sparsity rises ------------------------------------
@@ -97,7 +98,7 @@ def spread_heads(values: Float[Tensor, "layer head"], n: int) -> list[tuple[int,
 
 @torch.no_grad()
 def transition_curves(
-    model,
+    model: HookedTransformer,
     tokens: Int[Tensor, " n"],
     heads: Sequence[tuple[int, int]],
     levels: Sequence[float],
@@ -108,7 +109,7 @@ def transition_curves(
     (:class:`analysis.compress.HeadSparsity` with ``shared_kv="keep"`` on that head only: its own
     W_Q columns and W_O rows; the K/V slice it shares with its group is left intact, so sparsity 1
     is exactly the zero-ablation of its ``hook_z`` that :func:`head_ablation` measures)."""
-    seqs = sae.sequences(tokens, context).to(model.cfg.device)
+    seqs = windows(tokens, context).to(model.cfg.device)
     resid = sae.residual_cache(model, seqs)
     clean = sae.loss_from_layer(model, resid, seqs, 0, batch_size=batch_size)
     out = torch.zeros(len(heads), len(levels))

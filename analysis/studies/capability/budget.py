@@ -10,11 +10,14 @@ import torch
 from jaxtyping import Float
 from scipy.stats import rankdata
 from torch import Tensor
+from transformer_lens import HookedTransformer
 
 from analysis import compress, probing
 from analysis.components import component
-from analysis.evaluate import fact_recall, lm_score, prompt_batch
+from analysis.evaluate import fact_recall, lm_score
+from analysis.forward import text_features
 from analysis.studies.capability.config import DensityConfig
+from analysis.studies.capability.results import Budget
 
 # ---- Budget allocation ---------------------------------------------------------------------------
 
@@ -68,16 +71,11 @@ PROBE_HOOK = "ln_final.hook_normalized"
 
 
 @torch.no_grad()
-def pooled_features(model, texts: Sequence[str], batch_size: int = 8, max_len: int = 128) -> Float[Tensor, "n d"]:
+def pooled_features(
+    model: HookedTransformer, texts: Sequence[str], batch_size: int = 8, max_len: int = 128
+) -> Float[Tensor, "n d"]:
     """Mean over each text's tokens (BOS included, at most ``max_len``) of :data:`PROBE_HOOK`."""
-    feats = []
-    for i in range(0, len(texts), batch_size):
-        toks, last = prompt_batch(model, list(texts[i : i + batch_size]), max_len)
-        _, cache = model.run_with_cache(toks, names_filter=PROBE_HOOK, return_type=None)
-        x = cache[PROBE_HOOK].float().cpu()
-        mask = (torch.arange(x.shape[1])[None] <= last[:, None]).float()[..., None]
-        feats.append((x * mask).sum(1) / (last + 1)[:, None])
-    return torch.cat(feats)
+    return text_features(model, texts, [PROBE_HOOK], "mean", batch_size, max_len)[PROBE_HOOK]
 
 
 def probe_accuracy(features: Float[Tensor, "n d"], labels: Sequence[int], n_train: int, seed: int = 0) -> float:
@@ -91,7 +89,7 @@ def probe_accuracy(features: Float[Tensor, "n d"], labels: Sequence[int], n_trai
 
 @torch.no_grad()
 def evaluate_model(
-    model,
+    model: HookedTransformer,
     eval_tokens: Tensor,
     prompts: Sequence[str],
     targets: Sequence[str],
@@ -122,7 +120,7 @@ def evaluate_model(
 
 
 def budget_comparison(
-    model,
+    model: HookedTransformer,
     density: Tensor,
     wanda: Tensor,
     cfg: DensityConfig,
@@ -132,10 +130,10 @@ def budget_comparison(
     probe_texts: Sequence[str],
     probe_labels: Sequence[int],
     context: int = 128,
-) -> dict:
+) -> Budget:
     """Each allocation strategy at each mean sparsity (``cfg.n_random`` random seeds, scored by
-    perplexity and fact recall only), applied to every head, then evaluated: ``{"table": one row
-    per model, "items": {(mean, strategy): per-item results of :func:`evaluate_model`}}``."""
+    perplexity and fact recall only), applied to every head, then evaluated: one row per model,
+    and per (mean, strategy) the per-item results of :func:`evaluate_model`."""
     args = (eval_tokens, prompts, targets, probe_texts, probe_labels, context)
     row, item = evaluate_model(model, *args)
     rows, items = [{"mean sparsity": 0.0, "strategy": "dense", **row}], {(0.0, "dense"): item}
@@ -145,7 +143,7 @@ def budget_comparison(
                 row, item = evaluate_model(model, *args, probe=not name.startswith("random"))
             rows.append({"mean sparsity": mean, "strategy": name, **row, "attention bits / dense": report.ratio})
             items[(mean, name)] = item
-    return {"table": pd.DataFrame(rows), "items": items}
+    return Budget(pd.DataFrame(rows), items)
 
 
 def pool_random(frame: pd.DataFrame) -> pd.DataFrame:
@@ -154,28 +152,3 @@ def pool_random(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.copy()
     out["strategy"] = out["strategy"].where(~out["strategy"].str.startswith("random"), "random")
     return out
-
-
-BUDGET_METRICS = {"perplexity": "min", "fact recall": "max", "probe accuracy": "max"}
-"""The budget table's metrics and whether lower or higher is better."""
-
-
-def budget_summary(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per mean sparsity: the best strategies by each metric (ties kept) and, per metric, whether
-    capability-guided or Wanda-guided allocation did better."""
-    rows = {}
-    for mean, b in frame[frame["strategy"] != "dense"].groupby("mean sparsity"):
-        b = b.set_index("strategy")
-        row = {}
-        for m, how in BUDGET_METRICS.items():
-            target = b[m].min() if how == "min" else b[m].max()
-            row[f"best by {m}"] = ", ".join(sorted(b.index[b[m] == target]))
-            c, w = b.loc["capability", m], b.loc["wanda", m]
-            better_c = c < w if how == "min" else c > w
-            row[f"capability vs Wanda, {m}"] = "tie" if c == w else ("capability" if better_c else "wanda")
-        sets = [set(row[f"best by {m}"].split(", ")) for m in BUDGET_METRICS]
-        row["metrics agree on a best strategy"] = bool(set.intersection(*sets))
-        ppl, rec = row["capability vs Wanda, perplexity"], row["capability vs Wanda, fact recall"]
-        row["perplexity and fact recall disagree (capability vs Wanda)"] = ppl != rec and "tie" not in (ppl, rec)
-        rows[mean] = row
-    return pd.DataFrame(rows)

@@ -1,73 +1,63 @@
-"""The capability-density study's sizes: the seed's claims and :class:`DensityConfig` per run profile."""
+"""The capability-density study's sizes: :class:`DensityConfig` per run profile, and the one
+threshold that decides how CE loss recovered is summarised.
+
+Fields that are sizes (token, fact and example counts, heads traced, bootstrap and permutation
+draws, seeds, grids of levels, the SAE settings) carry ``metadata={"size": True}``; the rest are
+choices (names, methods, switches, layers)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from analysis import sae
 from analysis.config import PROFILES, study_config
-
-SEED_RESULTS: dict[str, Any] = {
-    "paper": "Capability-Guided Compression (seed 001), arXiv 2026-03",
-    "model": "gpt2-medium",
-    "n_heads": 384,
-    "spearman_density_wanda": -0.054,
-    "orthogonality claim": "capability density is statistically independent of Wanda importance scores",
-    "phase-transition claim": "components with higher capability density exhibit lower structural redundancy "
-    "and reach their individual phase transition points at lower compression ratios",
-    "perplexity claim": "the insensitivity of perplexity-based evaluation to reasoning capability loss "
-    "(a negative result on PPL-based compression comparison on GPT-2 Medium)",
-    "allocation claim": "SAE-derived capability density maps allocate differential compression budgets "
-    "across transformer components (Capability-Guided Compression)",
-}
-"""The seed's numbers and claims, printed by the chapter from here (theirs, not ours)."""
 
 
 @dataclass(frozen=True)
 class DensityConfig:
     """Sizes of the capability-density study for one run profile (:func:`config_for`)."""
 
-    sae: sae.SAETrainConfig
-    eval_tokens_per_domain: int
+    sae: sae.SAETrainConfig = field(metadata={"size": True})
+    eval_tokens_per_domain: int = field(metadata={"size": True})
     """Evaluation tokens per domain for latent statistics (density, EV, L0, dead latents)."""
-    ce_tokens: int
+    ce_tokens: int = field(metadata={"size": True})
     """Tokens on which CE loss recovered is measured (one forward per layer and variant)."""
-    calib_tokens: int
+    calib_tokens: int = field(metadata={"size": True})
     """Calibration tokens for Wanda's input norms."""
-    ablation_tokens: int
+    ablation_tokens: int = field(metadata={"size": True})
     """Tokens on which each head's ablation loss increase is measured."""
-    n_screen: int
+    n_screen: int = field(metadata={"size": True})
     """Facts screened for ones the model knows (the same screen as the tracing study's, so one
     cached screen serves both)."""
-    n_facts: int
+    n_facts: int = field(metadata={"size": True})
     """Evaluation facts (the ``"eval"`` split of the shared screen) that score each budget allocation."""
-    transition_heads: int
+    transition_heads: int = field(metadata={"size": True})
     """Heads (spread over the density range) whose sparsity curve is traced."""
-    ablation_facts: int = 16
+    ablation_facts: int = field(default=16, metadata={"size": True})
     """The first of those facts used for per-head fact-recall drops (one forward per head and fact)."""
-    transition_levels: tuple[float, ...] = (0.3, 0.5, 0.7, 0.9)
+    transition_levels: tuple[float, ...] = field(default=(0.3, 0.5, 0.7, 0.9), metadata={"size": True})
     """Per-head sparsities of the transition curves (1.0 = ablation is added)."""
     break_fraction: float = 0.5
     """A head breaks where its loss increase reaches this share of its ablation increase."""
-    budget_sparsities: tuple[float, ...] = (0.3, 0.5)
+    budget_sparsities: tuple[float, ...] = field(default=(0.3, 0.5), metadata={"size": True})
     """Mean attention-weight sparsities at which allocations are compared."""
     budget_spread: float = 0.5
     """Allocation spread: sparsities run from ``mean (1 - spread)`` to ``mean (1 + spread)``."""
-    ppl_tokens: int = 2048
+    ppl_tokens: int = field(default=2048, metadata={"size": True})
     """Held-out tokens for the perplexity of each allocation."""
     probe_task: str = "sentiment"
-    n_probe: int = 160
+    n_probe: int = field(default=160, metadata={"size": True})
     """Probe examples (half train, half test)."""
     domains: tuple[str, ...] = ("wikipedia", "film_review", "code", "exam_question", "book_passage")
-    """Evaluation groups (:func:`~analysis.studies.capability.runner.domain_tokens`): held-out Wikipedia
+    """Evaluation groups (:func:`~analysis.studies.capability.run.domain_tokens`): held-out Wikipedia
     prose, then labels of the ``domain`` task (Rotten Tomatoes snippets, source code, MMLU questions,
     LAMBADA book passages)."""
     breadth_eps: float = 0.1
     """A latent is *used* when it gets at least this share of a uniform share (``ε``)."""
-    n_boot: int = 2000
-    n_perm: int = 2000
-    n_random: int = 5
+    n_boot: int = field(default=2000, metadata={"size": True})
+    n_perm: int = field(default=2000, metadata={"size": True})
+    n_random: int = field(default=5, metadata={"size": True})
     """Random allocations (seeds): each is evaluated, and capability-guided allocation is compared
     with their mean."""
     seed: int = 0
@@ -76,7 +66,7 @@ class DensityConfig:
     (``None``: all). The density map and Wanda always cover every head."""
     extra_models: tuple[str, ...] = ()
     """Models on which the headline test is repeated when their weights are available."""
-    ladder: tuple[sae.SAETrainConfig, ...] = ()
+    ladder: tuple[sae.SAETrainConfig, ...] = field(default=(), metadata={"size": True})
     """Cheaper SAE settings (rising quality, ending below ``sae``) on which the headline test is
     repeated, so the orthogonality verdict can depend on SAE fidelity."""
 
@@ -164,5 +154,11 @@ CONFIGS: dict[str, DensityConfig] = {
 
 
 def config_for(profile: Any) -> DensityConfig:
-    """The :class:`DensityConfig` of a profile (or its name); ``profile.extra["sae"]`` overrides."""
-    return study_config(CONFIGS, profile, "sae")
+    """The :class:`DensityConfig` of a profile (or its name); ``profile.extra["capability"]`` overrides."""
+    return study_config(CONFIGS, profile, "capability")
+
+
+CE_COST_FLOOR = 0.02
+"""Nats: CE loss recovered divides by the cost of zero-ablating a layer's ``hook_z``; below this
+cost the ratio divides by almost nothing and can fall far outside [0, 1], so the summary of CE
+loss recovered also gives its median over the layers that cost at least this much to ablate."""

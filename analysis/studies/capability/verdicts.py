@@ -5,9 +5,11 @@ Every verdict here is an :class:`analysis.studies.verdicts.Verdict` built by the
 property, and the query heads of one GQA group share their K/V), so every head-level
 correlation carries a *layer-cluster* bootstrap interval (:func:`analysis.stats.cluster_bootstrap_ci`)
 and a within-layer permutation p (:func:`analysis.stats.stratified_permutation_test`), computed
-by :func:`analysis.studies.capability.runner.head_test`. "Independent" is concluded only by TOST
+by :func:`analysis.studies.capability.run.head_test`. "Independent" is concluded only by TOST
 (:func:`analysis.studies.verdicts.equivalence_verdict`) on an *effective* number of heads
 (:func:`effective_n`), the one whose Fisher-z standard error matches the cluster interval.
+
+:func:`verdicts` gives the chapter's list, one verdict per claim of the seed.
 """
 
 from __future__ import annotations
@@ -18,14 +20,14 @@ from typing import Mapping
 
 import numpy as np
 import pandas as pd
+from scipy.stats import norm
 
 from analysis import stats
-from analysis.studies import verdicts
-from analysis.studies.capability.budget import BUDGET_METRICS
-from analysis.studies.capability.config import SEED_RESULTS
+from analysis.studies import verdicts as shared
+from analysis.studies.capability.results import Budget, DirectImportance, HeadTest, ImportanceTest, Transitions
+from analysis.studies.capability.seed import SEED_RESULTS
 
-Verdict = verdicts.Verdict
-VERDICTS = verdicts.VERDICTS
+Verdict = shared.Verdict
 
 FIDELITY = {"explained variance": 0.7, "CE loss recovered": 0.9}
 """The SAE quality bar (SAEBench's Gemma Scope SAEs: 0.71-0.90 EV, 0.96+ CE loss recovered)."""
@@ -43,34 +45,24 @@ def effective_n(rho: float, lo: float, hi: float, n: int, level: float = 0.95) -
 
 def stats_z(level: float) -> float:
     """The two-sided normal quantile of a ``level`` interval (1.96 at 0.95)."""
-    from scipy.stats import norm
-
     return float(norm.ppf(0.5 + level / 2))
 
 
 def min_heads_for_equivalence(margin: float = 0.1, alpha: float = 0.05) -> int:
     """The fewest independent units at which TOST can call even ρ = 0 equivalent within ``±margin``:
     ``3 + 1.06 (z_{1-α} / atanh(margin))²``."""
-    from scipy.stats import norm
-
     return int(math.ceil(3 + 1.06 * (norm.ppf(1 - alpha) / math.atanh(margin)) ** 2))
-
-
-def binomial_noise(n: int) -> float:
-    """Two binomial standard errors at p = ½, ``2 √(0.25 / n)``: a smaller difference between two
-    accuracies on ``n`` items is noise."""
-    return 2 * math.sqrt(0.25 / n)
 
 
 def _fidelity_ok(row: Mapping[str, float]) -> bool:
     return all(float(row[k]) >= v for k, v in FIDELITY.items())
 
 
-def _independence(test: Mapping[str, float], margin: float, alpha: float) -> Verdict:
+def _independence(test: HeadTest, margin: float, alpha: float) -> Verdict:
     """TOST on ρ with the effective number of heads and the layer-cluster interval."""
-    rho, lo, hi, n = test["rho"], test["ci_low"], test["ci_high"], int(test["n"])
+    rho, lo, hi, n = test.rho, test.ci_low, test.ci_high, int(test.n)
     n_eff = effective_n(rho, lo, hi, n)
-    v = verdicts.equivalence_verdict(
+    v = shared.equivalence_verdict(
         SEED_RESULTS["orthogonality claim"],
         rho,
         n_eff,
@@ -91,7 +83,7 @@ def _independence(test: Mapping[str, float], margin: float, alpha: float) -> Ver
 
 
 def orthogonality_verdict(
-    test: Mapping[str, float],
+    test: HeadTest,
     ladder: pd.DataFrame | None = None,
     margin: float = 0.1,
     alpha: float = 0.05,
@@ -107,7 +99,7 @@ def orthogonality_verdict(
     v = _independence(test, margin, alpha)
     if ladder is None or ladder.empty:
         return v
-    rungs = [_independence(r, margin, alpha).verdict for _, r in ladder.iterrows()]
+    rungs = [_independence(HeadTest.from_row(r), margin, alpha).verdict for _, r in ladder.iterrows()]
     best = ladder.iloc[-1]
     good = _fidelity_ok(best)
     note = (
@@ -126,31 +118,32 @@ def orthogonality_verdict(
     return dataclasses.replace(v, verdict=verdict, criterion=v.criterion + rule, evidence=v.evidence + note)
 
 
-def importance_verdict(row: Mapping[str, float], alpha: float = 0.05) -> Verdict:
-    """ "Denser heads matter more", beyond Wanda: from the density row of one importance measure
-    of :func:`importance_table` (ρ with its layer-cluster interval, within-layer permutation p,
-    partial ρ given Wanda)."""
-    v = verdicts.interval_verdict(
+def importance_verdict(row: ImportanceTest, alpha: float = 0.05) -> Verdict:
+    """ "Denser heads matter more", beyond Wanda: from density against one importance measure
+    of :func:`~analysis.studies.capability.run.importance_table` (ρ with its layer-cluster
+    interval, within-layer permutation p, partial ρ given Wanda)."""
+    v = shared.interval_verdict(
         "capability density predicts a head's importance (denser heads matter more)",
-        row["rho"],
-        row["ci_low"],
-        row["ci_high"],
+        row.rho,
+        row.ci_low,
+        row.ci_high,
         0.0,
         ">",
-        n=int(row["n_layers"]),
+        n=int(row.n_layers),
         seed="ρ > 0 (theory: denser heads are less redundant)",
         what="ρ(density, ΔCE when ablated), layer-cluster interval",
+        unit="layers",
     )
     extra = (
-        f"; within layers ρ = {row['rho_within']:.3f} (within-layer permutation p = {row['p_within']:.4f}); "
-        f"partial ρ given Wanda = {row['partial ρ given the other']:.3f}"
+        f"; within layers ρ = {row.rho_within:.3f} (within-layer permutation p = {row.p_within:.4f}); "
+        f"partial ρ given Wanda = {row.partial:.3f}"
     )
-    return dataclasses.replace(v, evidence=v.evidence.replace("units", "layers") + extra)
+    return dataclasses.replace(v, evidence=v.evidence + extra)
 
 
-def transition_verdict(test: Mapping[str, float] | None, n_layers: int | None = None) -> Verdict:
+def transition_verdict(test: HeadTest | None) -> Verdict:
     """The phase-transition claim, from ρ(density, break point) over traced heads with its
-    layer-cluster interval (``run_transitions(...)["test"]``; None when fewer than 3 heads break)."""
+    layer-cluster interval (``run_transitions(...).test``; None when fewer than 3 heads break)."""
     claim = SEED_RESULTS["phase-transition claim"]
     if test is None:
         return Verdict(
@@ -160,25 +153,19 @@ def transition_verdict(test: Mapping[str, float] | None, n_layers: int | None = 
             "fewer than 3 traced heads have a break point",
             "ρ < 0 (theory)",
         )
-    v = verdicts.interval_verdict(
+    v = shared.interval_verdict(
         claim,
-        test["rho"],
-        test["ci_low"],
-        test["ci_high"],
+        test.rho,
+        test.ci_low,
+        test.ci_high,
         0.0,
         "<",
-        n=int(test["n"]),
+        n=int(test.n),
         seed="ρ < 0 (theory)",
         what="ρ(density, break point), layer-cluster interval",
+        unit="heads",
     )
-    return dataclasses.replace(v, evidence=v.evidence.replace(" units ", " heads ") + f"; {int(test['n'])} heads")
-
-
-def paired_difference(a, b, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict[str, float]:
-    """Mean of ``a - b`` (paired per item) with its percentile bootstrap interval at ``level``."""
-    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
-    mean, lo, hi = stats.mean_ci(d, n_boot, seed, level)
-    return {"diff": mean, "ci_low": lo, "ci_high": hi, "n": int(len(d))}
+    return dataclasses.replace(v, evidence=v.evidence + f"; {int(test.n)} heads")
 
 
 def budget_findings(
@@ -193,27 +180,27 @@ def budget_findings(
     level = 1 - 0.05 / max(1, len(means))
     for mean in means:
         c, w = items[(mean, "capability")], items[(mean, "wanda")]
-        rec = paired_difference(c["recall"], w["recall"], n_boot, level=level)
+        rec = stats.paired(np.asarray(c["recall"], float), w["recall"], "facts", n_boot=n_boot, level=level)
         per_c = np.asarray(c["window_nll"]) / np.asarray(c["window_tokens"])
         per_w = np.asarray(w["window_nll"]) / np.asarray(w["window_tokens"])
-        nll = paired_difference(per_c, per_w, n_boot, level=level)
+        nll = stats.paired(per_c, per_w, "windows", n_boot=n_boot, level=level)
         b = budget[budget["mean sparsity"] == mean].set_index("strategy")
         rand = b[b.index.str.startswith("random")]
         rows[mean] = {
             "capability perplexity": float(b.loc["capability", "perplexity"]),
             "wanda perplexity": float(b.loc["wanda", "perplexity"]),
-            "Δ log perplexity (capability − wanda)": nll["diff"],
-            "Δ log ppl low": nll["ci_low"],
-            "Δ log ppl high": nll["ci_high"],
+            "Δ log perplexity (capability − wanda)": nll.estimate,
+            "Δ log ppl low": nll.low,
+            "Δ log ppl high": nll.high,
             "capability fact recall": float(b.loc["capability", "fact recall"]),
             "wanda fact recall": float(b.loc["wanda", "fact recall"]),
-            "Δ recall (capability − wanda)": rec["diff"],
-            "Δ recall low": rec["ci_low"],
-            "Δ recall high": rec["ci_high"],
+            "Δ recall (capability − wanda)": rec.estimate,
+            "Δ recall low": rec.low,
+            "Δ recall high": rec.high,
             "random fact recall (mean of seeds)": float(rand["fact recall"].mean()) if len(rand) else float("nan"),
             "random seeds": len(rand),
-            "facts": rec["n"],
-            "windows": nll["n"],
+            "facts": rec.n,
+            "windows": nll.n,
             "interval level": level,
         }
     return pd.DataFrame(rows).T
@@ -250,9 +237,7 @@ def perplexity_verdict(findings: pd.DataFrame) -> Verdict:
     evidence = "; ".join(evid)
     if verdict == "inconclusive" and m:
         f = findings.iloc[int(np.argmax(findings["Δ recall (capability − wanda)"].abs().to_numpy()))]
-        need = verdicts.n_to_settle(
-            f["Δ recall (capability − wanda)"], f["Δ recall low"], f["Δ recall high"], facts, 0.0
-        )
+        need = shared.n_to_settle(f["Δ recall (capability − wanda)"], f["Δ recall low"], f["Δ recall high"], facts, 0.0)
         if need:
             evidence += f"; about {need} facts (now {facts}) would separate the recall difference if it held"
     best = findings.iloc[int(np.argmax(findings["Δ recall (capability − wanda)"].abs().to_numpy()))] if m else None
@@ -284,22 +269,15 @@ def allocation_verdict(
         if not rand:
             raise ValueError("allocation_verdict needs random allocations; set n_random >= 1.")
         diffs.append(np.asarray(items[(mean, "capability")]["recall"], float) - np.mean(rand, axis=0))
-    d = np.concatenate(diffs)
-    mean, lo, hi = stats.mean_ci(d, n_boot)
+    d = stats.paired(np.concatenate(diffs), unit="fact × sparsity pairs", n_boot=n_boot)
     n_rand = sum(1 for (m, s) in items if s.startswith("random")) // max(1, len(diffs))
-    v = verdicts.interval_verdict(
+    return shared.difference_verdict(
         SEED_RESULTS["allocation claim"] + ": capability-guided allocation keeps more fact recall than random "
         "allocation at matched sparsity",
-        mean,
-        lo,
-        hi,
-        0.0,
-        ">",
-        n=len(d),
+        d,
         seed="proposed (CGC), no positive result reported",
         what=f"fact recall, capability − mean of {n_rand} random seeds, pooled over sparsities",
     )
-    return dataclasses.replace(v, evidence=v.evidence.replace(" units ", " fact × sparsity pairs "))
 
 
 def budget_report(findings: pd.DataFrame) -> list[str]:
@@ -316,20 +294,39 @@ def budget_report(findings: pd.DataFrame) -> list[str]:
     ]
 
 
+def verdicts(
+    headline: HeadTest,
+    ladder: pd.DataFrame,
+    direct: DirectImportance,
+    transitions: Transitions,
+    budget: Budget,
+    findings: pd.DataFrame,
+    n_boot: int = 2000,
+) -> list[Verdict]:
+    """One verdict per claim of the seed, in the chapter's order: orthogonality (the headline test
+    and the SAE ladder), phase transitions, perplexity's blindness (:func:`budget_findings`),
+    capability-guided allocation against random (``n_boot`` bootstrap draws), and whether denser
+    heads matter more (density against ΔCE when ablated)."""
+    return [
+        orthogonality_verdict(headline, ladder),
+        transition_verdict(transitions.test),
+        perplexity_verdict(findings),
+        allocation_verdict(budget.table, budget.items, n_boot),
+        importance_verdict(direct.loss.density),
+    ]
+
+
 __all__ = [
-    "BUDGET_METRICS",
     "FIDELITY",
-    "VERDICTS",
     "Verdict",
     "allocation_verdict",
-    "binomial_noise",
     "budget_findings",
     "budget_report",
     "effective_n",
     "importance_verdict",
     "min_heads_for_equivalence",
     "orthogonality_verdict",
-    "paired_difference",
     "perplexity_verdict",
     "transition_verdict",
+    "verdicts",
 ]

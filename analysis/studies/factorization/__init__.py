@@ -18,23 +18,31 @@ This package runs the same grid on the book's models with the operations of
 sensitivity-based rank per layer at the same total size; "ASVD (uniform rank)" is the scaling
 alone at one rank for every matrix:
 
-- :mod:`~analysis.studies.factorization.config`: :class:`FactorConfig`, sizes per run profile;
+- :mod:`~analysis.studies.factorization.config`: :class:`FactorConfig`, sizes per run profile
+  (:func:`config_for`);
 - :mod:`~analysis.studies.factorization.seed`: ``SEED_RESULTS`` (the seed's Tables 2-4) and
   our numbers beside them;
 - :mod:`~analysis.studies.factorization.evaluation`: what a decoder cell is scored on
   (held-out text, known facts, fact multiple choice, MMLU);
-- :mod:`~analysis.studies.factorization.runner`: the decoder and encoder grids, each cell
-  cached on disk by its configuration and the model, so an interrupted sweep resumes;
-- :mod:`~analysis.studies.factorization.verdicts`: the seed's claims, each with a verdict.
+- :mod:`~analysis.studies.factorization.run` (the decoder grid, ASVD's rank search, the calibration
+  curve) and :mod:`~analysis.studies.factorization.probes` (the encoder and decoder probe grids):
+  the steps the chapter runs one by one, each cell cached on disk by its configuration and the
+  model, so an interrupted sweep resumes;
+- :mod:`~analysis.studies.factorization.results`: what the steps return, read by attribute
+  (:class:`DecoderGrid`, :class:`ProbeGrid`);
+- :mod:`~analysis.studies.factorization.verdicts`: the seed's claims, each with a verdict
+  (:func:`verdicts`);
+- :mod:`~analysis.studies.factorization.plots`: the study's own figures.
 """
 
+from analysis.studies.factorization import plots
 from analysis.studies.factorization.config import (
     CACHE_VERSION,
-    FACTOR_CONFIGS,
+    CONFIGS,
     METHOD_LABELS,
     STUDY_METHODS,
     FactorConfig,
-    factor_config_for,
+    config_for,
 )
 from analysis.studies.factorization.evaluation import (
     DecoderData,
@@ -49,21 +57,24 @@ from analysis.studies.factorization.evaluation import (
     mmlu_correct,
     mmlu_items,
 )
-from analysis.studies.factorization.runner import (
-    allocation_table,
-    asvd_sensitivity,
-    calibration_contexts,
-    calibration_curve,
+from analysis.studies.factorization.probes import (
     control_coverage,
-    decoder_grid,
     decoder_probe_grid,
     encoder_context,
     encoder_grid,
     fisher_sample,
-    interval_table,
-    plan_for,
     probe_frame,
     probe_tasks,
+)
+from analysis.studies.factorization.results import CellScores, DecoderGrid, FactScreen, ProbeGrid
+from analysis.studies.factorization.run import (
+    allocation_table,
+    asvd_sensitivity,
+    calibration_contexts,
+    calibration_curve,
+    decoder_grid,
+    interval_table,
+    plan_for,
     rank_allocation,
     rank_table,
     score_decoder,
@@ -72,6 +83,7 @@ from analysis.studies.factorization.seed import (
     SEED_RESULTS,
     decoder_beside_seed,
     probes_beside_seed,
+    seed_claims,
     seed_downstream_table,
     seed_probe_table,
 )
@@ -79,7 +91,6 @@ from analysis.studies.factorization.verdicts import (
     CHANCE,
     collapse_verdict,
     first_ratio_changes,
-    mcnemar_greater,
     mean_damage,
     ordering_verdict,
     probe_damage,
@@ -91,18 +102,23 @@ from analysis.studies.factorization.verdicts import (
 __all__ = [
     "CACHE_VERSION",
     "CHANCE",
-    "FACTOR_CONFIGS",
+    "CONFIGS",
     "METHOD_LABELS",
     "SEED_RESULTS",
     "STUDY_METHODS",
+    "CellScores",
     "DecoderData",
+    "DecoderGrid",
+    "FactScreen",
     "FactorConfig",
+    "ProbeGrid",
     "allocation_table",
     "asvd_sensitivity",
     "calibration_contexts",
     "calibration_curve",
     "choice_logprobs",
     "collapse_verdict",
+    "config_for",
     "control_coverage",
     "decoder_beside_seed",
     "decoder_data",
@@ -112,20 +128,19 @@ __all__ = [
     "encoder_grid",
     "eval_facts",
     "fact_mc_items",
-    "factor_config_for",
     "first_ratio_changes",
     "fisher_sample",
-    "mc_accuracy",
-    "mc_correct",
+    "interval_table",
     "letter_ids",
     "letter_logits",
+    "mc_accuracy",
+    "mc_correct",
+    "mean_damage",
     "mmlu_correct",
     "mmlu_items",
-    "mcnemar_greater",
-    "mean_damage",
     "ordering_verdict",
-    "interval_table",
     "plan_for",
+    "plots",
     "probe_damage",
     "probe_frame",
     "probe_tasks",
@@ -135,6 +150,7 @@ __all__ = [
     "rank_table",
     "retained_share",
     "score_decoder",
+    "seed_claims",
     "seed_downstream_table",
     "seed_probe_table",
     "verdicts",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from analysis import probing
@@ -27,73 +27,82 @@ define it (activation scaling and a sensitivity-based rank per layer at the same
 
 STUDY_METHODS = tuple(METHOD_LABELS)
 
+METHOD_OPS = {"asvd_rank": "asvd"}
+"""Study method -> the compress operation whose statistics it reads (where the two names differ)."""
+
 
 @dataclass(frozen=True)
 class FactorConfig:
-    """Sizes of the factorization study for one run profile (see :func:`factor_config_for`)."""
+    """Sizes of the factorization study for one run profile (see :func:`config_for`).
 
-    ratios: tuple[float, ...] = (0.05, 0.10, 0.15, 0.25, 0.35)
+    A field whose metadata says ``{"size": True}`` is a size (tokens, samples, steps, widths, windows,
+    and the grids of ratios and kept fractions a run steps through): what a profile scales. The other
+    fields are choices (names, methods, switches, layers)."""
+
+    ratios: tuple[float, ...] = field(default=(0.05, 0.10, 0.15, 0.25, 0.35), metadata={"size": True})
     """Fractions of the MLP parameters removed (the seed's decoder grid)."""
     methods: tuple[str, ...] = STUDY_METHODS
     side_methods: tuple[str, ...] = ("asvd", "svdllm")
     """Methods no verdict rests on: run only at :attr:`side_ratios` (cut before samples are cut)."""
-    side_ratios: tuple[float, ...] = (0.10, 0.25)
+    side_ratios: tuple[float, ...] = field(default=(0.10, 0.25), metadata={"size": True})
     decoder_layers: tuple[int, ...] | None = None
     """Decoder layers whose MLPs are factorized (None: all, as in the seed)."""
-    eval_tokens: int = 4096
+    eval_tokens: int = field(default=4096, metadata={"size": True})
     """Held-out tokens scored for perplexity per grid cell (windows of ``context``: the bootstrap unit)."""
-    calib_tokens: int = 16_384
+    calib_tokens: int = field(default=16_384, metadata={"size": True})
     """Calibration tokens for every statistic (>= 10x the widest MLP input, 1536 for SmolLM2)."""
-    calib_sizes: tuple[int, ...] = (2048, 8192, 32_768)
+    calib_sizes: tuple[int, ...] = field(default=(2048, 8192, 32_768), metadata={"size": True})
     """Calibration sizes of the calibration curve (one pass over the largest; the others are prefixes)."""
     calib_ratio: float = 0.10
     """The ratio at which the calibration curve is measured."""
-    context: int = 256
-    unigram_tokens: int = 1_000_000
+    context: int = field(default=256, metadata={"size": True})
+    unigram_tokens: int = field(default=1_000_000, metadata={"size": True})
     """Train-split tokens behind the unigram line between usable and broken decoders
     (:func:`analysis.studies.verdicts.unigram_line`)."""
-    grad_examples: int | None = None
+    grad_examples: int | None = field(default=None, metadata={"size": True})
     """Calibration windows with one backward pass each for FWSVD's Fisher (None: every window)."""
-    sensitivity_keep: tuple[float, ...] = SENSITIVITY_KEEP
+    sensitivity_keep: tuple[float, ...] = field(default=SENSITIVITY_KEEP, metadata={"size": True})
     sensitivity_unit: str = "layer"
     """ASVD's sensitivity unit: ``"layer"`` (one MLP) or ``"weight"`` (one matrix, as in ASVD's code)."""
-    sensitivity_windows: int = 2
+    sensitivity_windows: int = field(default=2, metadata={"size": True})
     """Calibration windows whose perplexity scores each candidate truncation."""
-    n_facts: int | None = None
+    n_facts: int | None = field(default=None, metadata={"size": True})
     """Facts screened (:func:`analysis.data.fact_splits`; None: the profile's ``n_facts``, the one screen
     every chapter shares); every known "eval" fact is asked as 4-way multiple choice and re-tested
     for recall in every cell."""
-    max_fact_mc: int | None = None
+    max_fact_mc: int | None = field(default=None, metadata={"size": True})
     """At most this many "eval" facts (a seeded random subset) are asked as multiple choice and
     re-tested for recall (None: every one)."""
-    n_mmlu: int | None = 285
+    n_mmlu: int | None = field(default=285, metadata={"size": True})
     """MMLU test questions scored zero-shot: a fixed, subject-stratified sample
     (:func:`~analysis.studies.factorization.evaluation.mmlu_items`; 285 = 5 per subject, 5700 = 100 per
     subject, as many as the smallest subjects have; None: all 14,042, unbalanced)."""
-    mmlu_ratios: tuple[float, ...] | None = None
+    mmlu_ratios: tuple[float, ...] | None = field(default=None, metadata={"size": True})
     """Ratios at which MMLU is scored besides the uncompressed model (None: every decoder cell)."""
     mc_choices: int = 4
     """Choices per fact question: the true answer and ``mc_choices - 1`` answers of other facts (4, as MMLU)."""
-    n_probe: int = 300
+    n_probe: int = field(default=300, metadata={"size": True})
     """Examples per probing task on the encoder."""
-    probe: probing.ProbeConfig = probing.ProbeConfig()
+    probe: probing.ProbeConfig = field(default=probing.ProbeConfig(), metadata={"size": True})
     encoder_methods: tuple[str, ...] = ("svd", "fwsvd")
     """The seed's encoder methods (its BERT grid has SVD and FWSVD)."""
-    encoder_ratios: tuple[float, ...] = (0.10, 0.30, 0.50)
+    encoder_ratios: tuple[float, ...] = field(default=(0.10, 0.30, 0.50), metadata={"size": True})
     """The seed's Table 3 ratios."""
-    encoder_calib_tokens: int = 8192
-    encoder_grad_examples: int = 64
+    encoder_calib_tokens: int = field(default=8192, metadata={"size": True})
+    encoder_grad_examples: int = field(default=64, metadata={"size": True})
     """:attr:`fisher_task` texts (none of them in a probe set) whose task-head gradients give the encoder's Fisher."""
     fisher_task: str = "sentiment"
     """The labelled task behind the encoder's Fisher (the seed's came from fine-tuning BERT on CoLA, which
     ships nowhere here): Rotten Tomatoes snippets, a sentiment task beside the SST-2 probe."""
-    batch_size: int = 8
-    decoder_probe_ratios: tuple[float, ...] = (0.10,)
+    batch_size: int = field(default=8, metadata={"size": True})
+    decoder_probe_ratios: tuple[float, ...] = field(default=(0.10,), metadata={"size": True})
     """Ratios at which the decoder is probed too, to set probes beside perplexity."""
     decoder_probe_methods: tuple[str, ...] = ("svd", "fwsvd", "asvd_rank")
-    n_decoder_probe: int = 400
+    n_decoder_probe: int = field(default=400, metadata={"size": True})
     """Examples per probing task on the decoder; every one is tested once (``decoder_probe.folds``)."""
-    decoder_probe: probing.ProbeConfig = probing.ProbeConfig(seeds=(0,), folds=5, steps=80)
+    decoder_probe: probing.ProbeConfig = field(
+        default=probing.ProbeConfig(seeds=(0,), folds=5, steps=80), metadata={"size": True}
+    )
     decoders: tuple[str, ...] = ()
     """Decoders to try first (the seed's); the profile's model is the fallback."""
     encoders: tuple[str, ...] = ()
@@ -105,7 +114,7 @@ class FactorConfig:
         ]
 
 
-FACTOR_CONFIGS: dict[str, FactorConfig] = {
+CONFIGS: dict[str, FactorConfig] = {
     "smoke": FactorConfig(
         ratios=(0.10, 0.35),
         side_ratios=(0.35,),
@@ -176,9 +185,9 @@ FACTOR_CONFIGS: dict[str, FactorConfig] = {
 """Sizes per profile: ``smoke`` for the test suite, ``cpu`` for the book on 2 cores, ``gpu`` for the seed's models."""
 
 
-def factor_config_for(profile: Any) -> FactorConfig:
+def config_for(profile: Any) -> FactorConfig:
     """The :class:`FactorConfig` for a profile (or its name); ``profile.extra["factorization"]`` overrides fields."""
-    cfg = study_config(FACTOR_CONFIGS, profile, "factorization")
+    cfg = study_config(CONFIGS, profile, "factorization")
     if cfg.n_facts is None:
         prof = get_profile(profile) if isinstance(profile, str) else profile
         cfg = dataclasses.replace(cfg, n_facts=prof.n_facts)

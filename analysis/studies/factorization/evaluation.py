@@ -14,12 +14,15 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
+from transformer_lens import HookedTransformer
 
 from analysis import data
-from analysis.evaluate import pad_id, right_pad
+from analysis.data import benchmarks
+from analysis.forward import pad_id, right_pad
 from analysis.studies.factorization.config import FactorConfig
+from analysis.studies.factorization.results import FactScreen
 
 
 def mmlu_items(n: int | None, seed: int = 0, split: str = "test") -> list[dict]:
@@ -29,8 +32,6 @@ def mmlu_items(n: int | None, seed: int = 0, split: str = "test") -> list[dict]:
     ``seed``-shuffled subject order one more; within a subject the questions are a ``seed``-shuffled
     prefix. Items come out by subject, then in that order.
     """
-    from analysis.data import benchmarks
-
     rows = benchmarks.mmlu(split)
     by_subject: dict[str, list[dict]] = {}
     for row in rows:
@@ -56,7 +57,7 @@ def mmlu_items(n: int | None, seed: int = 0, split: str = "test") -> list[dict]:
     return items
 
 
-def letter_ids(model, letters: Sequence[str] = ("A", "B", "C", "D")) -> list[int]:
+def letter_ids(model: HookedTransformer, letters: Sequence[str] = ("A", "B", "C", "D")) -> list[int]:
     """The token id of each answer letter as it follows ``"Answer:"`` (``" A"``; ``"A"`` where the
     spaced letter is not one token)."""
     ids = []
@@ -72,7 +73,7 @@ def letter_ids(model, letters: Sequence[str] = ("A", "B", "C", "D")) -> list[int
 
 
 @torch.inference_mode()
-def letter_logits(model, items: Sequence[dict], batch_size: int = 8) -> Float[Tensor, "item letter"]:
+def letter_logits(model: HookedTransformer, items: Sequence[dict], batch_size: int = 8) -> Float[Tensor, "item letter"]:
     """Next-token logits of the letters A-D after each item's prompt, ``[n_items, 4]`` (before any logit
     soft cap, which keeps their order); only the last position of each prompt is unembedded."""
     ids = letter_ids(model)
@@ -91,7 +92,7 @@ def letter_logits(model, items: Sequence[dict], batch_size: int = 8) -> Float[Te
     return out
 
 
-def mmlu_correct(model, items: Sequence[dict], batch_size: int = 8) -> list[bool]:
+def mmlu_correct(model: HookedTransformer, items: Sequence[dict], batch_size: int = 8) -> list[bool]:
     """Per MMLU item: is the letter with the highest next-token logit the answer's."""
     if not items:
         return []
@@ -131,7 +132,9 @@ def fact_mc_items(rows, choices: int = 4, seed: int = 0) -> list[dict]:
 
 
 @torch.inference_mode()
-def choice_logprobs(model, items: Sequence[dict], batch_size: int = 16) -> Float[Tensor, "item choice"]:
+def choice_logprobs(
+    model: HookedTransformer, items: Sequence[dict], batch_size: int = 16
+) -> Float[Tensor, "item choice"]:
     """Summed log-probability of each choice (after a space) following its item's prompt, ``[n_items, n_choices]``."""
     seqs, spans = [], []
     for it in items:
@@ -153,7 +156,7 @@ def choice_logprobs(model, items: Sequence[dict], batch_size: int = 16) -> Float
     return out.view(len(items), -1)
 
 
-def mc_correct(model, items: Sequence[dict], batch_size: int = 16) -> list[bool]:
+def mc_correct(model: HookedTransformer, items: Sequence[dict], batch_size: int = 16) -> list[bool]:
     """Per question: is the highest-likelihood choice the true one."""
     if not items:
         return []
@@ -161,29 +164,29 @@ def mc_correct(model, items: Sequence[dict], batch_size: int = 16) -> list[bool]
     return (lp.argmax(-1) == torch.tensor([it["answer"] for it in items])).tolist()
 
 
-def mc_accuracy(model, items: Sequence[dict], batch_size: int = 16) -> float:
+def mc_accuracy(model: HookedTransformer, items: Sequence[dict], batch_size: int = 16) -> float:
     """Fraction of questions whose highest-likelihood choice is the true one."""
     hits = mc_correct(model, items, batch_size)
     return float(sum(hits) / len(hits)) if hits else float("nan")
 
 
-@dataclass
+@dataclass(frozen=True)
 class DecoderData:
     """What every decoder cell is scored on (all of it disjoint from what chose anything)."""
 
-    eval_tokens: Tensor
-    calib_tokens: Tensor
+    eval_tokens: Int[Tensor, " token"]
+    calib_tokens: Int[Tensor, " token"]
     """The calibration stream: ``max(calib_tokens, calib_sizes)`` tokens; statistics read prefixes of it."""
     known: Any
     """The known facts of the "eval" split (``datasets.Dataset``): recall is re-tested on them."""
-    screen: dict
+    screen: FactScreen
     mmlu: list[dict]
     """The MMLU sample (:func:`mmlu_items`)."""
     fact_mc: list[dict]
     """The same "eval" facts as 4-way multiple choice."""
 
 
-def eval_facts(model, n_screen: int):
+def eval_facts(model: HookedTransformer, n_screen: int):
     """The known facts reserved for judging compressed models, and the screen's statistics.
 
     :func:`analysis.data.fact_splits` ``["eval"]`` (facts that never chose anything); where that
@@ -201,16 +204,16 @@ def _at_most(rows, n: int | None):
     return rows if n is None or len(rows) <= n else rows.shuffle(seed=0).select(range(n))
 
 
-def decoder_data(model, cfg: FactorConfig) -> DecoderData:
+def decoder_data(model: HookedTransformer, cfg: FactorConfig) -> DecoderData:
     """Evaluation text, calibration text, the known "eval" facts, the MMLU sample and the fact questions for ``model``."""
     known, stats = eval_facts(model, cfg.n_facts)
-    stats = {**stats, "n_eval_known": len(known)}
+    screen = FactScreen(stats["split"], stats["n_total"], len(known))
     known = _at_most(known, cfg.max_fact_mc)
     return DecoderData(
         data.lm_tokens(model.tokenizer, "eval", cfg.eval_tokens),
         data.lm_tokens(model.tokenizer, "calib", max(cfg.calib_tokens, *cfg.calib_sizes)),
         known,
-        stats,
+        screen,
         mmlu_items(cfg.n_mmlu),
         fact_mc_items(known, cfg.mc_choices),
     )

@@ -144,6 +144,11 @@ SEED_RESULTS: dict[str, Any] = {
 }
 
 
+def seed_claims() -> pd.DataFrame:
+    """The seed's claims in its own words, one row each."""
+    return pd.Series(SEED_RESULTS["claims"], name="claim (the seed's, not ours)").to_frame()
+
+
 def seed_downstream_table() -> pd.DataFrame:
     """The seed's Table 2 (MMLU on Llama-2-7B, CoLA on BERT) as a long table."""
     rows = []
@@ -169,7 +174,7 @@ def seed_probe_table(which: str = "bert_probes") -> pd.DataFrame:
 def decoder_beside_seed(decoder: pd.DataFrame, model_name: str) -> pd.DataFrame:
     """The seed's Llama-2-7B MMLU accuracy (Table 2) per method and ratio, beside our decoder's MMLU
     accuracy, fact multiple-choice accuracy and perplexity at the same ratios (None where either grid
-    lacks the cell). ``decoder``: :func:`~analysis.studies.factorization.decoder_grid`."""
+    lacks the cell). ``decoder``: the frame of :func:`~analysis.studies.factorization.run.decoder_grid`."""
     seed = SEED_RESULTS["mmlu_llama2_7b"]
     rows = []
     seed_key = {"asvd_rank": "asvd"}  # the seed's ASVD is ASVD with its rank search

@@ -35,51 +35,25 @@ from scipy import stats as sps
 
 from analysis import probing, stats
 from analysis.studies import verdicts as vd
+from analysis.studies.factorization.results import CellScores, DecoderGrid, ProbeGrid
 from analysis.studies.factorization.seed import SEED_RESULTS
 
 CHANCE = 0.25
 """Chance accuracy of 4-way multiple choice (MMLU, and our fact questions)."""
 
 
-def _units(frame: pd.DataFrame) -> dict:
-    units = frame.attrs.get("units")
-    if not units:
-        raise ValueError("This decoder frame has no per-item scores (frame.attrs['units']); pass decoder_grid's frame.")
-    return units
-
-
-def mcnemar_greater(a: Sequence[bool], b: Sequence[bool]) -> float:
-    """One-sided exact McNemar p-value that ``a`` is right more often than ``b`` on the same items."""
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    k, n = int((a & ~b).sum()), int((a ^ b).sum())
-    return 1.0 if n == 0 else float(sps.binomtest(k, n, 0.5, alternative="greater").pvalue)
-
-
-def _paired(a: dict, b: dict, metric: str) -> dict:
-    """``a`` better than ``b``: the mean paired difference, its interval, and one-sided p-values both ways.
-
-    ``metric="perplexity"``: per evaluation window, ``b``'s minus ``a``'s loss per token (paired t-test
-    over windows); otherwise per question, ``a`` right minus ``b`` right (exact McNemar).
-    """
+def _paired(a: CellScores, b: CellScores, metric: str) -> stats.Difference:
+    """``a`` better than ``b`` (:func:`analysis.stats.paired`). ``metric="perplexity"``: per evaluation
+    window, ``b``'s minus ``a``'s loss per token (paired t-test over windows); otherwise per question,
+    ``a`` right minus ``b`` right (exact McNemar)."""
     if metric == "perplexity":
-        tok = np.asarray(a["window_tokens"], float)
-        d = (np.asarray(b["window_nll"], float) - np.asarray(a["window_nll"], float)) / tok
-        p = float(sps.ttest_1samp(d, 0.0, alternative="greater").pvalue) if np.ptp(d) > 0 else float(d[0] <= 0)
-        p_rev = float(sps.ttest_1samp(d, 0.0, alternative="less").pvalue) if np.ptp(d) > 0 else float(d[0] >= 0)
-    else:
-        d = np.asarray(a[metric], float) - np.asarray(b[metric], float)
-        p, p_rev = mcnemar_greater(a[metric], b[metric]), mcnemar_greater(b[metric], a[metric])
-    est, lo, hi = stats.mean_ci(d) if len(d) else (float("nan"),) * 3
-    return {"d": est, "lo": lo, "hi": hi, "n": len(d), "p": p, "p_rev": p_rev}
-
-
-def _perplexity(u: dict) -> float:
-    """Perplexity from a cell's per-window NLL sums and token counts."""
-    return math.exp(sum(u["window_nll"]) / sum(u["window_tokens"]))
+        tok = np.asarray(a.window_tokens, float)
+        return stats.paired((np.asarray(b.window_nll, float) - np.asarray(a.window_nll, float)) / tok, unit="windows")
+    return stats.paired(np.asarray(a.hits(metric), bool), np.asarray(b.hits(metric), bool), unit="questions")
 
 
 def ordering_verdict(
-    frame: pd.DataFrame,
+    grid: DecoderGrid,
     order: Sequence[str] = ("ASVD", "FWSVD", "SVD"),
     metric: str = "perplexity",
     alpha: float = 0.05,
@@ -92,18 +66,18 @@ def ordering_verdict(
 
     ``limit``: a perplexity; on ``"perplexity"``, a pair whose two models both lie above it (both
     broken) is left out, and the ordering can then be reproduced only partly."""
-    units = _units(frame)
+    frame, units = grid.frame, grid.units
     ratios = sorted(r for r in frame.loc[frame["method"] == order[0], "ratio"] if all((m, r) in units for m in order))
     tests, broken = [], []
     for r in ratios:
         for hi_m, lo_m in zip(order, order[1:]):
             if metric == "perplexity" and not vd.usable(
-                (_perplexity(units[(hi_m, r)]), _perplexity(units[(lo_m, r)])), limit
+                (units[(hi_m, r)].perplexity, units[(lo_m, r)].perplexity), limit
             ):
                 broken.append(f"{r:.0%} {hi_m} > {lo_m}")
                 continue
             tests.append(
-                {"ratio": r, "pair": f"{hi_m} > {lo_m}", **_paired(units[(hi_m, r)], units[(lo_m, r)], metric)}
+                {"ratio": r, "pair": f"{hi_m} > {lo_m}", "diff": _paired(units[(hi_m, r)], units[(lo_m, r)], metric)}
             )
     if not tests:
         return vd.Verdict(
@@ -112,7 +86,7 @@ def ordering_verdict(
             "needs every method at one ratio at least, and a usable model in some pair",
             f"every compared pair is broken ({'; '.join(broken)})" if broken else "no ratio has all three methods",
         )
-    adj, adj_rev = stats.holm([t["p"] for t in tests]), stats.holm([t["p_rev"] for t in tests])
+    adj, adj_rev = stats.holm([t["diff"].p for t in tests]), stats.holm([t["diff"].p_reverse for t in tests])
     support = [p < alpha for p in adj]
     against = [p < alpha for p in adj_rev]
     if all(support) and not broken:
@@ -123,27 +97,24 @@ def ordering_verdict(
         verdict = "partly"
     else:
         verdict = "inconclusive"
-    weakest = min(tests, key=lambda t: t["d"])
+    weakest = min(tests, key=lambda t: t["diff"].estimate)
     parts = [
-        f"{t['ratio']:.0%} {t['pair']}: {t['d']:+.3f} [{t['lo']:+.3f}, {t['hi']:+.3f}], Holm p {q:.2g}"
+        f"{t['ratio']:.0%} {t['pair']}: {t['diff'].estimate:+.3f} [{t['diff'].low:+.3f}, {t['diff'].high:+.3f}], "
+        f"Holm p {q:.2g}"
         for t, q in zip(tests, adj)
     ]
     evidence = "; ".join(parts)
     if broken:
         evidence += f". Left out, both models broken (perplexity above {limit:.4g}): {'; '.join(broken)}"
-    open_ = [t for t, q in zip(tests, adj) if q >= alpha and t["d"] > 0]
+    open_ = [t for t, q in zip(tests, adj) if q >= alpha and t["diff"].estimate > 0]
     if verdict in ("inconclusive", "partly") and open_:
-        t = min(open_, key=lambda t: t["d"])
-        need = vd.n_to_settle(t["d"], t["lo"], t["hi"], t["n"])
-        unit = "windows" if metric == "perplexity" else "questions"
+        t = min(open_, key=lambda t: t["diff"].estimate)
+        d = t["diff"]
+        need = vd.n_to_settle(d.estimate, d.low, d.high, d.n)
         if need:
-            evidence += f". About {need} {unit} (now {t['n']}) would settle {t['pair']} at {t['ratio']:.0%} if it held"
-    if (
-        secondary
-        and secondary != metric
-        and all(secondary in units[(m, r)] and len(units[(m, r)][secondary]) for m in order for r in ratios)
-    ):
-        other = ordering_verdict(frame, order, secondary, alpha, secondary=None)
+            evidence += f". About {need} {d.unit} (now {d.n}) would settle {t['pair']} at {t['ratio']:.0%} if it held"
+    if secondary and secondary != metric and all(len(units[(m, r)].hits(secondary)) for m in order for r in ratios):
+        other = ordering_verdict(grid, order, secondary, alpha, secondary=None)
         evidence += f". The same test on {secondary} accuracy: {other.verdict} ({other.evidence})"
     seed = SEED_RESULTS["mmlu_llama2_7b"]
     test = (
@@ -164,9 +135,9 @@ def ordering_verdict(
         f"significantly reversed, partly if some hold, else inconclusive; ours = the weakest difference{scope}",
         evidence,
         f"MMLU at 5 %: ASVD {seed['asvd'][1]} > FWSVD {seed['fwsvd'][1]} > SVD {seed['svd'][1]}",
-        weakest["d"],
-        weakest["lo"],
-        weakest["hi"],
+        weakest["diff"].estimate,
+        weakest["diff"].low,
+        weakest["diff"].high,
     )
 
 
@@ -183,11 +154,11 @@ def retained_share(base: Sequence[bool], comp: Sequence[bool], chance: float = C
 
 
 def collapse_verdict(
-    frame: pd.DataFrame, method: str = "SVD", metric: str = "fact mc", at_most: float = 0.10, threshold: float = 0.5
+    grid: DecoderGrid, method: str = "SVD", metric: str = "fact mc", at_most: float = 0.10, threshold: float = 0.5
 ) -> vd.Verdict:
     """Claim 2: at the largest grid ratio <= ``at_most``, ``method`` keeps < ``threshold`` of the above-chance accuracy."""
-    units = _units(frame)
-    base = units[("none", 0.0)][metric]
+    units = grid.units
+    base = units[("none", 0.0)].hits(metric)
     ratios = sorted(r for (m, r) in units if m == method and 0 < r <= at_most + 1e-9)
     seed = SEED_RESULTS["mmlu_llama2_7b"]
     keep = [(v - CHANCE) / (seed["svd"][0] - CHANCE) for v in seed["svd"][1:3]]
@@ -201,7 +172,7 @@ def collapse_verdict(
             "not measured",
             seed_txt,
         )
-    shares = {r: retained_share(base, units[(method, r)][metric]) for r in ratios}
+    shares = {r: retained_share(base, units[(method, r)].hits(metric)) for r in ratios}
     r = ratios[-1]
     v = vd.interval_verdict(
         claim,
@@ -213,7 +184,7 @@ def collapse_verdict(
         what=f"share of above-chance {metric} accuracy kept at {r:.0%}",
     )
     rest = "; ".join(f"{q:.0%}: {s[0]:.2f} [{s[1]:.2f}, {s[2]:.2f}]" for q, s in shares.items())
-    ppl = frame.set_index(["method", "ratio"])["perplexity"]
+    ppl = grid.frame.set_index(["method", "ratio"])["perplexity"]
     ppl_txt = ", ".join(f"{q:.0%} x{ppl[(method, q)] / ppl[('none', 0.0)]:.2f}" for q in ratios)
     return vd.Verdict(
         claim,
@@ -239,19 +210,17 @@ def _group_means(x: np.ndarray, groups: Sequence[str]) -> np.ndarray:
 
 
 def probes_hide_verdict(
-    frame: pd.DataFrame,
-    grid: dict,
-    groups: dict[str, Sequence[str]],
-    labels: dict[tuple[str, float], str],
+    decoder: DecoderGrid,
+    probes: ProbeGrid,
     drop: float = 0.10,
     alpha: float = 0.05,
     power_needed: float = 0.8,
     limit: float | None = None,
 ) -> vd.Verdict:
-    """Claim 3 (see the module docstring). ``grid``: the decoder probe grid; ``groups``: each task's item
-    groups; ``labels``: grid cell -> the method label in ``frame``; ``limit``: pairs of two models
-    whose perplexities both lie above it are not "ordered by perplexity" (both broken)."""
-    units = _units(frame)
+    """Claim 3 (see the module docstring). ``probes``: the decoder probe grid (its tasks give each item's
+    group); ``limit``: pairs of two models whose perplexities both lie above it are not "ordered by
+    perplexity" (both broken)."""
+    units, grid, groups, labels = decoder.units, probes.cells, probes.groups(), probes.labels()
     cells = [c for c in grid if c[0] != "none"]
     claim = "Probes reveal damage perplexity hides"
     tests, unordered = [], []
@@ -260,10 +229,10 @@ def probes_hide_verdict(
             if a == b:
                 continue
             ua, ub = units[(labels[a], a[1])], units[(labels[b], b[1])]
-            if not vd.usable((_perplexity(ua), _perplexity(ub)), limit):
+            if not vd.usable((ua.perplexity, ub.perplexity), limit):
                 continue
-            tok = np.asarray(ua["window_tokens"], float)
-            d_ppl = (np.asarray(ub["window_nll"]) - np.asarray(ua["window_nll"])) / tok  # > 0: a has lower loss
+            tok = np.asarray(ua.window_tokens, float)
+            d_ppl = (np.asarray(ub.window_nll) - np.asarray(ua.window_nll)) / tok  # > 0: a has lower loss
             est, lo, hi = stats.mean_ci(d_ppl)
             if lo <= 0:
                 if est > 0:
@@ -324,15 +293,13 @@ def probes_hide_verdict(
     )
 
 
-def verdicts(
-    frame: pd.DataFrame, grid: dict, groups: dict[str, Sequence[str]], labels: dict, limit: float | None = None
-) -> list[vd.Verdict]:
+def verdicts(decoder: DecoderGrid, probes: ProbeGrid, limit: float | None = None) -> list[vd.Verdict]:
     """The seed's three claims on the decoder grid and its probe grid, in the seed's own words;
     ``limit``: the perplexity above which a model is broken (:func:`analysis.studies.verdicts.unigram_line`)."""
     return [
-        ordering_verdict(frame, limit=limit),
-        collapse_verdict(frame),
-        probes_hide_verdict(frame, grid, groups, labels, limit=limit),
+        ordering_verdict(decoder, limit=limit),
+        collapse_verdict(decoder),
+        probes_hide_verdict(decoder, probes, limit=limit),
     ]
 
 

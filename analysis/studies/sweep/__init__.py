@@ -10,13 +10,18 @@ components hardest. High density means *compress least*: the seed writes prune
 The seed's design compares allocations of different sizes. This package adds two size-matched
 controls and judges every claim with an interval:
 
-- :mod:`~analysis.studies.sweep.config`: :class:`SweepConfig` per profile and the seed's words;
+- :mod:`~analysis.studies.sweep.config`: :class:`SweepConfig` per profile (:func:`config_for`);
+- :mod:`~analysis.studies.sweep.seed`: the seed's numbers and claims (``SEED_RESULTS``);
 - :mod:`~analysis.studies.sweep.cells`: cells (allocation x setting), evaluated and cached;
 - :mod:`~analysis.studies.sweep.inputs`: the scores (causal tracing on the ``"score"`` facts)
   and the reference (fact recall on the ``"eval"`` facts);
+- :mod:`~analysis.studies.sweep.run`: :func:`run`, the inputs and the three grids of one run,
+  as a :class:`SweepResult` (:mod:`~analysis.studies.sweep.results`);
 - :mod:`~analysis.studies.sweep.compare`: the uniform Pareto frontier, random controls, and
   the shared paired bootstrap over evaluation windows;
-- :mod:`~analysis.studies.sweep.claims`: one verdict per seed claim.
+- :mod:`~analysis.studies.sweep.claims`: one verdict per seed claim, assembled by
+  :func:`verdicts` (:mod:`~analysis.studies.sweep.verdicts`);
+- :mod:`~analysis.studies.sweep.plots`: the chapter's heatmaps and size/perplexity figure.
 """
 
 from analysis.studies.sweep.cells import (
@@ -45,8 +50,6 @@ from analysis.studies.sweep.claims import (
     pruning_pairs,
     score_versus_random,
     score_versus_uniform,
-    seed_verdicts,
-    verdicts_by_limit,
 )
 from analysis.studies.sweep.compare import (
     Bootstrap,
@@ -64,36 +67,44 @@ from analysis.studies.sweep.compare import (
     versus_uniform,
 )
 from analysis.studies.sweep.config import (
+    CONFIGS,
     CONSTANT,
-    SEED_RESULTS,
-    SWEEP_CONFIGS,
     TERCILES,
     UNIFORM,
     Setting,
     SweepConfig,
-    sweep_config_for,
+    config_for,
 )
 from analysis.studies.sweep.inputs import fact_split, gradient_curve, redundancy_scores, reference_for, unigram_bar
+from analysis.studies.sweep.plots import pareto, sweep_heatmaps
+from analysis.studies.sweep.results import ReferenceSetup, SweepResult
+from analysis.studies.sweep.run import run
+from analysis.studies.sweep.seed import SEED_RESULTS
+from analysis.studies.sweep.verdicts import UNIGRAM, verdicts, verdicts_by_limit
 
 __all__ = [
     "CACHE_VERSION",
     "CONSTANT",
     "SCORES",
     "SEED_RESULTS",
-    "SWEEP_CONFIGS",
+    "CONFIGS",
     "TERCILES",
     "UNIFORM",
+    "UNIGRAM",
     "Bootstrap",
     "Cell",
     "CellResult",
     "Delta",
+    "ReferenceSetup",
     "Setting",
     "SweepConfig",
+    "SweepResult",
     "aggressive_setting",
     "claim_aggressive",
     "claim_comparable",
     "claim_perform_well",
     "claim_pruning",
+    "config_for",
     "control_grid",
     "evaluate_cell",
     "fact_split",
@@ -104,6 +115,7 @@ __all__ = [
     "intervals",
     "level_assignment",
     "open_question",
+    "pareto",
     "pareto_front",
     "plan_for",
     "pooled",
@@ -111,20 +123,21 @@ __all__ = [
     "random_deltas",
     "redundancy_scores",
     "reference_for",
+    "run",
     "run_sweep",
     "score_versus_random",
     "score_versus_uniform",
     "seed_grid",
     "size_frame",
+    "sweep_heatmaps",
     "tercile_grid",
-    "seed_verdicts",
-    "sweep_config_for",
     "uniform_frontier",
     "uniform_grid",
     "uniform_matched",
     "unigram_bar",
     "usable",
+    "verdicts",
+    "verdicts_by_limit",
     "versus_random",
     "versus_uniform",
-    "verdicts_by_limit",
 ]

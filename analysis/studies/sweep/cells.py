@@ -12,12 +12,24 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
+import multiprocessing as mp
 import random
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
+import distributed
+import pandas as pd
+import torch
+from transformer_lens import HookedTransformer
+
 from analysis import compress
+from analysis.cache import DiskCache, cache_key, cached
+from analysis.evaluate import Comparison, Reference
+from analysis.models import load_model, model_key, n_params
+from analysis.progress import progress
 from analysis.scores import LEVELS, ComponentScores
 from analysis.studies.sweep.config import CONSTANT, TERCILES, UNIFORM, SweepConfig
 
@@ -151,7 +163,7 @@ def grid(allocations: Sequence[str], prunes: Sequence[Sequence[float]], bits: Se
     return cells
 
 
-@dataclass
+@dataclass(frozen=True)
 class CellResult:
     """A cell's evaluation. ``bits_per_weight`` is over the compressed (attention and MLP) weights.
 
@@ -177,10 +189,6 @@ class CellResult:
 
     def comparison(self):
         """The evaluation as an :class:`analysis.evaluate.Comparison` (for its intervals)."""
-        import math
-
-        from analysis.evaluate import Comparison
-
         n = sum(self.window_tokens)
         return Comparison(
             math.log(self.perplexity),
@@ -221,7 +229,7 @@ class CellResult:
 
 
 def evaluate_cell(
-    model, reference, cell: Cell, scores: Mapping[str, ComponentScores], threshold: float = 0.5
+    model: HookedTransformer, reference, cell: Cell, scores: Mapping[str, ComponentScores], threshold: float = 0.5
 ) -> CellResult:
     """Compress ``model`` as ``cell`` says (reversibly), score it against ``reference``, restore it."""
     levels = level_assignment(cell.allocation, scores, threshold)
@@ -252,8 +260,6 @@ def evaluate_cell(
 def _model_mb(model, size) -> float:
     if size.n_weights:
         return size.model_bits / 8e6
-    from analysis.models import n_params
-
     return n_params(model) * size.dense_bits / 8e6
 
 
@@ -262,11 +268,6 @@ _WORKER: dict = {}
 
 
 def _worker_init(model_name: str, reference_args: dict, scores: dict, threshold: float) -> None:
-    import torch
-
-    from analysis.evaluate import Reference
-    from analysis.models import load_model
-
     torch.set_num_threads(1)
     model = load_model(model_name)
     _WORKER.update(model=model, reference=Reference(model, **reference_args), scores=scores, threshold=threshold)
@@ -289,11 +290,6 @@ def _run_in_pool(missing: list[Cell], n_procs: int, initargs: tuple, save, desc:
     """Evaluate ``missing`` in ``n_procs`` spawned worker processes, calling ``save(cell, result)`` in
     this process as each cell finishes. An interrupt (Ctrl-C) or error saves every finished cell,
     cancels the queued ones, terminates the workers at once and is raised again."""
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    from analysis.progress import progress
-
     pool = ProcessPoolExecutor(n_procs, mp_context=mp.get_context("spawn"), initializer=_worker_init, initargs=initargs)
     futures = {pool.submit(_worker_cell, c): c for c in missing}
     saved = set()
@@ -321,7 +317,7 @@ def _run_in_pool(missing: list[Cell], n_procs: int, initargs: tuple, save, desc:
 
 
 def run_sweep(
-    model,
+    model: HookedTransformer,
     reference,
     cells: Iterable[Cell],
     scores: Mapping[str, ComponentScores],
@@ -347,10 +343,6 @@ def run_sweep(
     calling script again: a script that calls ``run_sweep(n_procs > 1)`` needs the
     ``if __name__ == "__main__":`` guard.
     """
-    from analysis.cache import DiskCache, cache_key, cached
-    from analysis.models import model_key
-    from analysis.progress import progress
-
     cells = list(cells)
     if not cells:
         raise ValueError("Empty sweep grid: give at least one cell.")
@@ -385,8 +377,6 @@ def run_sweep(
         if missing and (model_name is None or reference_args is None):
             raise ValueError("Workers need model_name and reference_args to rebuild the model and the reference.")
         if missing and client is not None:
-            from distributed import as_completed
-
             futures = client.map(
                 _dask_cell,
                 missing,
@@ -398,7 +388,7 @@ def run_sweep(
             )
             cell_of = {f.key: c for f, c in zip(futures, missing)}
             try:
-                for future in progress(as_completed(futures), total=len(missing), desc=desc):
+                for future in progress(distributed.as_completed(futures), total=len(missing), desc=desc):
                     save(cell_of[future.key], future.result())
             except BaseException:  # Ctrl-C: keep what finished, drop the rest of the queue
                 for f in futures:
@@ -419,6 +409,4 @@ def run_sweep(
 
 def frame(results: Sequence[CellResult]):
     """All results as a pandas table, one row per cell."""
-    import pandas as pd
-
     return pd.DataFrame([r.row() for r in results])

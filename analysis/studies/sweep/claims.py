@@ -29,15 +29,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Mapping, Sequence
-
-import pandas as pd
+from typing import Sequence
 
 from analysis import stats
 from analysis.studies import verdicts
 from analysis.studies.sweep.cells import CellResult
 from analysis.studies.sweep.compare import Bootstrap, Delta, pooled, random_deltas, usable, versus_uniform
-from analysis.studies.sweep.config import SEED_RESULTS, Setting, SweepConfig
+from analysis.studies.sweep.config import Setting, SweepConfig
+from analysis.studies.sweep.seed import SEED_RESULTS
 
 ALPHA = 0.05
 SCORES = ("causal tracing", "weight magnitude", "gradient magnitude")
@@ -83,11 +82,8 @@ def claim_pruning(results: Sequence[CellResult], boot: Bootstrap, limit: float |
     pairs = usable(pruning_pairs(results, boot), limit)
     if not pairs:
         return _inconclusive(CLAIMS[0], "no method was run at two prune settings with a usable model", criterion)
-    pool = pooled(pairs, "more pruning")
-    lo, hi = pool.ci()
-    v = verdicts.interval_verdict(
-        CLAIMS[0], pool.estimate, lo, hi, 0.0, ">", boot.n_windows, "worse (Fig. 2)", "pooled Δ log ppl"
-    )
+    pool = pooled(pairs, "more pruning").difference(boot.n_windows)
+    v = verdicts.difference_verdict(CLAIMS[0], pool, 0.0, ">", "worse (Fig. 2)", "pooled Δ log ppl")
     adjusted = stats.holm([d.p_above(0.0) for d in pairs])
     worse = sum(p < ALPHA for p in adjusted)
     better = sum(d.ci()[1] < 0 for d in pairs)
@@ -161,8 +157,7 @@ def score_versus_random(name: str, results: Sequence[CellResult], boot: Bootstra
 
 
 def _below_zero(d: Delta, claim: str, n: int) -> verdicts.Verdict:
-    lo, hi = d.ci()
-    return verdicts.interval_verdict(claim, d.estimate, lo, hi, 0.0, "<", n, what="Δ log ppl")
+    return verdicts.difference_verdict(claim, d.difference(n), 0.0, "<", what="Δ log ppl")
 
 
 def claim_perform_well(
@@ -283,43 +278,3 @@ def aggressive_setting(
         if any(r.perplexity < limit for r in at):
             return prune, bits
     return prune, lowest
-
-
-def seed_verdicts(
-    results: Sequence[CellResult], cfg: SweepConfig, limit: float | None = None
-) -> list[verdicts.Verdict]:
-    """The chapter's verdict table: the seed's four claims and the open question, judged on every
-    cell of the sweep (seed grid, controls and uniform cells scored on one reference).
-
-    ``limit``: a perplexity; comparisons count only when one side lies below it (module docstring)."""
-    boot = Bootstrap.of(results, cfg.n_boot)
-    uniform = [r for r in results if r.cell.is_uniform]
-    seed_cells = [r for r in results if not r.cell.allocation.startswith("random:")]
-    grid = {(tuple(p), tuple(b)) for p in cfg.prunes for b in cfg.bits}
-    seed_grid = [r for r in seed_cells if r.cell.setting in grid]
-    out = [
-        claim_pruning(seed_grid, boot, limit),
-        claim_comparable(results, uniform, boot, cfg.margin, limit),
-        claim_perform_well(results, uniform, boot, limit=limit),
-        claim_aggressive(results, uniform, boot, aggressive_setting(results, cfg, limit), limit=limit),
-        open_question(results, uniform, boot, cfg.margin, limit=limit),
-    ]
-    if limit is None:
-        return out
-    scope = f"; only comparisons with a usable side (perplexity below {limit:.4g})"
-    return [dataclasses.replace(v, criterion=v.criterion + scope) for v in out]
-
-
-def verdicts_by_limit(
-    results: Sequence[CellResult], cfg: SweepConfig, limits: Mapping[str, float | None]
-) -> pd.DataFrame:
-    """Every claim's verdict and our number under each named perplexity limit (``None``: every
-    cell counts): how far the verdicts rest on where the line between usable and broken is drawn.
-
-    Rows are the claims (seed order, then the open question); columns are ``limits``' names."""
-    columns = {}
-    for name, limit in limits.items():
-        vs = seed_verdicts(results, cfg, limit)
-        columns[name] = [v.summary() for v in vs]
-    claims = [f"{i + 1}. {c[:60]}..." for i, c in enumerate(CLAIMS)] + ["open question: beats uniform at matched size?"]
-    return pd.DataFrame(columns, index=pd.Index(claims, name="claim"))

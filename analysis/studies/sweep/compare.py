@@ -27,7 +27,7 @@ import pandas as pd
 
 from analysis import stats
 from analysis.studies import verdicts
-from analysis.studies.sweep.cells import CellResult
+from analysis.studies.sweep.cells import CellResult, frame
 from analysis.studies.sweep.config import UNIFORM
 
 
@@ -57,6 +57,12 @@ class Delta:
         a = (1 - level) / 2
         lo, hi = np.quantile(d, [a, 1 - a])
         return float(lo), float(hi)
+
+    def difference(self, n: int | None = None, level: float = 0.95) -> stats.Difference:
+        """As a :class:`analysis.stats.Difference`: :meth:`ci`, the one-sided p of "above 0", and ``n``
+        units (default: the windows the draws resample)."""
+        lo, hi = self.ci(level)
+        return stats.Difference(self.estimate, lo, hi, self.p_above(0.0), self.n if n is None else n, level=level)
 
     def p_below(self, threshold: float = 0.0) -> float:
         """One-sided bootstrap p-value for "the difference is below ``threshold``"."""
@@ -361,8 +367,6 @@ def size_frame(results: Sequence[CellResult], limit: float | None = None) -> pd.
     """:func:`analysis.studies.sweep.frame` for a size/perplexity plot: the constant baselines
     shown as the uniform cells they are, and uniform cells off the Pareto frontier labelled so
     (with a ``limit``: the frontier of the usable ones, and those above it labelled broken)."""
-    from analysis.studies.sweep.cells import frame
-
     out = frame(results)
     uniform = [r for r in results if r.cell.is_uniform]
     if not uniform:

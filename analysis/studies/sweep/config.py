@@ -1,8 +1,14 @@
-"""Sizes of the information-aware compression study per run profile, and the seed's words."""
+"""Sizes of the information-aware compression study per run profile, and the names of its allocations.
+
+Fields that are sizes (tokens, facts, replicates, the extent of the grid) carry ``metadata={"size": True}``:
+they are what a smaller profile shrinks; the other fields are choices.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from analysis.config import study_config
 
 CONSTANT = ("constant low", "constant high")
 """The seed's baselines: every component treated as low (resp. high) density."""
@@ -11,71 +17,54 @@ TERCILES = " (terciles)"
 UNIFORM = "uniform"
 """Every component treated as medium density: with equal settings per level, plain uniform compression."""
 
-SEED_RESULTS = {
-    "model": "GPT-2 (124M)",
-    "eval": "WikiText-2 perplexity",
-    "perplexity_best": 5.552,
-    "perplexity_worst": 13.275,
-    "prune_grid": "e.g. [0.3, 0.2, 0.1] for (low, medium, high)",
-    "bits_grid": "e.g. [8, 16, 24] for (low, medium, high)",
-    "levels": "z-scores over the 12 layers; below -0.5 low, above +0.5 high, else medium",
-    "claims": [
-        "all methods perform worse with larger amounts of pruning",
-        "weight magnitude appears ineffective as a heuristic for redundancy and is comparable to simply "
-        "compressing the whole network",
-        "the causal tracing and gradient magnitude-based heuristics perform well",
-        "casual tracing appears to perform best when using a combination of aggressive quantization with "
-        "mild to moderate pruning; other methods in comparison perform either the same or worse",
-    ],
-    "open_question": "at the same model size, does allocating by information density beat compressing every "
-    "layer alike? (the seed's figure compares allocations of different sizes)",
-}
-"""The seed's reported numbers (its Figure 2 colour scale) and claims, quoted, not ours."""
-
 Setting = tuple[tuple[float, float, float], tuple[int, int, int]]
 """``(prune fractions, bit widths)`` for the (low, medium, high) density levels."""
 
 
 @dataclass(frozen=True)
 class SweepConfig:
-    """Sizes of the information-aware compression study for one run profile."""
+    """Sizes of the information-aware compression study for one run profile.
 
-    eval_tokens: int
+    The grid's settings (``prunes``, ``bits``, ``controls``, ``terciles``, ``uniform``) are marked as
+    sizes with the token and sample counts: they set how many cells run, and a smaller profile
+    shrinks them together (the controls must lie in the seed grid)."""
+
+    eval_tokens: int = field(metadata={"size": True})
     """Held-out tokens each cell is scored on (perplexity, accuracy, KL to the base model)."""
-    n_facts: int
+    n_facts: int = field(metadata={"size": True})
     """At most this many ``"eval"`` known facts score each cell's fact recall."""
-    calib_tokens: int
+    calib_tokens: int = field(metadata={"size": True})
     """Calibration tokens for the gradient-magnitude score (at least 10x the widest input width)."""
-    calib_sizes: tuple[int, ...]
+    calib_sizes: tuple[int, ...] = field(metadata={"size": True})
     """Calibration sizes at which the gradient score is also computed, to show it has settled."""
-    prunes: tuple[tuple[float, float, float], ...]
+    prunes: tuple[tuple[float, float, float], ...] = field(metadata={"size": True})
     """The seed-style grid: prune fractions for (low, medium, high) density."""
-    bits: tuple[tuple[int, int, int], ...]
+    bits: tuple[tuple[int, int, int], ...] = field(metadata={"size": True})
     """The seed-style grid: bit widths for (low, medium, high) density."""
-    controls: tuple[Setting, ...]
+    controls: tuple[Setting, ...] = field(metadata={"size": True})
     """Settings of the seed grid where every score also gets :attr:`n_shuffles` random controls."""
-    uniform: tuple[tuple[float, int], ...]
+    uniform: tuple[tuple[float, int], ...] = field(metadata={"size": True})
     """(prune, bits) applied alike everywhere, besides the seed's constant baselines: the uniform
     cells whose Pareto frontier is the size-matched baseline. Pruning at 4 bits fills sizes between
     3 and 4 bits (a pruned matrix stored as bitmask plus values: ``1 + (1 - f) b`` bits per entry),
     where the frontier would otherwise be interpolated across the step from 3 to 4 bits."""
-    terciles: tuple[Setting, ...] = ()
+    terciles: tuple[Setting, ...] = field(default=(), metadata={"size": True})
     """Settings at which each of :attr:`tercile_scores` also allocates by equal-count terciles (and
     gets :attr:`n_shuffles` random controls of them): whether a score's ranking, not only its tails,
     knows where to compress."""
     tercile_scores: tuple[str, ...] = ("causal tracing",)
-    unigram_tokens: int = 1_000_000
+    unigram_tokens: int = field(default=1_000_000, metadata={"size": True})
     """Training-split tokens whose frequencies make the unigram model: a compressed model counts as
     usable while its perplexity stays below that model's on the evaluation windows."""
-    n_shuffles: int = 5
+    n_shuffles: int = field(default=5, metadata={"size": True})
     """Random controls (a score's levels shuffled within each kind) per score and control setting."""
     margin: float = 0.02
     """Equivalence margin on Δ log perplexity (0.02: perplexities within about 2%) for "comparable"."""
-    n_boot: int = 2000
+    n_boot: int = field(default=2000, metadata={"size": True})
     """Bootstrap replicates over evaluation windows (and random controls) behind every interval."""
     model: str | None = None
     """Model to use instead of the profile's (the seed's GPT-2 under ``gpu``)."""
-    batch_size: int = 8
+    batch_size: int = field(default=8, metadata={"size": True})
     threshold: float = 0.5
     """The seed's z-score threshold between density levels."""
     n_procs: int = 1
@@ -99,7 +88,7 @@ class SweepConfig:
 _NONE, _MILD, _MODERATE = (0.0, 0.0, 0.0), (0.3, 0.2, 0.1), (0.5, 0.3, 0.1)
 _BITS = ((2, 3, 4), (3, 4, 5))
 
-SWEEP_CONFIGS: dict[str, SweepConfig] = {
+CONFIGS: dict[str, SweepConfig] = {
     "smoke": SweepConfig(
         eval_tokens=512,
         n_facts=8,
@@ -153,8 +142,6 @@ tracing chapter's traces cached, the chapter took 936 s on the December 2026 dat
 about 13 s a cell): just over the 15 minutes it aims at."""
 
 
-def sweep_config_for(profile) -> SweepConfig:
+def config_for(profile) -> SweepConfig:
     """The sweep sizes for a :class:`analysis.config.Profile` (or its name); ``profile.extra["sweep"]`` overrides fields."""
-    from analysis.config import study_config
-
-    return study_config(SWEEP_CONFIGS, profile, "sweep")
+    return study_config(CONFIGS, profile, "sweep")

@@ -11,42 +11,47 @@ CACHE_VERSION = 1
 """Part of every cached result's key; bumped when a result changes for the same inputs."""
 
 
+TOKENS_PER_UNKNOWN = 35
+"""Training tokens we require per unknown of a block's affine map (``d_model + 1`` per output): a
+least-squares fit with fewer samples per parameter overfits and its held-out R² drops."""
+
+
 @dataclass(frozen=True)
 class VarianceConfig:
-    """Sizes of seed 003's study for one run profile (see :func:`variance_config_for`)."""
+    """Sizes of seed 003's study for one run profile (see :func:`config_for`)."""
 
-    fit_tokens: int = 20_480
+    fit_tokens: int = field(default=20_480, metadata={"size": True})
     """Training-split tokens for the block maps and the tuned lens: 35 per dimension of SmolLM2 (35 x 577)."""
-    direction_tokens: int = 2048
+    direction_tokens: int = field(default=2048, metadata={"size": True})
     """Training-split tokens for the gradient covariance (one backward pass each)."""
-    eval_tokens: int = 2048
+    eval_tokens: int = field(default=2048, metadata={"size": True})
     """Held-out tokens: R², perplexity of replaced and quantized models, CCA samples."""
-    ablation_tokens: int = 512
+    ablation_tokens: int = field(default=512, metadata={"size": True})
     """Held-out tokens scored per ablation cell."""
-    quant_tokens: int = 1024
+    quant_tokens: int = field(default=1024, metadata={"size": True})
     """Held-out tokens scored per quantization cell."""
-    exit_tokens: int = 1024
+    exit_tokens: int = field(default=1024, metadata={"size": True})
     """Held-out tokens for the lenses and early exit."""
-    context: int = 256
-    batch_size: int = 8
+    context: int = field(default=256, metadata={"size": True})
+    batch_size: int = field(default=8, metadata={"size": True})
     ablation_layers: tuple[float, ...] = (0.1, 0.5, 0.9)
     """Depths (fractions of the layer count) where directions are projected out."""
-    ks: tuple[int, ...] = (1, 8, 64)
+    ks: tuple[int, ...] = field(default=(1, 8, 64), metadata={"size": True})
     """Directions removed (d_model is always added: everything removed)."""
-    k_overlap: int = 8
+    k_overlap: int = field(default=8, metadata={"size": True})
     """Subspace size for the overlap (principal angles, CCA) and the causal verdict."""
     uncorrelated_below: float = 0.3
     """A canonical correlation below this counts as "uncorrelated"."""
-    keep_ranks: tuple[int, ...] = (8, 64)
+    keep_ranks: tuple[int, ...] = field(default=(8, 64), metadata={"size": True})
     """Ranks kept in the compression view (keep only the top-r variance directions)."""
-    quant_bits: tuple[int, ...] = (2, 3, 4, 8)
+    quant_bits: tuple[int, ...] = field(default=(2, 3, 4, 8), metadata={"size": True})
     quant_layers: tuple[float, ...] | None = None
     """Depths whose block weights are quantized (None: every block)."""
     amp_layers: tuple[float, ...] = (0.1, 0.5, 0.9)
     """Depths whose weights are measured for error amplification."""
     replace_ratio: float = 34.0
     """Compression of a rank-r block map (the seed's 34x)."""
-    multi_blocks: tuple[int, ...] = (1, 2, 4, 8)
+    multi_blocks: tuple[int, ...] = field(default=(1, 2, 4, 8), metadata={"size": True})
     """How many of the last blocks are replaced together."""
     exit_threshold: float = 0.9
     """Confidence threshold of the easy-token verdict, fixed before looking (CALM-style)."""
@@ -58,7 +63,7 @@ class VarianceConfig:
     ``$ANALYSIS_PROFILE_OVERRIDES`` for the other one."""
 
 
-VARIANCE_CONFIGS: dict[str, VarianceConfig] = {
+CONFIGS: dict[str, VarianceConfig] = {
     "smoke": VarianceConfig(
         fit_tokens=1024,
         direction_tokens=256,
@@ -98,6 +103,6 @@ VARIANCE_CONFIGS: dict[str, VarianceConfig] = {
 """``smoke``: the test suite; ``cpu``: the book on 2 cores; ``gpu``: larger samples (and the profile's model)."""
 
 
-def variance_config_for(profile: Any) -> VarianceConfig:
+def config_for(profile: Any) -> VarianceConfig:
     """The :class:`VarianceConfig` for a profile (or its name); ``profile.extra["variance"]`` overrides fields."""
-    return study_config(VARIANCE_CONFIGS, profile, "variance")
+    return study_config(CONFIGS, profile, "variance")

@@ -28,21 +28,23 @@ def test_prune_heads_equals_zero_ablating_hook_z(tiny_model):
 
 def test_prune_heads_keeps_shared_kv_until_whole_group_goes(gqa_model):
     model = gqa_model
-    ctx = compress.Context(model=model)
+    ctx = compress.Calibration(model=model)
     wk = compress.to_linear("blocks.0.attn.W_K", model.blocks[0].attn._W_K.detach())
     stored = compress.Stored(wk.clone(), 16, wk.numel())
-    one = compress.PruneHeads((0,))(stored, name="blocks.0.attn.W_K", context=ctx)
+    one = compress.PruneHeads((0,))(stored, name="blocks.0.attn.W_K", calibration=ctx)
     assert torch.equal(one.weight, wk)  # head 1 still uses KV group 0
-    both = compress.PruneHeads((0, 1))(stored, name="blocks.0.attn.W_K", context=ctx)
+    both = compress.PruneHeads((0, 1))(stored, name="blocks.0.attn.W_K", calibration=ctx)
     assert (both.weight[:, :8] == 0).all() and torch.equal(both.weight[:, 8:], wk[:, 8:])
 
 
 def test_head_sparsity_prunes_each_head_to_its_fraction(gqa_model):
     model = gqa_model
-    ctx = compress.Context(model=model)
+    ctx = compress.Calibration(model=model)
     fr = (0.0, 0.5, 0.25, 0.75)
     wq = compress.to_linear("blocks.0.attn.W_Q", model.blocks[0].attn.W_Q.detach())
-    out = compress.HeadSparsity(fr)(compress.Stored(wq.clone(), 16, wq.numel()), name="blocks.0.attn.W_Q", context=ctx)
+    out = compress.HeadSparsity(fr)(
+        compress.Stored(wq.clone(), 16, wq.numel()), name="blocks.0.attn.W_Q", calibration=ctx
+    )
     for h, f in enumerate(fr):
         sl = out.weight[:, h * 8 : (h + 1) * 8]
         assert int((sl == 0).sum()) == round(f * sl.numel())
@@ -51,15 +53,19 @@ def test_head_sparsity_prunes_each_head_to_its_fraction(gqa_model):
         if len(dropped) and len(kept):
             assert dropped.max() <= kept.min()  # the smallest magnitudes went
     wk = compress.to_linear("blocks.0.attn.W_K", model.blocks[0].attn._W_K.detach())
-    out = compress.HeadSparsity(fr)(compress.Stored(wk.clone(), 16, wk.numel()), name="blocks.0.attn.W_K", context=ctx)
+    out = compress.HeadSparsity(fr)(
+        compress.Stored(wk.clone(), 16, wk.numel()), name="blocks.0.attn.W_K", calibration=ctx
+    )
     assert int((out.weight[:, :8] == 0).sum()) == round(0.25 * 32 * 8)  # group 0: mean(0, 0.5)
     assert int((out.weight[:, 8:] == 0).sum()) == round(0.5 * 32 * 8)  # group 1: mean(0.25, 0.75)
     wo = compress.to_linear("blocks.0.attn.W_O", model.blocks[0].attn.W_O.detach())
-    out = compress.HeadSparsity(fr)(compress.Stored(wo.clone(), 16, wo.numel()), name="blocks.0.attn.W_O", context=ctx)
+    out = compress.HeadSparsity(fr)(
+        compress.Stored(wo.clone(), 16, wo.numel()), name="blocks.0.attn.W_O", calibration=ctx
+    )
     assert int((out.weight[8:16] == 0).sum()) == round(0.5 * 8 * 32)
     with pytest.raises(ValueError, match="4 heads"):
         compress.HeadSparsity((0.1, 0.2))(
-            compress.Stored(wo.clone(), 16, wo.numel()), name="blocks.0.attn.W_O", context=ctx
+            compress.Stored(wo.clone(), 16, wo.numel()), name="blocks.0.attn.W_O", calibration=ctx
         )
 
 
@@ -86,10 +92,10 @@ def test_head_sparsity_at_one_on_one_head_equals_zero_ablating_its_hook_z(fixtur
 
 
 def test_head_sparsity_keep_leaves_kv_untouched(gqa_model):
-    ctx = compress.Context(model=gqa_model)
+    ctx = compress.Calibration(model=gqa_model)
     wk = compress.to_linear("blocks.0.attn.W_K", gqa_model.blocks[0].attn._W_K.detach())
     out = compress.HeadSparsity((0.9, 0.9, 0.9, 0.9), shared_kv="keep")(
-        compress.Stored(wk.clone(), 16, wk.numel()), name="blocks.0.attn.W_K", context=ctx
+        compress.Stored(wk.clone(), 16, wk.numel()), name="blocks.0.attn.W_K", calibration=ctx
     )
     assert torch.equal(out.weight, wk)
     with pytest.raises(ValueError, match="shared_kv"):

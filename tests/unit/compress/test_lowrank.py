@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from analysis import compress, hooks
-from analysis.compress import ASVD, FWSVD, SVD, SVDLLM, Context, Stored
+from analysis.compress import ASVD, FWSVD, SVD, SVDLLM, Calibration, Stored
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -28,7 +28,7 @@ def test_truncated_svd_error_is_eckart_young():
     w = torch.randn(48, 80, generator=g, dtype=torch.float64).float()
     s = torch.linalg.svdvals(w.double())
     for r in (1, 7, 30, 48):
-        out = SVD(rank=r)(_stored(w), name="blocks.0.mlp.W_in", context=Context())
+        out = SVD(rank=r)(_stored(w), name="blocks.0.mlp.W_in", calibration=Calibration())
         err = torch.linalg.matrix_norm(out.weight.double() - w.double())
         expected = s[r:].pow(2).sum().sqrt()
         assert err == pytest.approx(float(expected), rel=1e-4, abs=1e-4)
@@ -42,7 +42,7 @@ def test_parameter_count_matches_ratio(d_in, d_out, ratio):
     kept = (1 - ratio) * d_in * d_out
     assert r * (d_in + d_out) <= kept + 1e-6 < (r + 1) * (d_in + d_out)  # the largest such rank
     w = torch.randn(d_in, d_out)
-    out = SVD(ratio)(_stored(w), name="x", context=Context())
+    out = SVD(ratio)(_stored(w), name="x", calibration=Calibration())
     A, B = SVD(ratio).factors(w, r)
     assert A.shape == (d_in, r) and B.shape == (r, d_out)
     assert out.n_values == A.numel() + B.numel() == compress.factor_params(d_in, d_out, r)
@@ -75,10 +75,10 @@ def test_fwsvd_minimises_the_fisher_weighted_error():
     g = torch.Generator().manual_seed(1)
     w = torch.randn(30, 20, generator=g)
     fisher = torch.rand(20, generator=g) ** 4 + 1e-3
-    ctx = Context(stats={"grad2:blocks.0.mlp.W_in": fisher})
+    ctx = Calibration(stats={"grad2:blocks.0.mlp.W_in": fisher})
     d = fisher.double().sqrt()
     for r in (3, 10):
-        out = FWSVD(rank=r)(_stored(w), name="blocks.0.mlp.W_in", context=ctx).weight.double()
+        out = FWSVD(rank=r)(_stored(w), name="blocks.0.mlp.W_in", calibration=ctx).weight.double()
         weighted = torch.linalg.matrix_norm((out - w.double()) * d)
         s = torch.linalg.svdvals(w.double() * d)
         assert float(weighted) == pytest.approx(float(s[r:].pow(2).sum().sqrt()), rel=1e-4)
@@ -88,9 +88,9 @@ def test_asvd_minimises_the_input_scaled_error():
     g = torch.Generator().manual_seed(3)
     w = torch.randn(16, 24, generator=g)
     absmean = torch.rand(16, generator=g) + 0.1
-    ctx = Context(stats={f"absmean:{IN_HOOK}": absmean})
+    ctx = Calibration(stats={f"absmean:{IN_HOOK}": absmean})
     s_in = absmean.double().sqrt()  # alpha 0.5
-    out = ASVD(rank=5)(_stored(w), name="blocks.0.mlp.W_in", context=ctx).weight.double()
+    out = ASVD(rank=5)(_stored(w), name="blocks.0.mlp.W_in", calibration=ctx).weight.double()
     scaled = torch.linalg.matrix_norm(s_in[:, None] * (out - w.double()))
     s = torch.linalg.svdvals(s_in[:, None] * w.double())
     assert float(scaled) == pytest.approx(float(s[5:].pow(2).sum().sqrt()), rel=1e-4)
@@ -101,11 +101,11 @@ def test_decoder_round_trips_at_ratio_zero(tiny_model, method):
     tokens = torch.randint(0, 50, (2, 16))
     ctx = compress.calibration_stats(tiny_model, tokens.flatten(), compress.mlp_weights(tiny_model), context=16)
     before = tiny_model(tokens)
-    plan = compress.factorization_plan(tiny_model, method, 0.0, context=ctx)
+    plan = compress.factorization_plan(tiny_model, method, 0.0, calibration=ctx)
     with plan.applied(tiny_model) as report:
         assert torch.equal(tiny_model(tokens), before)
         assert report.ratio == 1.0
-    compressed, _ = compress.factorization_plan(tiny_model, method, 0.5, context=ctx).apply_copy(tiny_model)
+    compressed, _ = compress.factorization_plan(tiny_model, method, 0.5, calibration=ctx).apply_copy(tiny_model)
     assert not torch.allclose(compressed(tokens), before)
     assert torch.equal(tiny_model(tokens), before)
 
@@ -128,7 +128,7 @@ def test_ratio_outside_unit_interval_is_an_error(ratio):
 
 def test_rank_too_large_is_an_error():
     with pytest.raises(ValueError, match="larger than"):
-        SVD(rank=41)(_stored(torch.randn(40, 60)), name="x", context=Context())
+        SVD(rank=41)(_stored(torch.randn(40, 60)), name="x", calibration=Calibration())
     with pytest.raises(ValueError, match="positive integer"):
         SVD(rank=0)
 
@@ -144,7 +144,7 @@ def test_unknown_method_is_an_error():
 )
 def test_missing_calibration_data_is_an_error(op, key):
     with pytest.raises(ValueError, match=key):
-        op(_stored(torch.randn(8, 12)), name="blocks.0.mlp.W_in", context=Context())
+        op(_stored(torch.randn(8, 12)), name="blocks.0.mlp.W_in", calibration=Calibration())
 
 
 def test_singular_xtx_is_regularized_not_nan():
@@ -153,16 +153,16 @@ def test_singular_xtx_is_regularized_not_nan():
     x[:, 3] = 0  # and one dead channel
     w = torch.randn(16, 24, generator=g)
     for xtx in (x.T @ x, torch.zeros(16, 16)):
-        ctx = Context(stats={f"xtx:{IN_HOOK}": xtx, f"absmean:{IN_HOOK}": x.abs().mean(0)})
+        ctx = Calibration(stats={f"xtx:{IN_HOOK}": xtx, f"absmean:{IN_HOOK}": x.abs().mean(0)})
         L, lam = compress.whitening_factor(xtx)
         assert lam > 0 and torch.isfinite(L).all()
         for op in (SVDLLM(rank=4), ASVD(rank=4)):
-            out = op(_stored(w), name="blocks.0.mlp.W_in", context=ctx).weight
+            out = op(_stored(w), name="blocks.0.mlp.W_in", calibration=ctx).weight
             assert torch.isfinite(out).all()
     # an all-zero X^T X degenerates to plain SVD
-    ctx = Context(stats={f"xtx:{IN_HOOK}": torch.zeros(16, 16)})
-    plain = SVD(rank=4)(_stored(w), name="blocks.0.mlp.W_in", context=ctx).weight
-    zero = SVDLLM(rank=4)(_stored(w), name="blocks.0.mlp.W_in", context=ctx).weight
+    ctx = Calibration(stats={f"xtx:{IN_HOOK}": torch.zeros(16, 16)})
+    plain = SVD(rank=4)(_stored(w), name="blocks.0.mlp.W_in", calibration=ctx).weight
+    zero = SVDLLM(rank=4)(_stored(w), name="blocks.0.mlp.W_in", calibration=ctx).weight
     assert torch.allclose(plain, zero, atol=1e-4)
     with pytest.raises(ValueError, match="not finite"):
         compress.whitening_factor(torch.full((4, 4), float("nan")))
@@ -226,7 +226,7 @@ def test_sensitivity_is_the_loss_with_one_unit_factorized(tiny_model):
     before = [p.clone() for p in tiny_model.parameters()]
     sens = lowrank.truncation_sensitivity(tiny_model, units, tokens, ctx, keep=(0.5,), batch_size=1)
     assert all(torch.equal(a, b) for a, b in zip(before, tiny_model.parameters()))  # restored
-    plan = compress.CompressionPlan({w: [ASVD(ratio=0.5)] for w in units["blocks.1.mlp"]}, context=ctx)
+    plan = compress.CompressionPlan({w: [ASVD(ratio=0.5)] for w in units["blocks.1.mlp"]}, calibration=ctx)
     with plan.applied(tiny_model), torch.no_grad():
         ref = float(tiny_model(tokens, return_type="loss").exp())
     assert sens["blocks.1.mlp"][0.5] == pytest.approx(ref, rel=1e-4)
@@ -235,7 +235,7 @@ def test_sensitivity_is_the_loss_with_one_unit_factorized(tiny_model):
     budget = sum(lowrank.unit_values(s, 0.3) for s in shapes.values())
     alloc = lowrank.allocate_ranks(sens | {"blocks.0.mlp": {0.5: sens["blocks.0.mlp"][0.5]}}, shapes, budget)
     size = lowrank.allocated_plan(tiny_model, alloc, units, ctx).size(tiny_model)
-    uniform = compress.factorization_plan(tiny_model, "asvd", 0.3, context=ctx).size(tiny_model)
+    uniform = compress.factorization_plan(tiny_model, "asvd", 0.3, calibration=ctx).size(tiny_model)
     assert size.bits <= uniform.bits
     with pytest.raises(ValueError, match="unit"):
         lowrank.mlp_units(tiny_model, by="head")

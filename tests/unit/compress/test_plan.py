@@ -181,8 +181,8 @@ def test_operations_reading_data_are_not_memoized(tiny_model):
     w, outs = "blocks.0.mlp.W_in", []
     for seed in (0, 1):
         fisher = torch.rand(64, generator=torch.Generator().manual_seed(seed)) ** 4 + 1e-3
-        ctx = C.Context(model=tiny_model, stats={f"grad2:{w}": fisher})
-        with C.CompressionPlan({w: [C.FWSVD(0.5)]}, context=ctx).applied(tiny_model):
+        ctx = C.Calibration(model=tiny_model, stats={f"grad2:{w}": fisher})
+        with C.CompressionPlan({w: [C.FWSVD(0.5)]}, calibration=ctx).applied(tiny_model):
             outs.append(tiny_model.blocks[0].mlp.W_in.detach().clone())
     assert not torch.allclose(outs[0], outs[1])
 

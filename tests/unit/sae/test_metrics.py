@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from analysis import sae
+from analysis.forward import windows
 
 
 def test_sae_metric_formulas():
@@ -30,5 +31,5 @@ def test_sae_keys_name_hooks_and_heads(tiny_model):
     with pytest.raises(ValueError, match="granularity"):
         sae.sae_keys(tiny_model, "neuron")
     with pytest.raises(ValueError, match="context=16"):
-        sae.sequences(torch.arange(10), 16)
-    assert sae.sequences(torch.arange(40), 16).shape == (2, 16)
+        windows(torch.arange(10), 16)
+    assert windows(torch.arange(40), 16).shape == (2, 16)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from analysis.forward import windows
 from analysis.probing import fit_probe
 from analysis.sae import activations, adaptive, saebench
 
@@ -14,7 +15,7 @@ BOS = 0
 
 def _seqs(n=6, context=12, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return activations.bos_sequences(torch.randint(1, 50, (n * (context - 1),), generator=g), context, BOS)
+    return windows(torch.randint(1, 50, (n * (context - 1),), generator=g), context, BOS)
 
 
 def _saes(d):

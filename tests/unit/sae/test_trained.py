@@ -13,22 +13,10 @@ from analysis import hooks, sae
 
 
 @pytest.fixture(scope="module")
-def tiny_saes():
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
+def tiny_saes(tiny_cfg):
+    from transformer_lens import HookedTransformer
 
-    cfg = HookedTransformerConfig(
-        n_layers=2,
-        d_model=32,
-        d_head=8,
-        n_heads=4,
-        d_mlp=64,
-        n_ctx=64,
-        d_vocab=50,
-        act_fn="gelu",
-        normalization_type="LN",
-        seed=0,
-        model_name="tiny-test",
-    )
+    cfg = tiny_cfg(model_name="tiny-test")
     model = HookedTransformer(cfg).eval()
     tokens = torch.randint(0, 50, (64 * 16,), generator=torch.Generator().manual_seed(0))
     tcfg = sae.SAETrainConfig(

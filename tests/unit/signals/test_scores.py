@@ -133,5 +133,5 @@ def test_gradient_curve_checkpoints_equal_the_score_on_each_prefix(tiny_model):
 
 
 def test_gradient_curve_rejects_too_few_tokens(tiny_model):
-    with pytest.raises(ValueError, match="calibration tokens"):
+    with pytest.raises(ValueError, match="at least context="):
         scores.gradient_magnitude_curve(tiny_model, torch.arange(10), [10], context=32)

@@ -1,9 +1,11 @@
-"""The AdaptiveCompress study's verdicts on constructed measurements whose answers are known."""
+"""The AdaptiveCompress study on constructed measurements whose answers are known: verdicts, seed rows, sizes, figure."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
@@ -91,18 +93,58 @@ def test_retention_against_topk():
     assert adaptive.l0_gap(_metrics([0.0], -0.5)) == pytest.approx(1 / 30)
 
 
-def test_seed_verdicts_are_five_and_summaries_have_intervals():
-    probes = _probes({SPEC: 0.0, "standard": 0.0, "residual": 0.2})
-    claims = adaptive.seed_verdicts(_metrics([0.0], -0.5), probes)
-    assert len(claims) == 5
+def _results(metrics: pd.DataFrame, probes: pd.DataFrame) -> adaptive.AdaptiveResults:
+    layers = sorted(metrics["layer"].unique().tolist())
+    return adaptive.AdaptiveResults(layers, layers[1], metrics, pd.DataFrame(), probes, {}, {})
+
+
+def test_verdicts_are_the_seed_five_then_our_question_and_summaries_have_intervals():
+    probes = _probes({SPEC: 0.0, "standard": 0.0, "residual": 0.2, CORR: 0.05, "topk": 0.0})
+    claims = adaptive.verdicts(_results(_metrics([0.0], -0.5, 0.6, 0.5), probes))
+    assert len(claims) == 7
+    assert [v.claim.startswith(adaptive.QUESTION) for v in claims] == [False] * 5 + [True] * 2
+    assert claims[1].seed == "77.46 -> 82.00; 90.03 -> 93.00"  # from SEED_RESULTS
+    assert (claims[3].verdict, claims[4].verdict) == ("reproduced", "reproduced")  # L0 = 0, EV < 0
+    assert [v.verdict for v in claims[5:]] == ["reproduced", "reproduced"]
     summary = adaptive.metric_summary(_metrics([0.0], -0.5), ("L0", "explained variance"))
     assert summary.loc[SPEC, "L0"] == 0 and summary.loc[SPEC, "L0 95%"] == "[0, 0]"
     assert set(adaptive.probe_means(probes).columns) == {1, 5, 50}
 
 
+def test_seed_rows_come_from_the_seed_table():
+    row = adaptive.core_row()
+    assert row.to_dict() == {"L0": 0.0, "MSE": 47.25, "explained variance": -0.785, "kl_div_with_sae": 15.375}
+    topk = adaptive.probing_rows()
+    assert list(topk.columns) == [1, 5, 50] and list(topk.index) == ["seed baseline", "seed AdaptiveCompress"]
+    assert topk.loc["seed AdaptiveCompress", 5] == pytest.approx(0.82)
+    assert topk.loc["seed baseline", 50] == pytest.approx(adaptive.SEED_RESULTS["top-50 (baseline -> ours)"][0] / 100)
+
+
+def test_size_fields_are_marked_and_choices_are_not():
+    fields = {f.name: f.metadata.get("size", False) for f in dataclasses.fields(adaptive.AdaptiveConfig)}
+    assert fields["train_tokens"] and fields["steps"] and fields["seeds"] and fields["ks"]
+    assert not any(fields[name] for name in ("lr", "tasks", "variants", "seed_layers", "extra"))
+    smoke, gpu = adaptive.config_for("smoke"), adaptive.config_for("gpu")
+    sized = {name for name, size in fields.items() if size and getattr(smoke, name) != getattr(gpu, name)}
+    assert sized >= {"train_tokens", "steps", "n_probe", "seeds"}
+
+
+def test_training_curves_draw_one_panel_per_layer():
+    curves = pd.DataFrame(
+        [
+            {"layer": layer, "sae": sae, "seed": seed, "step": step, "mse_loss": 1.0 / (step + 1) + seed}
+            for layer, sae, seed, step in itertools.product((6, 14), (SPEC, "topk"), (0, 1), range(3))
+        ]
+    )
+    fig = adaptive.training_curves(curves)
+    assert [ax.get_title() for ax in fig.axes] == ["layer 6", "layer 14"]
+    assert fig.axes[0].get_yscale() == "symlog"
+    plt.close(fig)
+
+
 def test_plan_trains_the_corrected_variant_before_the_matched_baselines():
     cfg = adaptive.config_for("smoke")
-    order = adaptive.plan([6, 14, 22], cfg)
+    order = adaptive.training_runs([6, 14, 22], cfg)
     for layer in (6, 14, 22):
         names = [s for l, s in order if l == layer]
         assert names.index(CORR) < names.index("topk") < len(names)

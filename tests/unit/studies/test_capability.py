@@ -4,6 +4,7 @@ constructed inputs whose answer is known."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -12,14 +13,14 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from analysis import compress, hooks, stats
+from analysis import book, compress, hooks, stats
 from analysis.studies import capability
 
 
-def _study(density, wanda) -> capability.DensityStudy:
-    return capability.DensityStudy(
-        "constructed", {}, None, None, {"density": torch.as_tensor(density), "wanda": torch.as_tensor(wanda)}
-    )
+def _maps(density, wanda) -> capability.HeadMaps:
+    """Maps whose three parts are the density itself."""
+    density, wanda = torch.as_tensor(density), torch.as_tensor(wanda)
+    return capability.HeadMaps(density, density, density, density, wanda)
 
 
 def test_allocation_matches_mean_and_orders_by_importance():
@@ -54,7 +55,8 @@ def test_head_ablation_matches_full_forward(tiny_model):
         loss = tiny_model.run_with_hooks(
             tokens.view(3, 16), return_type="loss", fwd_hooks=[(hooks.z(l), ablate)]
         ).item()
-        assert res["loss"][l, h].item() == pytest.approx(loss - clean, abs=1e-5)
+        assert res.loss[l, h].item() == pytest.approx(loss - clean, abs=1e-5)
+    assert res.clean_loss.item() == pytest.approx(clean, abs=1e-5)
 
 
 #
@@ -75,7 +77,7 @@ def test_transition_curve_matches_the_plan_and_ends_at_the_ablation(fixture, req
         assert curves[0, j].item() == pytest.approx(loss - clean, abs=1e-5)
     # sparsity 1 on the head's own slices is the zero-ablation the break point counts as its end
     ablation = capability.head_ablation(model, tokens, [], [], context=16, layers=[1])
-    assert curves[0, 2].item() == pytest.approx(ablation["loss"][1, 2].item(), rel=1e-4, abs=1e-6)
+    assert curves[0, 2].item() == pytest.approx(ablation.loss[1, 2].item(), rel=1e-4, abs=1e-6)
 
 
 def test_spread_heads_takes_quantiles_and_skips_nan():
@@ -98,19 +100,21 @@ def test_head_test_clusters_by_layer():
     y = layer_effect + 0.05 * torch.randn(8, 9, generator=g)  # related only through the layer
     cfg = _cfg(n_boot=300, n_perm=300)
     res = capability.head_test(x, y, cfg)
-    assert res["rho"] == pytest.approx(spearmanr(x.flatten(), y.flatten()).statistic, abs=1e-6)
-    assert res["n"] == 72 and res["n_layers"] == 8
+    assert res.rho == pytest.approx(spearmanr(x.flatten(), y.flatten()).statistic, abs=1e-6)
+    assert res.n == 72 and res.n_layers == 8
     lo, hi = stats.cluster_bootstrap_ci(x.flatten(), y.flatten(), capability.layer_labels((8, 9)).flatten(), n_boot=300)
-    assert (res["ci_low"], res["ci_high"]) == pytest.approx((lo, hi))
+    assert (res.ci_low, res.ci_high) == pytest.approx((lo, hi))
     iid = stats.rank_test(x, y, 300, 300, 0)
-    assert res["ci_high"] - res["ci_low"] > iid["ci_high"] - iid["ci_low"]  # clustered: wider than i.i.d.
-    assert abs(res["rho_within"]) < 0.4 and res["p_within"] > 0.01  # nothing within layers
+    assert res.ci_high - res.ci_low > iid["ci_high"] - iid["ci_low"]  # clustered: wider than i.i.d.
+    assert abs(res.rho_within) < 0.4 and res.p_within > 0.01  # nothing within layers
     z = x + 0.01 * torch.randn(8, 9, generator=g)  # same within-layer order as x
     within = capability.head_test(x, z, cfg)
-    assert within["rho_within"] > 0.9 and within["p_within"] < 0.01
+    assert within.rho_within > 0.9 and within.p_within < 0.01
     # NaN heads are dropped; single heads per layer give no within-layer test
     one = capability.head_test(torch.arange(5.0), torch.arange(5.0), cfg, layers=torch.arange(5))
-    assert one["rho"] == pytest.approx(1.0) and math.isnan(one["p_within"])
+    assert one.rho == pytest.approx(1.0) and math.isnan(one.p_within)
+    # a table row gives the test back
+    assert capability.HeadTest.from_row(pd.Series(res.row())) == res
 
 
 def test_effective_n_matches_the_fisher_standard_error():
@@ -127,7 +131,22 @@ def test_layer_share():
     assert stats.layer_share(layer_only) == pytest.approx(1.0)
     x = torch.randn(6, 5, generator=torch.Generator().manual_seed(0))
     assert stats.layer_share(x - x.mean(1, keepdim=True)) == pytest.approx(0.0, abs=1e-12)
-    assert _study(x, layer_only.repeat(2, 1)[:6] * 10 + x).layer_shares()["wanda"] > 0.9
+    study = capability.DensityStudy("constructed", {}, None, None, _maps(x, layer_only.repeat(2, 1)[:6] * 10 + x), None)
+    shares = study.layer_shares()
+    assert list(shares) == ["breadth", "entropy", "consistency", "density", "wanda"]
+    assert shares["wanda"] > 0.9 and shares["density"] == pytest.approx(stats.layer_share(x))
+
+
+def test_head_maps_correlate_every_pair_in_field_order():
+    g = torch.Generator().manual_seed(4)
+    maps = capability.HeadMaps(*(torch.rand(3, 4, generator=g) for _ in range(5)))
+    corr = maps.correlations()
+    names = ["breadth", "entropy", "consistency", "density", "wanda"]
+    assert list(corr.index) == list(corr.columns) == names
+    assert corr.loc["entropy", "wanda"] == pytest.approx(
+        spearmanr(maps.entropy.flatten(), maps.wanda.flatten()).statistic
+    )
+    assert (corr.to_numpy().diagonal() == 1).all()
 
 
 def test_importance_table_tests_both_signals_on_measured_heads():
@@ -135,14 +154,28 @@ def test_importance_table_tests_both_signals_on_measured_heads():
     density, wanda = torch.rand(4, 5, generator=g), torch.rand(4, 5, generator=g)
     loss = density + 0.1 * torch.rand(4, 5, generator=g)
     loss[1:3] = float("nan")  # two layers not ablated
-    abl = {"loss": loss, "logp": -loss, "recall": torch.zeros(4, 5)}  # no head changes recall
-    table = capability.importance_table({"density": density, "wanda": wanda}, abl, _cfg(n_boot=100, n_perm=100))
-    row = table.loc[("ΔCE when ablated", "density")]
-    assert row["n"] == 10 and row["n_layers"] == 2 and row["rho"] > 0.8
-    assert row["partial ρ given the other"] == pytest.approx(stats.partial_spearman(density, loss, wanda))
-    assert table.loc[("Δ log p(answer) when ablated", "density"), "rho"] == pytest.approx(-row["rho"])
-    flat = table.loc[("Δ fact recall when ablated", "density")]  # ρ undefined, so no interval either
-    assert math.isnan(flat["rho"]) and math.isnan(flat["ci_low"])
+    abl = capability.HeadAblation(loss, -loss, torch.zeros(4, 5), torch.tensor(3.0))  # no head changes recall
+    direct = capability.importance_table(_maps(density, wanda), abl, _cfg(n_boot=100, n_perm=100))
+    row = direct.loss.density
+    assert row.n == 10 and row.n_layers == 2 and row.rho > 0.8
+    assert row.partial == pytest.approx(stats.partial_spearman(density, loss, wanda))
+    assert direct.logp.density.rho == pytest.approx(-row.rho)
+    flat = direct.recall.density  # ρ undefined, so no interval either
+    assert math.isnan(flat.rho) and math.isnan(flat.ci_low)
+    # the table: one row per (measure, signal), the head test's columns and the partial ρ last
+    table = direct.table
+    assert list(table.index) == [(m, s) for m in capability.IMPORTANCE_MEASURES.values() for s in ("density", "wanda")]
+    assert list(table.columns) == [
+        "rho",
+        "ci_low",
+        "ci_high",
+        "rho_within",
+        "p_within",
+        "n",
+        "n_layers",
+        "partial ρ given the other",
+    ]
+    assert table.loc[("ΔCE when ablated", "wanda"), "rho"] == pytest.approx(direct.loss.wanda.rho)
 
 
 # ---- probe ----------------------------------------------------------------------------------
@@ -162,7 +195,7 @@ def test_probe_reads_a_separable_label_and_not_a_random_one():
 
 
 def _test(rho, lo, hi, n=270):
-    return {"rho": rho, "ci_low": lo, "ci_high": hi, "n": n}
+    return capability.HeadTest(rho, lo, hi, float("nan"), float("nan"), n, 30)
 
 
 def test_orthogonality_verdict():
@@ -181,7 +214,7 @@ def test_orthogonality_verdict():
 def test_orthogonality_verdict_depends_on_sae_fidelity():
     def ladder(evs, ces, tests):
         return pd.DataFrame(
-            [{"explained variance": e, "CE loss recovered": c, **t} for e, c, t in zip(evs, ces, tests)]
+            [{"explained variance": e, "CE loss recovered": c, **t.row()} for e, c, t in zip(evs, ces, tests)]
         )
 
     indep, related = _test(0.01, -0.02, 0.04, n=5000), _test(0.45, 0.3, 0.6)
@@ -198,13 +231,7 @@ def test_importance_verdict():
     v = capability.importance_verdict
 
     def row(rho, lo, hi):
-        return {
-            **_test(rho, lo, hi),
-            "n_layers": 30,
-            "rho_within": 0.1,
-            "p_within": 0.2,
-            "partial ρ given the other": 0.1,
-        }
+        return capability.ImportanceTest(rho, lo, hi, 0.1, 0.2, 270, 30, partial=0.1)
 
     assert v(row(0.3, 0.1, 0.5)).verdict == "reproduced"
     assert v(row(-0.3, -0.5, -0.1)).verdict == "not reproduced"  # denser heads matter less
@@ -281,10 +308,6 @@ def test_allocation_verdict():
         capability.allocation_verdict(*_budget({"other": np.ones(4)}, nll, n_random=0))
 
 
-def test_binomial_noise():
-    assert capability.binomial_noise(100) == pytest.approx(0.1)
-
-
 def test_min_heads_for_equivalence_is_where_tost_starts_to_pass():
     n = capability.min_heads_for_equivalence(0.1)
     assert stats.tost_correlation(0.0, n, 0.1).equivalent and not stats.tost_correlation(0.0, n - 1, 0.1).equivalent
@@ -314,8 +337,63 @@ def test_pool_random_labels_every_seed_random():
 
 
 def test_activation_pool_is_skipped_when_too_large(tiny_model):
-    import dataclasses
-
     cfg = _cfg()
     huge = dataclasses.replace(cfg, sae=dataclasses.replace(cfg.sae, train_tokens=10**9))
     assert capability.activation_pool(tiny_model, huge) is None
+
+
+def test_ce_recovered_leaves_out_layers_that_cost_almost_nothing_to_ablate():
+    q = pd.DataFrame(
+        {
+            "CE loss recovered": [-5.0, 0.8, 0.9, 0.7],
+            "CE clean": [3.0, 3.0, 3.0, 3.0],
+            "CE ablated": [3.01, 3.5, 4.0, 3.0 - 0.03],  # the first costs 0.01 nats: unstable
+        }
+    )
+    ce = capability.ce_recovered(q)
+    assert ce.floor == capability.CE_COST_FLOOR == 0.02
+    assert (ce.n_stable, ce.n_small) == (3, 1)
+    assert ce.median == pytest.approx(0.75) and ce.stable_median == pytest.approx(0.8)
+    assert capability.ce_recovered(q, floor=0.05).n_small == 2
+
+
+def test_headline_rows_put_the_seed_beside_ours():
+    ours = capability.HeadTest(0.12345, -0.1, 0.3, 0.05, 0.4321, 270, 30)
+    seed, mine = capability.headline_rows(ours, "SmolLM2", 270, 200)
+    assert seed["Spearman ρ(density, Wanda)"] == capability.SEED_RESULTS["spearman_density_wanda"]
+    assert mine["Spearman ρ(density, Wanda)"] == 0.123 and mine["95% CI"].startswith("[-0.100, 0.300]")
+    assert mine["within-layer ρ (p)"] == "0.050 (p = 0.4321, 200 permutations)"
+    frame = book.seed_vs_ours(seed, mine, "seed 001", "ours")
+    assert list(frame.index) == list(mine) and frame.loc["heads"].tolist() == [384, 270]
+
+
+def test_verdicts_give_one_verdict_per_claim_in_order():
+    rng = np.random.default_rng(0)
+    frame, items = _budget(
+        {"capability": np.ones(200), "other": np.r_[np.ones(100), np.zeros(100)]}, {"other": rng.normal(3, 0.3, 10)}
+    )
+    budget = capability.Budget(frame, items)
+    findings = capability.budget_findings(frame, items, n_boot=300)
+    headline = _test(0.45, 0.3, 0.6)
+    imp = capability.ImportanceTest(0.3, 0.1, 0.5, 0.1, 0.2, 270, 30, partial=0.1)
+    flat = capability.ImportanceTest(*([float("nan")] * 5), 270, 30, partial=float("nan"))
+    direct = capability.DirectImportance(
+        capability.SignalTests(imp, flat), capability.SignalTests(flat, flat), capability.SignalTests(flat, flat)
+    )
+    trans = capability.Transitions([], torch.zeros(0, 1), torch.zeros(0), torch.zeros(0), torch.zeros(0), None)
+    out = capability.verdicts(headline, pd.DataFrame(), direct, trans, budget, findings, n_boot=300)
+    assert out == [
+        capability.orthogonality_verdict(headline),
+        capability.transition_verdict(None),
+        capability.perplexity_verdict(findings),
+        capability.allocation_verdict(frame, items, n_boot=300),
+        capability.importance_verdict(imp),
+    ]
+    assert [v.verdict for v in out] == ["not reproduced", "inconclusive", out[2].verdict, "reproduced", "reproduced"]
+
+
+def test_config_marks_sizes_and_reads_its_own_profile_key():
+    marked = {f.name for f in dataclasses.fields(capability.DensityConfig) if f.metadata.get("size")}
+    assert {"ce_tokens", "n_facts", "n_boot", "n_random", "ladder", "sae"} <= marked
+    assert not marked & {"probe_task", "domains", "layers", "extra_models", "seed", "break_fraction", "budget_spread"}
+    assert capability.config_for("smoke") is capability.CONFIGS["smoke"]

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from datasets import Dataset
 
-from analysis import compress
+from analysis import compress, stats
+from analysis.cache import cache_key
 from analysis.probing import ProbeResult
 from analysis.studies import factorization
+from analysis.studies.factorization import CellScores, DecoderGrid, ProbeGrid
 
 
 def _probe(acc: float | tuple[float, float], layers: int = 4) -> ProbeResult:
@@ -25,17 +29,15 @@ def _hits(n: int, p: float, seed: int) -> list[bool]:
     return (torch.rand(n, generator=torch.Generator().manual_seed(seed)) < p).tolist()
 
 
-def _frame(cells: dict, n_windows: int = 16, seed: int = 0) -> pd.DataFrame:
-    """A decoder frame from ``{(label, ratio): (fact-mc hits, loss per token)}`` with per-window scores."""
+def _frame(cells: dict, n_windows: int = 16, seed: int = 0) -> DecoderGrid:
+    """A decoder grid from ``{(label, ratio): (fact-mc hits, loss per token)}`` with per-window scores."""
     g = torch.Generator().manual_seed(seed)
     rows, units = [], {}
     for (m, r), (hits, loss) in cells.items():
         nll = (loss + 0.05 * torch.randn(n_windows, generator=g)) * 100
-        units[(m, r)] = {"fact mc": list(hits), "window_nll": nll.tolist(), "window_tokens": [100] * n_windows}
+        units[(m, r)] = CellScores(nll.tolist(), [100] * n_windows, list(hits), [], [])
         rows.append({"method": m, "ratio": r, "perplexity": math.exp(float(nll.sum()) / (100 * n_windows))})
-    frame = pd.DataFrame(rows)
-    frame.attrs["units"] = units
-    return frame
+    return DecoderGrid(pd.DataFrame(rows), units)
 
 
 def _nested(n: int, accs: dict[str, float], seed: int = 0) -> dict[str, list[bool]]:
@@ -109,14 +111,13 @@ def _probe_hits(scores: torch.Tensor, layers: int = 4) -> ProbeResult:
 def _probe_case(a_hits, b_hits, n_groups, limit=None):
     """SVD 10 % has clearly higher perplexity than FWSVD 10 % (about 55 and 25); the probe scores each as given."""
     frame = _frame({("none", 0.0): ([True], 3.0), ("SVD", 0.1): ([True], 4.0), ("FWSVD", 0.1): ([True], 3.2)})
-    grid = {
+    cells = {
         ("none", 0.0): {},
         ("svd", 0.1): {"SST-2": _probe_hits(a_hits)},
         ("fwsvd", 0.1): {"SST-2": _probe_hits(b_hits)},
     }
-    groups = {"SST-2": [f"g{i % n_groups}" for i in range(len(a_hits))]}
-    labels = {("svd", 0.1): "SVD", ("fwsvd", 0.1): "FWSVD"}
-    return factorization.probes_hide_verdict(frame, grid, groups, labels, limit=limit)
+    tasks = {"SST-2": Dataset.from_dict({"group": [f"g{i % n_groups}" for i in range(len(a_hits))]})}
+    return factorization.probes_hide_verdict(frame, ProbeGrid(cells, tasks), limit=limit)
 
 
 def test_probes_hide_verdict_reproduced_not_reproduced_inconclusive():
@@ -158,30 +159,28 @@ def test_ordering_between_broken_models_is_left_out():
 def test_probes_hide_verdict_needs_an_ordered_pair():
     frame = _frame({("none", 0.0): ([True], 3.0), ("SVD", 0.1): ([True], 3.5), ("FWSVD", 0.1): ([True], 3.5)})
     s = torch.ones(10, dtype=torch.bool)
-    grid = {("svd", 0.1): {"SST-2": _probe_hits(s)}, ("fwsvd", 0.1): {"SST-2": _probe_hits(s)}}
-    v = factorization.probes_hide_verdict(
-        frame, grid, {"SST-2": ["g"] * 10}, {("svd", 0.1): "SVD", ("fwsvd", 0.1): "FWSVD"}
-    )
+    cells = {("svd", 0.1): {"SST-2": _probe_hits(s)}, ("fwsvd", 0.1): {"SST-2": _probe_hits(s)}}
+    grid = ProbeGrid(cells, {"SST-2": Dataset.from_dict({"group": ["g"] * 10})})
+    v = factorization.probes_hide_verdict(frame, grid)
     assert v.verdict == "inconclusive" and "no pair" in v.evidence
 
 
 def test_mcnemar_is_one_sided_and_exact():
     a = [True] * 8 + [False] * 2
     b = [False] * 8 + [True] * 2
-    assert factorization.mcnemar_greater(a, b) == pytest.approx(sum(math.comb(10, k) for k in range(8, 11)) / 2**10)
-    assert factorization.mcnemar_greater(b, a) > 0.9
-    assert factorization.mcnemar_greater(a, a) == 1.0
+    assert stats.mcnemar_greater(a, b) == pytest.approx(sum(math.comb(10, k) for k in range(8, 11)) / 2**10)
+    assert stats.mcnemar_greater(b, a) > 0.9
+    assert stats.mcnemar_greater(a, a) == 1.0
 
 
 def test_probe_frame_averages_the_top_four_layers():
     res = _probe(0.6, layers=6)
     res.acc["mlp"]["task"][:2] = 0.0  # the bottom two layers are not in the seed's top four
-    frame = factorization.probe_frame({("svd", 0.1): {"SST-2": res}})
+    grid = ProbeGrid({("svd", 0.1): {"SST-2": res}}, {})
+    frame = factorization.probe_frame(grid)
     assert frame.loc[0, "method"] == "SVD" and frame.loc[0, "SST-2"] == pytest.approx(0.6)
     assert frame.loc[0, "SST-2 selectivity"] == pytest.approx(0.1)
-    assert factorization.probe_frame({("svd", 0.1): {"SST-2": res}}, layers=[0, 5]).loc[0, "SST-2"] == pytest.approx(
-        0.3
-    )
+    assert factorization.probe_frame(grid, layers=[0, 5]).loc[0, "SST-2"] == pytest.approx(0.3)
 
 
 def test_mean_damage():
@@ -320,15 +319,77 @@ def test_choice_logprobs_batched_equal_one_at_a_time(tiny_model):
 
 
 def test_config_per_profile():
-    smoke = factorization.factor_config_for("smoke")
+    smoke = factorization.config_for("smoke")
     assert smoke.decoder_layers == (0,)
     cells = smoke.cells()
     assert cells[0] == ("none", 0.0) and ("asvd", 0.10) not in cells and ("asvd_rank", 0.10) in cells
-    cpu = factorization.factor_config_for("cpu")
+    cpu = factorization.config_for("cpu")
     assert cpu.calib_tokens >= 10 * 1536  # 10x SmolLM2's widest MLP input
     assert {"svd", "fwsvd", "asvd_rank"} <= {m for m, r in cpu.cells() if r in cpu.ratios and r == 0.05}
-    assert (smoke.n_mmlu, cpu.n_mmlu, factorization.factor_config_for("gpu").n_mmlu) == (8, 114, 5700)
-    gpu = factorization.factor_config_for("gpu")
+    assert (smoke.n_mmlu, cpu.n_mmlu, factorization.config_for("gpu").n_mmlu) == (8, 114, 5700)
+    gpu = factorization.config_for("gpu")
     assert cpu.mmlu_ratios == () and set(gpu.mmlu_ratios) >= set(gpu.ratios) | set(gpu.side_ratios)  # gpu: every cell
     with pytest.raises(ValueError, match="profile"):
-        factorization.factor_config_for("nonsense")
+        factorization.config_for("nonsense")
+
+
+def test_size_fields_are_marked_and_leave_the_cache_key_alone():
+    fields = {f.name: f for f in dataclasses.fields(factorization.FactorConfig)}
+    sizes = {n for n, f in fields.items() if f.metadata.get("size")}
+    assert {"eval_tokens", "calib_tokens", "calib_sizes", "n_mmlu", "n_probe", "ratios", "batch_size", "probe"} <= sizes
+    choices = {"methods", "side_methods", "decoder_layers", "sensitivity_unit", "fisher_task", "decoders", "encoders"}
+    assert not sizes & choices and choices <= set(fields)
+    twin = dataclasses.make_dataclass("FactorConfig", [(n, f.type) for n, f in fields.items()], frozen=True)
+    for profile in ("smoke", "cpu", "gpu"):  # the same values without metadata: the same key
+        cfg = factorization.config_for(profile)
+        assert cache_key("x", cfg) == cache_key("x", twin(**{n: getattr(cfg, n) for n in fields}))
+
+
+def test_cell_scores_read_the_cached_units():
+    units = {"window_nll": [200.0, 400.0], "window_tokens": [100, 100], "fact mc": [True, False], "mmlu": [],
+             "fact recall": [True]}  # fmt: skip
+    cell = CellScores.from_units(units)
+    assert cell.perplexity == pytest.approx(math.exp(3.0))
+    assert cell.hits("fact mc") == [True, False] and cell.hits("fact recall") == [True] and cell.hits("mmlu") == []
+    with pytest.raises(KeyError):
+        cell.hits("perplexity")
+
+
+def test_probe_grid_labels_and_groups():
+    tasks = {"SST-2": Dataset.from_dict({"group": ["a", "a", "b"], "text": ["x", "y", "z"]})}
+    grid = ProbeGrid({("none", 0.0): {}, ("asvd_rank", 0.1): {}, ("svd", 0.2): {}}, tasks)
+    assert grid.labels() == {("none", 0.0): "none", ("asvd_rank", 0.1): "ASVD", ("svd", 0.2): "SVD"}
+    assert grid.groups() == {"SST-2": ["a", "a", "b"]}
+
+
+def test_interval_table_gives_each_score_with_its_interval():
+    hits = [True, False, True, True]
+    grid = _frame({("none", 0.0): (hits, 3.0), ("SVD", 0.1): (hits[:2], 3.5)})
+    grid.frame["ppl low"], grid.frame["ppl high"], grid.frame["removed"] = 1.0, 2.0, [0.0, 0.1]
+    table = factorization.interval_table(grid)
+    est, lo, hi = stats.mean_ci(np.asarray(hits, float))
+    assert table.loc[("none", 0.0), "fact MC (n=4)"] == f"{est:.3f} [{lo:.3f}, {hi:.3f}]"
+    assert table.loc[("SVD", 0.1), "fact MC (n=2)"].startswith("0.500 [")
+    assert table.loc[("SVD", 0.1), "perplexity"].endswith("[1.000, 2.000]")
+    assert not any("MMLU" in c for c in table.columns)  # no MMLU scored: no column
+
+
+def test_verdicts_are_the_three_claims_in_order():
+    g = torch.Generator().manual_seed(0)
+    h = _nested(300, {"none": 0.95, "ASVD": 0.9, "FWSVD": 0.7, "SVD": 0.3})
+    cells = {("none", 0.0): (h["none"], 3.0)} | {(m, 0.1): (h[m], 3.5) for m in ("ASVD", "FWSVD", "SVD")}
+    decoder = _frame(cells)
+    a, b = torch.rand(600, generator=g) < 0.9, torch.rand(600, generator=g) < 0.6
+    probes = ProbeGrid(
+        {("svd", 0.1): {"SST-2": _probe_hits(a)}, ("fwsvd", 0.1): {"SST-2": _probe_hits(b)}},
+        {"SST-2": Dataset.from_dict({"group": [f"g{i % 300}" for i in range(600)]})},
+    )
+    found = factorization.verdicts(decoder, probes, limit=1e6)
+    assert [v.claim for v in found] == [
+        "ASVD > FWSVD > SVD at every ratio",
+        "SVD collapses at 5–10%",
+        "Probes reveal damage perplexity hides",
+    ]
+    assert found[0] == factorization.ordering_verdict(decoder, limit=1e6)
+    assert found[1] == factorization.collapse_verdict(decoder)
+    assert found[2] == factorization.probes_hide_verdict(decoder, probes, limit=1e6)

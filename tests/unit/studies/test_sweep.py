@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import math
 
 import pytest
@@ -42,7 +44,7 @@ def test_reference_scores_agree_with_lm_score(tiny_model):
 
 def test_reference_fact_hits_and_their_wilson_interval(tiny_model, monkeypatch):
     import analysis.evaluate as E
-    from analysis.evaluate import proportion_interval
+    from analysis.stats import proportion_ci as proportion_interval
 
     # the tiny model has no tokenizer: prompts are space-separated token ids, targets one id
     def predictions(model, prompts, batch_size=16, desc=""):
@@ -227,7 +229,7 @@ def test_a_model_that_predicts_unigram_frequencies_scores_the_unigram_bar(tiny_m
 
 
 def test_tercile_cells_and_their_shuffles_put_a_third_of_each_kind_in_each_level():
-    cfg = sweep.sweep_config_for("smoke")
+    cfg = sweep.config_for("smoke")
     cells = sweep.tercile_grid(cfg)
     assert len(cells) == len(cfg.terciles) * len(cfg.tercile_scores) * (1 + cfg.n_shuffles)
     assert cells[0].allocation == "causal tracing (terciles)"
@@ -241,3 +243,49 @@ def test_tercile_cells_and_their_shuffles_put_a_third_of_each_kind_in_each_level
             assert got == sorted(["low"] * 3 + ["medium"] * 3 + ["high"] * 3), cell.allocation
     shuffled = [sweep.level_assignment(c.allocation, s) for c in cells[1:]]
     assert any(a != sweep.level_assignment(cells[0].allocation, s) for a in shuffled)
+
+
+def test_run_scores_every_grid_on_one_reference(tiny_model, tmp_path, monkeypatch):
+    """``run`` wires the inputs into the seed grid, the controls (random, then uniform) and the
+    terciles of the profile's config, every cell scored on the one reference it built."""
+    import analysis.cache as cache_mod
+
+    run_module = importlib.import_module("analysis.studies.sweep.run")  # ``sweep.run`` is the function
+    monkeypatch.setattr(cache_mod, "CACHE_DIR", tmp_path)
+    gen = torch.Generator().manual_seed(5)
+    by_name = {
+        name: S.ComponentScores(name, torch.rand(2, 2, generator=gen, dtype=torch.float64)) for name in sweep.SCORES
+    }
+    setup = sweep.ReferenceSetup(
+        Reference(tiny_model, torch.randint(0, 50, (128,), generator=gen), context=32), {"t": 5}, {}
+    )
+    bar = setup.reference.base.lm_score()
+    monkeypatch.setattr(run_module, "redundancy_scores", lambda model, cfg, profile: by_name)
+    monkeypatch.setattr(
+        run_module, "gradient_curve", lambda model, cfg, profile: {cfg.calib_tokens: by_name["gradient magnitude"]}
+    )
+    monkeypatch.setattr(run_module, "reference_for", lambda model, cfg, profile: setup)
+    monkeypatch.setattr(run_module, "unigram_bar", lambda model, cfg, reference: bar)
+    result = sweep.run(tiny_model, "smoke")
+    cfg = sweep.config_for("smoke")
+    assert (
+        result.config == cfg and result.scores is by_name and result.bar is bar and result.base is setup.reference.base
+    )
+    assert [r.cell for r in result.seed_grid] == sweep.seed_grid(cfg, by_name)
+    assert [r.cell for r in result.controls] == sweep.control_grid(cfg, by_name) + sweep.uniform_grid(cfg)
+    assert [r.cell for r in result.terciles] == sweep.tercile_grid(cfg)
+    first = result.seed_grid[0]
+    direct = sweep.evaluate_cell(tiny_model, setup.reference, first.cell, by_name, cfg.threshold)
+    assert first.perplexity == pytest.approx(direct.perplexity) and first.kl == pytest.approx(direct.kl)
+    assert result.boot.n_windows == len(setup.reference.base.window_nll) == 4
+
+
+def test_what_smoke_shrinks_is_marked_as_a_size():
+    """Every field the small profile sets apart from ``gpu`` is a size, except the choices (which
+    model, which scores get terciles); ``gpu`` with smoke's sizes is a consistent grid."""
+    sizes = {f.name for f in dataclasses.fields(sweep.SweepConfig) if f.metadata.get("size")}
+    smoke, gpu = sweep.CONFIGS["smoke"], sweep.CONFIGS["gpu"]
+    differ = {f.name for f in dataclasses.fields(gpu) if getattr(smoke, f.name) != getattr(gpu, f.name)}
+    assert differ - sizes == {"model", "tercile_scores"}
+    toy = dataclasses.replace(gpu, **{name: getattr(smoke, name) for name in sizes})
+    assert toy.model == gpu.model and toy.controls == smoke.controls

@@ -13,6 +13,7 @@ import math
 import numpy as np
 import pytest
 
+from analysis.evaluate import Comparison, LMScore
 from analysis.studies import sweep
 
 W = 20
@@ -50,6 +51,12 @@ def _config(prunes, bits, controls=(), **sizes) -> sweep.SweepConfig:
     """A sweep config with the given grid; sizes that these tests never use are 1."""
     base = dict(eval_tokens=1, n_facts=1, calib_tokens=1, calib_sizes=(1,), uniform=())
     return sweep.SweepConfig(prunes=prunes, bits=bits, controls=controls, **{**base, **sizes})
+
+
+def _result(results, cfg, bar: float = 1e9, controls=()) -> sweep.SweepResult:
+    """A run whose seed grid is ``results`` (then ``controls``) and whose unigram line is ``bar``."""
+    base = Comparison(float(DIFFICULTY.mean()), 0.5, 0.0, 1.0, 100 * W, 0, tuple(DIFFICULTY * 100), (100,) * W)
+    return sweep.SweepResult(cfg, {}, {}, base, LMScore(math.log(bar), 0.0, 1), tuple(results), tuple(controls), ())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,7 +257,7 @@ def test_open_question(shifts, noise, expect):
 def test_seed_verdicts_give_one_row_per_claim():
     results = _scored(0.6, 0.7, 0.8) + _pruning(0.2)
     cfg = _config((MILD, MODERATE), (AGG,), (SETTING,), n_boot=300)
-    vs = sweep.seed_verdicts(results, cfg)
+    vs = sweep.verdicts(_result(results, cfg), limit=None)
     assert [v.claim for v in vs] == sweep.SEED_RESULTS["claims"] + [sweep.SEED_RESULTS["open_question"]]
     assert [v.verdict for v in vs][2:] == ["reproduced", "reproduced", "reproduced"]
 
@@ -258,7 +265,7 @@ def test_seed_verdicts_give_one_row_per_claim():
 def test_the_aggressive_setting_prunes_mildly_but_does_prune():
     cfg = _config(((0.0,) * 3, MODERATE, MILD), ((3, 4, 5), AGG))
     assert cfg.aggressive == (MILD, AGG)
-    assert sweep.sweep_config_for("cpu").aggressive == (MILD, AGG)
+    assert sweep.config_for("cpu").aggressive == (MILD, AGG)
 
 
 def test_control_settings_must_be_in_the_seed_grid():
@@ -352,8 +359,8 @@ def test_claim_aggressive_is_judged_at_the_lowest_usable_bits():
     assert sweep.aggressive_setting(results, cfg) == (MILD, AGG)
     assert sweep.aggressive_setting(results, cfg, LIMIT) == (MILD, (3, 4, 5))
     assert sweep.aggressive_setting(results[:6], cfg, LIMIT) == (MILD, AGG)  # nothing usable: the grid's own
-    verdicts = sweep.seed_verdicts(results, cfg)
-    usable = sweep.seed_verdicts(results, cfg, LIMIT)
+    verdicts = sweep.verdicts(_result(results, cfg), limit=None)
+    usable = sweep.verdicts(_result(results, cfg), LIMIT)
     assert verdicts[3].verdict == "reproduced"
     assert usable[3].verdict == "not reproduced" and "bits [3, 4, 5]" in usable[3].criterion
     assert all("usable side" in v.criterion for v in usable)
@@ -364,7 +371,25 @@ def test_claim_aggressive_is_judged_at_the_lowest_usable_bits():
 
 def test_verdicts_by_limit_shows_each_claim_under_each_bar():
     cfg = _config((MILD,), (AGG, (3, 4, 5)))
-    frame = sweep.verdicts_by_limit(_wins_only_when_broken(), cfg, {"usable": LIMIT, "every cell": None})
+    frame = sweep.verdicts_by_limit(_result(_wins_only_when_broken(), cfg), {"usable": LIMIT, "every cell": None})
     assert list(frame.columns) == ["usable", "every cell"] and len(frame) == 5
     assert frame.iloc[4]["every cell"].startswith("reproduced (-0.2")
     assert frame.iloc[4]["usable"].startswith("not reproduced (0.1")
+
+
+def test_verdicts_count_only_usable_comparisons_below_the_runs_unigram_line_by_default():
+    cfg = _config((MILD,), (AGG, (3, 4, 5)))
+    result = _result(_wins_only_when_broken(), cfg, bar=LIMIT)
+    assert result.limit == pytest.approx(LIMIT)
+    default, usable, every = (sweep.verdicts(result, limit) for limit in (sweep.UNIGRAM, LIMIT, None))
+    assert [(v.verdict, v.criterion) for v in default] == [(v.verdict, v.criterion) for v in usable]
+    assert default[4].verdict == "not reproduced" and every[4].verdict == "reproduced"
+    assert all("usable side" in v.criterion for v in default) and not any("usable side" in v.criterion for v in every)
+
+
+def test_a_sweep_result_judges_the_seed_grid_and_controls_on_one_bootstrap():
+    seed_grid, controls = _scored(0.6, 0.7, 0.8), _uniform()[:2]
+    result = _result(seed_grid, _config((MILD,), (AGG,), n_boot=300), controls=controls)
+    assert result.results == seed_grid + controls
+    assert result.uniform == [r for r in seed_grid + controls if r.cell.is_uniform] and controls[0] in result.uniform
+    assert result.boot is result.boot and result.boot.n_boot == 300 and result.boot.n_windows == W

@@ -32,8 +32,6 @@ def stub_cell(cell):
 
 def test_ctrl_c_on_a_parallel_sweep_keeps_finished_cells_and_stops_at_once(tmp_path, monkeypatch):
     import analysis.cache as cache_mod
-    import analysis.models
-    import analysis.progress
     from analysis.studies import sweep
 
     monkeypatch.setattr(cache_mod, "CACHE_DIR", tmp_path)
@@ -41,7 +39,7 @@ def test_ctrl_c_on_a_parallel_sweep_keeps_finished_cells_and_stops_at_once(tmp_p
     stubs = importlib.import_module(Path(__file__).stem)  # importable by name, as the workers import it
     monkeypatch.setattr(sweep.cells, "_worker_init", stubs.stub_init)
     monkeypatch.setattr(sweep.cells, "_worker_cell", stubs.stub_cell)
-    monkeypatch.setattr(analysis.models, "model_key", lambda model: "stub-model")
+    monkeypatch.setattr(sweep.cells, "model_key", lambda model: "stub-model")
 
     pressed = []
 
@@ -52,7 +50,7 @@ def test_ctrl_c_on_a_parallel_sweep_keeps_finished_cells_and_stops_at_once(tmp_p
                 pressed.append(time.perf_counter())
                 raise KeyboardInterrupt
 
-    monkeypatch.setattr(analysis.progress, "progress", interrupted)
+    monkeypatch.setattr(sweep.cells, "progress", interrupted)
     fast = [sweep.Cell("fast", (0.0,) * 3, (b, b, b)) for b in (2, 3)]
     cells = fast + [sweep.Cell("slow", (0.0,) * 3, (b, b, b)) for b in (4, 5, 6, 7, 8, 9)]
     with pytest.raises(KeyboardInterrupt):
@@ -60,7 +58,7 @@ def test_ctrl_c_on_a_parallel_sweep_keeps_finished_cells_and_stops_at_once(tmp_p
     assert time.perf_counter() - pressed[0] < SLOW_S / 4  # at once, not after the running and queued cells
     assert not multiprocessing.active_children()  # no worker left running
     assert len(list(tmp_path.rglob("*.pt"))) == 2  # the two finished cells, and only them
-    monkeypatch.setattr(analysis.progress, "progress", lambda items, *a, **k: items)
+    monkeypatch.setattr(sweep.cells, "progress", lambda items, *a, **k: items)
     monkeypatch.setattr(sweep.cells, "evaluate_cell", lambda *a: pytest.fail("a finished cell was evaluated again"))
     again = sweep.run_sweep(None, None, fast, {}, cache_config={"t": 1})
     assert [r.perplexity for r in again] == [6.0, 9.0]

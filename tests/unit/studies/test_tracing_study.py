@@ -74,7 +74,7 @@ def test_rome_comparison_and_verdicts_reproduced_when_every_finding_matches():
     comparison = study.rome_comparison(result)
     assert comparison["same pattern"].tolist() == [True, True, True, True]
     assert "layer 3/10" in comparison.iloc[0, 2]
-    found = study.rome_verdicts(result, n_boot=200)
+    found = study.verdicts(result, n_boot=200)
     assert [v.verdict for v in found] == ["reproduced"] * 4
     mlp = found[0]
     assert mlp.ours == pytest.approx(0.3) and mlp.ci_low == pytest.approx(0.3) and mlp.ci_high == pytest.approx(0.3)
@@ -84,7 +84,7 @@ def test_rome_comparison_and_verdicts_reproduced_when_every_finding_matches():
 def test_rome_verdicts_fail_when_no_finding_matches():
     result = aie((NOT_ROME, 20))
     assert not study.rome_comparison(result)["same pattern"].any()
-    found = study.rome_verdicts(result, n_boot=200)
+    found = study.verdicts(result, n_boot=200)
     assert [v.verdict for v in found] == ["not reproduced"] * 4
     assert found[0].ours == pytest.approx(0.9)  # the last subject token's MLP curve peaks late
 
@@ -121,7 +121,7 @@ def test_verdicts_need_the_three_kinds():
     result = aie((ROME_LIKE, 4))
     partial = tracing.AIEResult(("hook_mlp_out", "hook_attn_out"), result.traces, [], {})
     with pytest.raises(ValueError, match="residual"):
-        study.rome_verdicts(partial)
+        study.verdicts(partial)
 
 
 def test_aie_agreement_names_peaks_and_is_perfect_with_itself():
@@ -133,17 +133,17 @@ def test_aie_agreement_names_peaks_and_is_perfect_with_itself():
     assert same["pearson r of AIE maps"].tolist() == pytest.approx([1.0, 1.0, 1.0])
 
 
-def test_trace_config_for_profiles():
-    cpu = study.trace_config_for(get_profile("cpu"))
-    assert cpu.n_exact >= 30 and cpu.n_attribution >= 150 and cpu.resid == "resid_post"
-    assert cpu.n_heatmaps <= cpu.convergence_facts and cpu.heatmap_samples == cpu.convergence_samples  # reused
-    assert cpu.noise_source == "subjects" and cpu.convergence_samples > cpu.max_samples
-    gpu = study.trace_config_for("gpu")
-    assert gpu.n_exact >= 1000 and gpu.max_samples >= 10 and gpu.window == 10
-    assert study.trace_config_for("smoke").n_exact < cpu.n_exact
+def test_config_for_profiles():
+    for name in ("smoke", "cpu", "gpu"):
+        cfg = study.config_for(name)
+        assert cfg.n_heatmaps <= cfg.convergence_facts  # the heatmaps are drawn from the convergence facts
+        assert cfg.convergence_samples > cfg.max_samples  # the convergence check goes past the main run
+    cpu = study.config_for(get_profile("cpu"))
+    assert cpu.heatmap_samples == cpu.convergence_samples  # on cpu the heatmaps reuse the convergence runs
+    assert study.config_for("smoke").n_exact < cpu.n_exact < study.config_for("gpu").n_exact
     with pytest.raises(ValueError, match="profile"):
-        study.trace_config_for("laptop")
+        study.config_for("laptop")
     custom = get_profile("smoke").replace(extra={"tracing": {"n_exact": 7}})
-    assert study.trace_config_for(custom).n_exact == 7
+    assert study.config_for(custom).n_exact == 7
     with pytest.raises(ValueError, match="noise_source"):
-        study.trace_config_for(get_profile("smoke").replace(extra={"tracing": {"noise_source": "eval"}}))
+        study.config_for(get_profile("smoke").replace(extra={"tracing": {"noise_source": "eval"}}))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformer_lens import HookedTransformer
 
 
 @pytest.fixture(autouse=True)
@@ -13,32 +13,25 @@ def _tiny_models_run_on_one_thread(one_thread):
     yield
 
 
-def tiny(**kw) -> HookedTransformer:
-    cfg = dict(
-        n_layers=4,
-        d_model=32,
-        d_head=8,
-        n_heads=4,
-        d_mlp=64,
-        n_ctx=32,
-        d_vocab=50,
-        act_fn="gelu",
-        normalization_type="LN",
-        seed=0,
-        initializer_range=0.4,
-    )
-    cfg.update(kw)
-    return HookedTransformer(HookedTransformerConfig(**cfg)).eval()
+@pytest.fixture(scope="session")
+def tiny(tiny_cfg):
+    """``tiny(**overrides)``: a random HookedTransformer of 4 layers, 32 positions and larger initial
+    weights (``initializer_range=0.4``), so that corrupting a token moves the prediction."""
+
+    def make(**kw) -> HookedTransformer:
+        return HookedTransformer(tiny_cfg(n_layers=4, n_ctx=32, initializer_range=0.4, **kw)).eval()
+
+    return make
 
 
 @pytest.fixture(scope="module")
-def gpt2_like() -> HookedTransformer:
+def gpt2_like(tiny) -> HookedTransformer:
     """4 layers, LayerNorm, learned positions, plain GELU MLP."""
     return tiny()
 
 
 @pytest.fixture(scope="module")
-def llama_like() -> HookedTransformer:
+def llama_like(tiny) -> HookedTransformer:
     """4 layers, RMSNorm, rotary, grouped-query attention, gated SiLU MLP (SmolLM2's shape)."""
     return tiny(
         normalization_type="RMS",

@@ -46,7 +46,7 @@ def test_attribution_matches_exact_in_the_linear_regime(llama_like, random_token
     approx = tracing.trace(llama_like, tokens, (2, 4), None, method="attribution", **kw)
     for hook in exact.kinds:
         stats = agreement([exact], [approx], hook)
-        assert stats["pearson"] > 0.99, (hook, stats["pearson"])
+        assert stats.pearson > 0.99, (hook, stats.pearson)
     big = tracing.trace(llama_like, tokens, (2, 4), None, method="attribution", noise=5.0, n_samples=2, window=3)
     assert big["mlp"].shape == (4, 8)
 

@@ -137,3 +137,22 @@ def test_fast_blocks_self_check_detects_a_wrong_block(llama_like):
     assert runner.agrees()
     runner.wqkv[0] = runner.wqkv[0] * 1.01  # a fused copy that no longer matches the model
     assert not runner.agrees()
+
+
+def test_fast_blocks_rotate_a_prefix_once_and_forget_it_with_the_prefix(llama_like, gpt2_like):
+    import gc
+
+    runner = tracing.FastBlocks(llama_like)
+    gen = torch.Generator().manual_seed(0)
+    keys = tuple(torch.randn(2, 5, runner.Hk, runner.dh, generator=gen) for _ in range(4))
+    prefix = tracing.Prefix(keys, keys, n_samples=2)
+    rotated = runner.rotated_keys(prefix)
+    assert runner.rotated_keys(prefix) is rotated  # computed once per prefix
+    ref = llama_like.blocks[2].attn.apply_rotary(keys[2], 0, None)
+    assert torch.equal(rotated[2], ref) and not torch.allclose(rotated[2], keys[2])
+    del prefix, rotated
+    gc.collect()
+    assert len(runner.rotated) == 0  # the cache never outlives the corrupted run
+    plain = tracing.FastBlocks(gpt2_like)  # learned positions: the keys are used as they are
+    prefix = tracing.Prefix(keys, keys, n_samples=2)
+    assert plain.rotated_keys(prefix) is prefix.keys and len(plain.rotated) == 0

@@ -71,9 +71,9 @@ def test_prepare_validates_span_and_target(gpt2_like, random_tokens):
         tracing.prepare(gpt2_like, tokens, (2, 4), 50)
 
 
-def test_a_target_without_its_leading_space_is_refused():
+def test_a_target_without_its_leading_space_is_refused(tiny_cfg):
     from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from transformer_lens import HookedTransformer
     from transformers import PreTrainedTokenizerFast
 
     words = ["<pad>", "<bos>", "<unk>", "The", "Eiffel", "Tower", "is", "in", "Paris", "(", "x"]
@@ -83,7 +83,7 @@ def test_a_target_without_its_leading_space_is_refused():
         tokenizer_object=core, bos_token="<bos>", pad_token="<pad>", unk_token="<unk>", add_bos_token=True
     )
     tok.init_kwargs["name_or_path"] = "word-level-test"
-    cfg = HookedTransformerConfig(n_layers=1, d_model=16, d_head=8, n_ctx=16, d_vocab=len(words), act_fn="gelu")
+    cfg = tiny_cfg(n_layers=1, d_model=16, n_heads=2, n_ctx=16, d_vocab=len(words), seed=None)
     model = HookedTransformer(cfg, tokenizer=tok).eval()
     prompt = "The Eiffel Tower is in"
     with pytest.raises(ValueError, match=r"'Paris' has no leading space.*Pass ' Paris'"):

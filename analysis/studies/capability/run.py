@@ -1,23 +1,43 @@
-"""The study, step by step: each step cached on its configuration and the model's content."""
+"""The study, step by step: each step cached on its configuration and the model's content, and
+each returning a typed result (:mod:`~analysis.studies.capability.results`).
+
+The chapter runs the steps one at a time, with text between them: :func:`run_density_study`,
+:func:`run_sae_ladder`, :func:`known_fact_set`, :func:`run_ablation`, :func:`importance_table`,
+:func:`run_transitions` and :func:`run_budget`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+import dataclasses
+from typing import Sequence
 
 import pandas as pd
 import torch
 from torch import Tensor
+from transformer_lens import HookedTransformer
 
 from analysis import data, sae, stats, wanda
 from analysis.cache import cached
 from analysis.models import model_key
 from analysis.studies.capability.ablation import break_point, head_ablation, spread_heads, transition_curves
 from analysis.studies.capability.budget import budget_comparison
-from analysis.studies.capability.config import DensityConfig
+from analysis.studies.capability.config import CE_COST_FLOOR, DensityConfig
+from analysis.studies.capability.results import (
+    IMPORTANCE_MEASURES,
+    Budget,
+    CERecovered,
+    DensityStudy,
+    DirectImportance,
+    FactSet,
+    HeadAblation,
+    HeadMaps,
+    HeadTest,
+    ImportanceTest,
+    SignalTests,
+    Transitions,
+)
 
 
-def domain_tokens(model, domains: Sequence[str], n_tokens: int) -> dict[str, Tensor]:
+def domain_tokens(model: HookedTransformer, domains: Sequence[str], n_tokens: int) -> dict[str, Tensor]:
     """``n_tokens`` tokens of text per domain, each text wrapped in BOS/EOS and concatenated:
     ``wikipedia`` is held-out Wikipedia prose (``lm_tokens`` eval split, disjoint from the SAEs'
     training split); every other domain is that label of the ``domain`` task (``film_review``:
@@ -50,15 +70,13 @@ def layer_labels(shape: tuple[int, int]) -> Tensor:
     return torch.arange(shape[0])[:, None].expand(shape)
 
 
-def head_test(x: Tensor, y: Tensor, cfg: DensityConfig, layers: Tensor | None = None) -> dict[str, float]:
+def head_test(x: Tensor, y: Tensor, cfg: DensityConfig, layers: Tensor | None = None) -> HeadTest:
     """Spearman ρ(x, y) over heads measured on both sides, with a *layer-cluster* bootstrap 95%
     interval (:func:`analysis.stats.cluster_bootstrap_ci`: whole layers resampled, since heads
     of one layer share their SAE and heads of one GQA group share K/V) and the within-layer ρ
     with its within-layer permutation p (:func:`analysis.stats.stratified_permutation_test`;
     NaN when no layer has 3 measured heads). ``layers`` labels each unit (default: the row of an
     ``[n_layers, n_heads]`` map).
-
-    Returns ``{"rho", "ci_low", "ci_high", "rho_within", "p_within", "n", "n_layers"}``.
     """
     x, y = torch.as_tensor(x).float(), torch.as_tensor(y).float()
     layers = layer_labels(tuple(x.shape)) if layers is None else torch.as_tensor(layers)
@@ -70,43 +88,26 @@ def head_test(x: Tensor, y: Tensor, cfg: DensityConfig, layers: Tensor | None = 
     out = {"rho": stats.spearman(x, y), "ci_low": nan, "ci_high": nan, "rho_within": nan, "p_within": nan}
     out.update(n=len(x), n_layers=n_layers)
     if len(x) < 3 or out["rho"] != out["rho"]:
-        return out
+        return HeadTest(**out)
     if n_layers >= 2:
         out["ci_low"], out["ci_high"] = stats.cluster_bootstrap_ci(x, y, layers, n_boot=cfg.n_boot, seed=cfg.seed)
     counts = torch.as_tensor(layers).unique(return_counts=True)[1]
     if int((counts >= 3).sum()) >= 1:
         w = stats.stratified_permutation_test(x, y, layers, cfg.n_perm, cfg.seed)
         out["rho_within"], out["p_within"] = w["rho"], w["p_perm"]
-    return out
-
-
-@dataclass
-class DensityStudy:
-    """The trained SAEs of one model and everything measured from them and from its weights."""
-
-    model_name: str
-    saes: dict[str, Any]
-    stats: sae.LatentStats
-    quality: pd.DataFrame
-    """:func:`analysis.sae.sae_quality` per SAE."""
-    maps: dict[str, Tensor]
-    """``{"breadth", "entropy", "consistency", "density", "wanda"}``, each ``[n_layers, n_heads]``."""
-
-    def headline(self, cfg: DensityConfig) -> dict[str, float]:
-        """ρ(density, Wanda) over all heads (:func:`head_test`: layer-cluster interval, within-layer p)."""
-        return head_test(self.maps["density"], self.maps["wanda"], cfg)
-
-    def layer_shares(self) -> dict[str, float]:
-        """The share of each map's variance that lies between layers."""
-        return {k: stats.layer_share(v) for k, v in self.maps.items()}
+    return HeadTest(**out)
 
 
 def run_density_study(
-    model, cfg: DensityConfig, sae_cfg: sae.SAETrainConfig | None = None, pool: sae.ActivationPool | None = None
+    model: HookedTransformer,
+    cfg: DensityConfig,
+    sae_cfg: sae.SAETrainConfig | None = None,
+    pool: sae.ActivationPool | None = None,
 ) -> DensityStudy:
     """Train (or load) the SAEs (``sae_cfg``, default ``cfg.sae``; ``pool`` shares one activation
-    pass between settings), measure their quality, the density map and Wanda per head. Every
-    step is cached; Wanda does not depend on the SAEs."""
+    pass between settings), measure their quality, the density map and Wanda per head, and the
+    headline test ρ(density, Wanda) (:func:`head_test`). Every step is cached; Wanda does not
+    depend on the SAEs."""
     sae_cfg = sae_cfg or cfg.sae
     key_model = model_key(model)
     train = data.lm_tokens(model.tokenizer, "train", n_tokens=sae_cfg.train_tokens)
@@ -126,11 +127,11 @@ def run_density_study(
         {**key, "ce": cfg.ce_tokens, "layers": cfg.layers},
         key_model,
     )
-    maps = sae.density_map(latents, saes, model.cfg.n_layers, model.cfg.n_heads, cfg.breadth_eps)
+    parts = sae.density_map(latents, saes, model.cfg.n_layers, model.cfg.n_heads, cfg.breadth_eps)
     calib = data.lm_tokens(model.tokenizer, "calib", n_tokens=cfg.calib_tokens)
     norms = cached("wanda_norms", lambda: wanda.input_norms(model, calib, ctx), {"calib": cfg.calib_tokens}, key_model)
-    maps["wanda"] = wanda.wanda_head_scores(model, norms)
-    return DensityStudy(model.cfg.model_name, saes, latents, quality, maps)
+    maps = HeadMaps(**parts, wanda=wanda.wanda_head_scores(model, norms))
+    return DensityStudy(model.cfg.model_name, saes, latents, quality, maps, head_test(maps.density, maps.wanda, cfg))
 
 
 def quality_summary(quality: pd.DataFrame) -> dict[str, float]:
@@ -141,11 +142,25 @@ def quality_summary(quality: pd.DataFrame) -> dict[str, float]:
     return {c: float(q[c].median()) for c in cols}
 
 
+def ce_recovered(quality: pd.DataFrame, floor: float = CE_COST_FLOOR) -> CERecovered:
+    """CE loss recovered over layers: the median, and the median over the layers whose
+    ``hook_z`` costs at least ``floor`` nats to ablate (:data:`~analysis.studies.capability.config.CE_COST_FLOOR`)."""
+    q = quality.astype(float)
+    small = (q["CE ablated"] - q["CE clean"]).abs() < floor
+    return CERecovered(
+        q["CE loss recovered"].median(),
+        q.loc[~small, "CE loss recovered"].median(),
+        int((~small).sum()),
+        int(small.sum()),
+        floor,
+    )
+
+
 POOL_BYTES = 4 * 2**30
 """The most memory an activation pool may take; above it each SAE setting runs its own forward pass."""
 
 
-def activation_pool(model, cfg: DensityConfig) -> sae.ActivationPool | None:
+def activation_pool(model: HookedTransformer, cfg: DensityConfig) -> sae.ActivationPool | None:
     """One :class:`analysis.sae.ActivationPool` for ``cfg.sae`` and every ladder setting (on the
     most training tokens any of them uses), filled by one forward pass on first use; None when it
     would exceed :data:`POOL_BYTES` (then every setting streams its own activations)."""
@@ -159,12 +174,15 @@ def activation_pool(model, cfg: DensityConfig) -> sae.ActivationPool | None:
 
 
 def run_sae_ladder(
-    model, cfg: DensityConfig, main: DensityStudy | None = None, pool: sae.ActivationPool | None = None
+    model: HookedTransformer,
+    cfg: DensityConfig,
+    main: DensityStudy | None = None,
+    pool: sae.ActivationPool | None = None,
 ) -> pd.DataFrame:
     """The headline test, ρ(density, Wanda) (:func:`head_test`), on SAEs of rising quality: each
     setting of ``cfg.ladder`` and then ``cfg.sae`` (the chapter's, last row). One row per setting:
     its size, :func:`quality_summary` and the test. ``main`` reuses the chapter's study and
-    ``pool`` its activations."""
+    ``pool`` its activations (its headline test is the one :func:`run_density_study` made with ``cfg``)."""
     rows = []
     for i, sae_cfg in enumerate([*cfg.ladder, cfg.sae]):
         last = i == len(cfg.ladder)
@@ -173,13 +191,13 @@ def run_sae_ladder(
             {
                 "SAE setting": f"{sae_cfg.train_tokens} tok x {sae_cfg.epochs} ep, x{sae_cfg.expansion}, k={sae_cfg.k}",
                 **quality_summary(study.quality),
-                **study.headline(cfg),
+                **study.headline.row(),
             }
         )
     return pd.DataFrame(rows).set_index("SAE setting")
 
 
-def known_fact_set(model, cfg: DensityConfig) -> tuple[list[str], list[str], dict]:
+def known_fact_set(model: HookedTransformer, cfg: DensityConfig) -> FactSet:
     """The evaluation facts: ``fact_splits(model, n_screen)["eval"]`` (the one shared known-fact
     screen, its split for judging compressed or ablated models), at most ``n_facts``, with the
     screen's stats. Nothing in this study is fitted or chosen on facts, so no other split is used."""
@@ -190,39 +208,43 @@ def known_fact_set(model, cfg: DensityConfig) -> tuple[list[str], list[str], dic
     else:  # before the shared split exists: the screen's known facts (none of them chose anything here)
         known, screen = data.known_facts(model, cfg.n_screen, cache=True)
     known = known.select(range(min(cfg.n_facts, len(known))))
-    return list(known["prompt"]), list(known["target"]), screen
+    return FactSet(list(known["prompt"]), list(known["target"]), screen)
 
 
-def run_ablation(model, cfg: DensityConfig, prompts: Sequence[str], targets: Sequence[str]) -> dict[str, Tensor]:
+def run_ablation(
+    model: HookedTransformer, cfg: DensityConfig, prompts: Sequence[str], targets: Sequence[str]
+) -> HeadAblation:
     """:func:`head_ablation` of every head on the evaluation text and the first
-    ``cfg.ablation_facts`` evaluation facts (cached)."""
+    ``cfg.ablation_facts`` evaluation facts (cached as the dict of its fields)."""
     tokens = data.lm_tokens(model.tokenizer, "eval", n_tokens=cfg.ablation_tokens)
     prompts, targets = list(prompts)[: cfg.ablation_facts], list(targets)[: cfg.ablation_facts]
-    return cached(
+    stored = cached(
         "sae_head_ablation",
-        lambda: head_ablation(model, tokens, prompts, targets, cfg.sae.context, layers=cfg.layers),
+        lambda: dataclasses.asdict(head_ablation(model, tokens, prompts, targets, cfg.sae.context, layers=cfg.layers)),
         {"tokens": cfg.ablation_tokens, "prompts": list(prompts), "layers": cfg.layers},
         model_key(model),
     )
+    return HeadAblation(**stored)
 
 
-def importance_table(maps: Mapping[str, Tensor], ablation: Mapping[str, Tensor], cfg: DensityConfig) -> pd.DataFrame:
-    """Density and Wanda against each head's direct importance: :func:`head_test` over the heads
-    measured (layer-cluster interval, within-layer permutation), and the partial ρ given the other."""
-    importance = {
-        "ΔCE when ablated": ablation["loss"],
-        "Δ log p(answer) when ablated": ablation["logp"],
-        "Δ fact recall when ablated": ablation["recall"],
-    }
-    rows = {}
-    for name, imp in importance.items():
+def importance_table(maps: HeadMaps, ablation: HeadAblation, cfg: DensityConfig) -> DirectImportance:
+    """Density and Wanda against each head's direct importance (each measure of
+    :data:`~analysis.studies.capability.results.IMPORTANCE_MEASURES`): :func:`head_test` over the
+    heads measured (layer-cluster interval, within-layer permutation), and the partial ρ given the other."""
+    signals = {"density": maps.density, "wanda": maps.wanda}
+    measures = {}
+    for name in IMPORTANCE_MEASURES:
+        imp, tests = getattr(ablation, name), {}
         for sig, other in (("density", "wanda"), ("wanda", "density")):
-            r = head_test(maps[sig], imp, cfg)
-            rows[(name, sig)] = {**r, "partial ρ given the other": stats.partial_spearman(maps[sig], imp, maps[other])}
-    return pd.DataFrame(rows).T
+            r = head_test(signals[sig], imp, cfg)
+            tests[sig] = ImportanceTest(**r.row(), partial=stats.partial_spearman(signals[sig], imp, signals[other]))
+        measures[name] = SignalTests(**tests)
+    return DirectImportance(**measures)
 
 
-def run_transitions(model, cfg: DensityConfig, density: Tensor, ablation_loss: Tensor) -> dict[str, Any]:
+def run_transitions(
+    model: HookedTransformer, cfg: DensityConfig, density: Tensor, ablation_loss: Tensor
+) -> Transitions:
     """Sparsity curves of ``transition_heads`` heads spread over the density range, where each
     breaks, and :func:`head_test` of density against break point over the heads that have one
     (clustered by layer; None when fewer than 3)."""
@@ -243,38 +265,39 @@ def run_transitions(model, cfg: DensityConfig, density: Tensor, ablation_loss: T
     dens = torch.stack([density[l, h] for l, h in heads])
     layers = torch.tensor([l for l, _ in heads])
     test = head_test(dens, breaks, cfg, layers) if int((~breaks.isnan()).sum()) >= 3 else None
-    return {
-        "heads": heads,
-        "curves": curves,
-        "breaks": breaks,
-        "density": dens,
-        "test": test,
-        "ablation": torch.stack([ablation_loss[l, h] for l, h in heads]),
-    }
+    return Transitions(heads, curves, breaks, dens, torch.stack([ablation_loss[l, h] for l, h in heads]), test)
 
 
 def run_budget(
-    model, cfg: DensityConfig, density: Tensor, wanda_scores: Tensor, prompts: Sequence[str], targets: Sequence[str]
-) -> dict:
-    """:func:`budget_comparison` on held-out text, the evaluation facts and the probe task (cached):
-    ``{"table", "items"}``."""
+    model: HookedTransformer,
+    cfg: DensityConfig,
+    density: Tensor,
+    wanda_scores: Tensor,
+    prompts: Sequence[str],
+    targets: Sequence[str],
+) -> Budget:
+    """:func:`budget_comparison` on held-out text, the evaluation facts and the probe task (cached
+    as the dict of its fields)."""
     tokens = data.lm_tokens(model.tokenizer, "eval", n_tokens=cfg.ppl_tokens)
     task = data.load_task(cfg.probe_task, n=cfg.n_probe, seed=cfg.seed)
     key = {"cfg": cfg, "density": density.tolist(), "wanda": wanda_scores.tolist(), "prompts": list(prompts), "v": 3}
-    return cached(
+    stored = cached(
         "sae_budget",
-        lambda: budget_comparison(
-            model,
-            density,
-            wanda_scores,
-            cfg,
-            tokens,
-            prompts,
-            targets,
-            list(task["text"]),
-            list(task["label"]),
-            cfg.sae.context,
+        lambda: dataclasses.asdict(
+            budget_comparison(
+                model,
+                density,
+                wanda_scores,
+                cfg,
+                tokens,
+                prompts,
+                targets,
+                list(task["text"]),
+                list(task["label"]),
+                cfg.sae.context,
+            )
         ),
         key,
         model_key(model),
     )
+    return Budget(**stored)

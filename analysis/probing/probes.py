@@ -1,49 +1,10 @@
-"""Probing: what a layer's hidden states make linearly (or almost linearly) readable.
+"""Probes: the features a probe reads (:func:`hidden_states`), the one batched probe trainer
+(:func:`train_probes`, :func:`fit_probe`) and a layer sweep with control tasks (:func:`probe_layers`).
 
-A *probe* (Belinkov 2021) is a small classifier trained on a model's frozen hidden states to
-predict a property of the input: is this sentence grammatical, is this review positive, is
-this answer true. High probe accuracy at a layer says the property can be read off that
-layer. It does not say the model *uses* it, and a powerful probe can score well by memorising
-the training data. Hewitt & Liang (2019) therefore pair every probe with a *control task*: the
-same probe, trained on labels that are assigned at random to each *type* of input (drawn from
-the task's label distribution), so that they carry no information about the property except
-what memorising the type provides. *Selectivity* = task accuracy - control accuracy: a good
-probe reads the property, not the vocabulary.
-
-A control only measures memorisation if its types *recur*: Hewitt & Liang's word types are seen
-in training and again at test. For sentence-level tasks the obvious type, a sentence's last
-word, is mostly unseen at test (in the earlier subject-verb agreement task, about 7 % of test rows
-had a last word seen in training), so a control probe can only guess, control accuracy sits at chance and
-selectivity is inflated. The default type here is therefore the sentence's *last frequent word*
-(the last of its words that is among the ``control_vocab`` most frequent word types of the task's
-texts), whose types recur across splits by construction; :func:`type_coverage` reports the share
-of test rows whose type occurs in training (:attr:`ProbeResult.coverage`).
-
-Here a probe is linear (logistic regression) or a 2-layer MLP (one hidden ReLU layer, as the
-factorization seed uses), trained on standardised features with Adam, full batch. Every layer's
-probe (and its control twin) trains at once as one batched model, which is what makes a probe
-sweep over compressed models cheap. Splits are 80/20 *by group* (the two sentences of a minimal
-pair, the true and false answer to one question, never straddle train and test), repeated over
-seeds; results are mean +- standard deviation over seeds. With ``ProbeConfig.folds = k`` the
-splits are instead the ``k`` folds of one group-wise partition (:func:`group_folds`), so every row
-is tested exactly once; :attr:`ProbeResult.hits` keeps each row's held-out correctness, which is
-what a paired test between two models' probes needs.
-
-Features: for an encoder (BERT, MiniLM), the mean over real (non-padding) tokens of each
-layer's output ``blocks.{l}.hook_normalized_resid_post``; for a decoder, each layer's
-``blocks.{l}.hook_resid_post`` at the last token (the only one that has seen the whole text).
-Both are :func:`analysis.hooks.feature_hook`.
-
-This is the library's one probe trainer. :func:`train_probes` fits a batch of independent
-probes (Adam, full batch; or L-BFGS for an L2-regularised logistic regression), and
-:func:`fit_probe` is the one-probe entry point: features ``[n, d]``, labels ``[n]``, a train
-and a test split in, held-out accuracy out.
-"""
+The idea of probing and of controls is in :mod:`analysis.probing`."""
 
 from __future__ import annotations
 
-import re
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -51,75 +12,12 @@ import numpy as np
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+from transformer_lens import HookedEncoder, HookedTransformer
 
-from analysis.evaluate import prompt_batch
+from analysis.forward import text_features
 from analysis.hooks import feature_hook
 from analysis.models import is_encoder
-
-PROBE_TASKS: dict[str, tuple[str, str]] = {
-    "SST-2": ("sst2", "sentiment: the SST-2 validation sentences (Socher et al. 2013), negative or positive"),
-    "TruthfulQA": (
-        "mmlu_answer",
-        "truth of an answer: an MMLU test question with its correct or one wrong choice "
-        "(TruthfulQA itself ships nowhere here)",
-    ),
-}
-"""The seed's probing tasks -> (our task for :func:`load_probe_task`, what it really is). The seed's third
-task, CoLA (acceptability), has no row: neither CoLA nor its former stand-in (Linzen et al.'s
-agreement pairs) ships anywhere these machines can reach."""
-
-MMLU_ANSWER_LABELS = ["false", "true"]
-MMLU_ANSWER_MAX_CHARS = 400
-"""Longest question-plus-choice text kept in ``mmlu_answer``: a decoder's probe reads the last token,
-which must be the answer's, not one cut off at :func:`hidden_states`' ``max_len``."""
-
-
-def mmlu_answer_task(split: str = "test", seed: int = 0):
-    """``mmlu_answer``: each MMLU question of ``split`` as two rows, ``"Q: <question>\nA: <choice>"`` with its
-    correct choice (label ``true``) and one wrong choice drawn with ``seed`` (``false``); grouped by question.
-
-    Questions whose question-plus-choice text exceeds :data:`MMLU_ANSWER_MAX_CHARS` characters are left out.
-    Schema as :func:`analysis.data.load_task`'s (``text``, ``label``, ``task``, ``group``)."""
-    import random
-
-    from datasets import ClassLabel, Dataset, Features, Value
-
-    from analysis.data import benchmarks
-
-    rows = []
-    for q in benchmarks.mmlu(split):
-        texts = [f"Q: {q['question'].strip()}\nA: {str(c).strip()}" for c in q["choices"]]
-        if max(len(t) for t in texts) > MMLU_ANSWER_MAX_CHARS:
-            continue
-        wrong = random.Random(f"{seed}-{q['id']}").choice([i for i in range(len(texts)) if i != q["answer"]])
-        rows += [
-            {"text": texts[q["answer"]], "label": 1, "group": str(q["id"])},
-            {"text": texts[wrong], "label": 0, "group": str(q["id"])},
-        ]
-    features = Features(
-        {"text": Value("string"), "label": ClassLabel(names=MMLU_ANSWER_LABELS), "task": Value("string"),
-         "group": Value("string")}
-    )  # fmt: skip
-    cols = {k: [r[k] for r in rows] for k in ("text", "label", "group")}
-    return Dataset.from_dict({**cols, "task": ["mmlu_answer"] * len(rows)}, features=features)
-
-
-def load_probe_task(name: str, n: int | None = None, seed: int = 0):
-    """A probing task by name: ``"mmlu_answer"`` (:func:`mmlu_answer_task`; ``n`` rows = ``n // 2`` whole
-    questions drawn with ``seed``), else :func:`analysis.data.load_task`."""
-    from analysis.data import load_task
-
-    if name != "mmlu_answer":
-        return load_task(name, n=n, seed=seed)
-    ds = mmlu_answer_task()
-    if n is None:
-        return ds
-    if not 2 <= n <= len(ds):
-        raise ValueError(f"load_probe_task('mmlu_answer'): n must be in [2, {len(ds)}], got {n}.")
-    groups = sorted(set(ds["group"][:]))
-    keep = set(np.random.default_rng(seed).permutation(groups)[: n // 2].tolist())
-    return ds.select([i for i, g in enumerate(ds["group"][:]) if g in keep])
-
+from analysis.probing.tasks import control_labels, group_folds, group_split, text_types, type_coverage
 
 PROBE_KINDS = ("linear", "mlp")
 
@@ -153,7 +51,7 @@ class ProbeConfig:
 
 @torch.inference_mode()
 def hidden_states(
-    model, texts: Sequence[str], batch_size: int = 32, max_len: int = 128
+    model: HookedTransformer | HookedEncoder, texts: Sequence[str], batch_size: int = 32, max_len: int = 128
 ) -> Float[Tensor, "layer n d_model"]:
     """Per-layer features of each text (encoder: mean over tokens; decoder: last token)."""
     if len(texts) == 0:
@@ -176,112 +74,11 @@ def hidden_states(
             w = (mask / mask.sum(1, keepdim=True)).unsqueeze(-1).float()
             for l, name in enumerate(names):
                 out[l, idx] = (cache[name] * w).sum(1).cpu()
-        else:
-            ids, last = prompt_batch(model, batch, max_len=max_len)  # right-padded: real positions unchanged
-            _, cache = model.run_with_cache(  # stop after the last block: no unembedding needed
-                ids.to(device), names_filter=lambda n: n in names, stop_at_layer=L
-            )
+        else:  # right-padded, each text read at its last real token
+            feats = text_features(model, batch, names, "last", len(batch), max_len)
             for l, name in enumerate(names):
-                out[l, idx] = cache[name][torch.arange(len(batch)), last].float().cpu()
+                out[l, idx] = feats[name]
     return out
-
-
-# --------------------------------------------------------------------------------------
-# Control tasks and splits
-# --------------------------------------------------------------------------------------
-
-_WORD = re.compile(r"[\w']+")
-
-
-def frequent_words(texts: Sequence[str], k: int = 20) -> set[str]:
-    """The ``k`` most frequent lowercased word types over ``texts`` (ties broken alphabetically)."""
-    counts = Counter(w for t in texts for w in _WORD.findall(t.lower()))
-    return {w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:k]}
-
-
-def word_type(text: str, by: str = "last_word", vocab: set[str] | None = None) -> str:
-    """The *type* a control label is assigned to: the text's last or first word, lowercased, or with
-    ``by="frequent_word"`` its last word that is in ``vocab`` ("" when none is)."""
-    words = _WORD.findall(text.lower())
-    if by == "frequent_word":
-        if vocab is None:
-            raise ValueError("word_type(by='frequent_word') needs vocab (see frequent_words).")
-        words = [w for w in words if w in vocab]
-    elif by not in ("last_word", "first_word"):
-        raise ValueError(f"Unknown control type {by!r}; use 'frequent_word', 'last_word' or 'first_word'.")
-    if not words:
-        return ""
-    return words[0] if by == "first_word" else words[-1]
-
-
-def text_types(texts: Sequence[str], by: str = "frequent_word", vocab_size: int = 20) -> list[str]:
-    """:func:`word_type` of every text (for ``"frequent_word"``, against the texts' own frequent words)."""
-    vocab = frequent_words(texts, vocab_size) if by == "frequent_word" else None
-    return [word_type(t, by, vocab) for t in texts]
-
-
-def control_labels(
-    texts: Sequence[str], labels: Sequence[int], by: str = "frequent_word", seed: int = 0, vocab_size: int = 20
-) -> Tensor:
-    """Hewitt & Liang's control task: each type gets one random label, drawn from the label distribution."""
-    labels = np.asarray(labels)
-    classes, counts = np.unique(labels, return_counts=True)
-    rng = np.random.default_rng(seed)
-    kinds = text_types(texts, by, vocab_size)
-    types = sorted(set(kinds))
-    draw = dict(zip(types, rng.choice(classes, size=len(types), p=counts / counts.sum())))
-    return torch.tensor([int(draw[k]) for k in kinds])
-
-
-def type_coverage(types: Sequence[str], train_idx: Sequence[int], test_idx: Sequence[int]) -> float:
-    """Share of test rows whose control type also occurs among the training rows."""
-    seen = {types[int(i)] for i in train_idx}
-    test = [types[int(i)] for i in test_idx]
-    return float(np.mean([t in seen for t in test])) if test else float("nan")
-
-
-def group_split(groups: Sequence[str], train_frac: float = 0.8, seed: int = 0) -> tuple[Tensor, Tensor]:
-    """Row indices ``(train, test)``: whole groups in shuffled order until ``train_frac`` of the rows."""
-    if not 0 < train_frac < 1:
-        raise ValueError(f"train_frac must be in (0, 1), got {train_frac}.")
-    uniq = sorted(set(groups))
-    rng = np.random.default_rng(seed)
-    rng.shuffle(uniq)
-    members: dict[str, list[int]] = {}
-    for i, g in enumerate(groups):
-        members.setdefault(g, []).append(i)
-    train, target = [], train_frac * len(groups)
-    k = 0
-    while k < len(uniq) and len(train) + len(members[uniq[k]]) <= target:
-        train.extend(members[uniq[k]])
-        k += 1
-    test = [i for g in uniq[k:] for i in members[g]]
-    if not train or not test:
-        raise ValueError(f"Cannot split {len(groups)} rows in {len(uniq)} groups {train_frac:.0%}/rest.")
-    return torch.tensor(sorted(train)), torch.tensor(sorted(test))
-
-
-def group_folds(groups: Sequence[str], k: int, seed: int = 0) -> list[tuple[Tensor, Tensor]]:
-    """``k`` ``(train, test)`` splits whose test parts partition the rows, whole groups per fold.
-
-    Groups are shuffled with ``seed`` and dealt, largest first, to the fold with the fewest rows.
-    """
-    if k < 2:
-        raise ValueError(f"group_folds needs k >= 2 folds, got {k}.")
-    uniq = sorted(set(groups))
-    if len(uniq) < k:
-        raise ValueError(f"Cannot make {k} folds from {len(uniq)} groups.")
-    members: dict[str, list[int]] = {}
-    for i, g in enumerate(groups):
-        members.setdefault(g, []).append(i)
-    rng = np.random.default_rng(seed)
-    rng.shuffle(uniq)
-    uniq.sort(key=lambda g: -len(members[g]))  # stable: shuffled order within equal sizes
-    folds: list[list[int]] = [[] for _ in range(k)]
-    for g in uniq:
-        min(folds, key=len).extend(members[g])
-    every = set(range(len(groups)))
-    return [(torch.tensor(sorted(every - set(f))), torch.tensor(sorted(f))) for f in folds]
 
 
 # --------------------------------------------------------------------------------------
@@ -518,7 +315,13 @@ def probe_layers(
     return ProbeResult(task, acc, n_train, n_test, float(np.mean(chance)), hits=hits, coverage=float(np.mean(coverage)))
 
 
-def probe_dataset(model, ds, cfg: ProbeConfig = ProbeConfig(), batch_size: int = 32, max_len: int = 128) -> ProbeResult:
+def probe_dataset(
+    model: HookedTransformer | HookedEncoder,
+    ds,
+    cfg: ProbeConfig = ProbeConfig(),
+    batch_size: int = 32,
+    max_len: int = 128,
+) -> ProbeResult:
     """Features of an ``analysis.data.load_task`` dataset from ``model``, probed layer by layer."""
     texts = ds["text"][:]
     feats = hidden_states(model, texts, batch_size, max_len)

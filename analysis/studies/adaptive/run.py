@@ -11,32 +11,21 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import torch
+from sae_lens.evals import ExplainedVarianceCalculator
+from transformer_lens import HookedTransformer
 
 from analysis import cache
+from analysis.config import Profile
 from analysis.data import lm_tokens, load_task
+from analysis.forward import windows
 from analysis.models import model_key
 from analysis.sae import activations, adaptive, saebench
-from analysis.studies.adaptive.config import CORRECTED, MAIN, VARIANTS, AdaptiveConfig
-
-
-@dataclass
-class AdaptiveResults:
-    """Everything the chapter shows: one row per SAE (``metrics``), per logged step (``curves``)
-    and per probe (``probes``), plus the layers used."""
-
-    layers: list[int]
-    probe_layer: int
-    metrics: pd.DataFrame
-    curves: pd.DataFrame
-    probes: pd.DataFrame
-    tokens: dict[str, int]
-    skip_only: dict[int, float]
-    """Per layer: the explained variance of ``x̂ = 0.1 x``, the skip alone (sae-lens's formula)."""
+from analysis.studies.adaptive.config import CORRECTED, MAIN, VARIANTS, AdaptiveConfig, config_for
+from analysis.studies.adaptive.results import AdaptiveResults
 
 
 def activation_scale(acts: torch.Tensor) -> float:
@@ -57,7 +46,7 @@ def _adaptive(d: int, cfg: AdaptiveConfig, variant: str, scale: float, device: s
     )
 
 
-def plan(layers: list[int], cfg: AdaptiveConfig) -> list[tuple[int, str]]:
+def training_runs(layers: list[int], cfg: AdaptiveConfig) -> list[tuple[int, str]]:
     """``(layer, sae)`` pairs in training order: the main SAEs at every layer, ablations at the middle
     one; the corrected variant comes before the baselines whose L0 it sets."""
     mid = layers[len(layers) // 2]
@@ -85,7 +74,7 @@ def _measure(model, cfg, layers, train, held, eval_seqs) -> tuple[list, list, di
     d = model.cfg.d_model
     for seed in cfg.seeds:
         matched: dict[int, float] = {}
-        for layer, name in plan(layers, cfg):
+        for layer, name in training_runs(layers, cfg):
             k = max(1.0, matched.get(layer, 1.0))
             sae, curve = _train_one(name, d, cfg, train[layer], seed, k, str(model.cfg.device))
             m = saebench.sparsity_and_variance(sae, held[layer])
@@ -121,12 +110,12 @@ def _probe(model, cfg, layer, saes) -> list[dict]:
     return rows
 
 
-def compute(model, cfg: AdaptiveConfig) -> AdaptiveResults:
+def compute(model: HookedTransformer, cfg: AdaptiveConfig) -> AdaptiveResults:
     """:func:`run` without the cache."""
     layers = activations.relative_layers(model, cfg.seed_layers, cfg.seed_n_layers)
     bos = model.tokenizer.bos_token_id
-    train_seqs = activations.bos_sequences(lm_tokens(model, "train", cfg.train_tokens), cfg.context, bos)
-    eval_seqs = activations.bos_sequences(lm_tokens(model, "eval", cfg.eval_tokens), cfg.context, bos)
+    train_seqs = windows(lm_tokens(model, "train", cfg.train_tokens), cfg.context, bos)
+    eval_seqs = windows(lm_tokens(model, "eval", cfg.eval_tokens), cfg.context, bos)
     train = activations.collect_resid(model, train_seqs, layers)
     held = activations.collect_resid(model, eval_seqs, layers)
     rows, curves, probe_saes = _measure(model, cfg, layers, train, held, eval_seqs)
@@ -139,14 +128,14 @@ def compute(model, cfg: AdaptiveConfig) -> AdaptiveResults:
 
 def skip_only_ev(acts: torch.Tensor, skip: float = 0.1) -> float:
     """sae-lens's explained variance of the reconstruction ``skip * x`` (an empty code plus the skip)."""
-    from sae_lens.evals import ExplainedVarianceCalculator
-
     ev = ExplainedVarianceCalculator()
     ev.add_batch(sae_output=skip * acts, hidden_acts=acts)
     return ev.compute()
 
 
-def run(model, cfg: AdaptiveConfig, refresh: bool = False) -> AdaptiveResults:
-    """The study's measurements, from the disk cache when this model and config ran before."""
+def run(model: HookedTransformer, profile: Profile | str, refresh: bool = False) -> AdaptiveResults:
+    """The study's measurements under ``profile`` (:func:`~analysis.studies.adaptive.config.config_for`),
+    from the disk cache when this model and config ran before."""
+    cfg = config_for(profile)
     key = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "extra"}
     return cache.cached("adaptive_study", lambda: compute(model, cfg), key, model_key(model), refresh=refresh)

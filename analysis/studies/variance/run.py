@@ -11,6 +11,10 @@
 - :func:`quantization`: direct RTN, rotated RTN and factor-then-RTN at matched bits, and the
   amplification of factor errors;
 - :func:`exits`: logit and tuned lens, early exit against the confidence threshold.
+
+The chapter calls these steps one by one, with its text between them. Each returns a typed result
+(:mod:`~analysis.studies.variance.results`) or a table; the cache stores the plain dicts it always
+has, so results computed before the typed results existed are still found.
 """
 
 from __future__ import annotations
@@ -19,9 +23,9 @@ import copy
 import dataclasses
 import math
 
-import numpy as np
 import pandas as pd
 import torch
+from transformer_lens import HookedTransformer
 
 from analysis import geometry
 from analysis.cache import cached
@@ -32,13 +36,14 @@ from analysis.evaluate import LMScore, lm_score
 from analysis.models import model_key
 from analysis.progress import progress
 from analysis.studies.variance.config import CACHE_VERSION, VarianceConfig
+from analysis.studies.variance.results import Directions, Exits, Fits, Quantization
 
 
 def _cached(name: str, cfg: VarianceConfig, model, compute):
     return cached(f"variance/{name}", compute, config={"cfg": cfg, "v": CACHE_VERSION}, model=model_key(model))
 
 
-def tokens(model, cfg: VarianceConfig) -> dict[str, torch.Tensor]:
+def tokens(model: HookedTransformer, cfg: VarianceConfig) -> dict[str, torch.Tensor]:
     """``fit`` and ``direction`` tokens (training split) and ``eval`` tokens (held-out split)."""
     return {
         "fit": lm_tokens(model.tokenizer, "train", n_tokens=cfg.fit_tokens),
@@ -47,7 +52,7 @@ def tokens(model, cfg: VarianceConfig) -> dict[str, torch.Tensor]:
     }
 
 
-def depth_layers(model, fractions) -> list[int]:
+def depth_layers(model: HookedTransformer, fractions) -> list[int]:
     """Layer indices at fractions of the depth (deduplicated, in order)."""
     L = model.cfg.n_layers
     return sorted({min(L - 1, int(round(f * (L - 1)))) for f in fractions})
@@ -60,7 +65,7 @@ def _half(m):
     )
 
 
-def fits(model, cfg: VarianceConfig) -> dict:
+def fits(model: HookedTransformer, cfg: VarianceConfig) -> Fits:
     """Block maps, tuned-lens translators, in-sample scores and per-layer PCA, from one streamed pass."""
 
     def compute():
@@ -99,17 +104,17 @@ def fits(model, cfg: VarianceConfig) -> dict:
             "pca": pcas,
         }
 
-    return _cached("fits", cfg, model, compute)
+    return Fits(**_cached("fits", cfg, model, compute))
 
 
-def linearity(model, cfg: VarianceConfig, fit: dict) -> pd.DataFrame:
+def linearity(model: HookedTransformer, cfg: VarianceConfig, fit: Fits) -> pd.DataFrame:
     """Per block: in-sample scores and held-out R² of the full map, output and update, clean and replaced upstream."""
 
     def compute():
         ev = tokens(model, cfg)["eval"]
-        out = fit["frame"].copy()
+        out = fit.frame.copy()
         for upstream in ("clean", "replaced"):
-            sc = geometry.heldout_scores(model, ev, fit["full"], cfg.context, cfg.batch_size, upstream)
+            sc = geometry.heldout_scores(model, ev, fit.full, cfg.context, cfg.batch_size, upstream)
             out[f"R² output, {upstream}"] = pd.Series(sc["output"])
             out[f"R² update, {upstream}"] = pd.Series(sc["update"])
         return out
@@ -117,7 +122,7 @@ def linearity(model, cfg: VarianceConfig, fit: dict) -> pd.DataFrame:
     return _cached("linearity", cfg, model, compute)
 
 
-def directions(model, cfg: VarianceConfig, fit: dict) -> dict:
+def directions(model: HookedTransformer, cfg: VarianceConfig, fit: Fits) -> Directions:
     """Rogue dimensions and the overlap of variance, gradient and readout subspaces at every layer."""
 
     def compute():
@@ -129,7 +134,7 @@ def directions(model, cfg: VarianceConfig, fit: dict) -> dict:
         states = geometry.collect(model, tok["eval"], names, cfg.context, cfg.batch_size, max_tokens=cfg.eval_tokens)
         rows, grad_dirs = [], {}
         for l in progress(range(L), desc="overlap"):
-            var = fit["pca"][l].top(k).double()
+            var = fit.pca[l].top(k).double()
             grad_dirs[l] = geometry.top_directions(grads[l], max(max(cfg.ks), k)).float()
             g = grad_dirs[l][:, :k].double()
             rnd = geometry.random_subspace(d, k, cfg.seed + l)
@@ -143,7 +148,7 @@ def directions(model, cfg: VarianceConfig, fit: dict) -> dict:
                     "rogue dims": len(idx),
                     "top ratio": float(rogue.ratio.max()),
                     "rogue variance share": float(rogue.variance_share[idx].sum()) if len(idx) else 0.0,
-                    "top-k variance share": fit["pca"][l].retained(k),
+                    "top-k variance share": fit.pca[l].retained(k),
                     "cos² variance-gradient": float(geometry.principal_angles(var, g).square().mean()),
                     "cos² variance-readout": float(geometry.principal_angles(var, readout).square().mean()),
                     "cos² gradient-readout": float(geometry.principal_angles(g, readout).square().mean()),
@@ -157,7 +162,7 @@ def directions(model, cfg: VarianceConfig, fit: dict) -> dict:
             )
         return {"frame": pd.DataFrame(rows).set_index("layer"), "gradient": grad_dirs, "readout": readout}
 
-    return _cached("directions", cfg, model, compute)
+    return Directions(**_cached("directions", cfg, model, compute))
 
 
 def _score(model, tok, cfg: VarianceConfig, desc: str) -> LMScore:
@@ -175,7 +180,7 @@ def _row(base: LMScore, s: LMScore, **extra) -> dict:
     }
 
 
-def ablation(model, cfg: VarianceConfig, fit: dict, dirs: dict) -> pd.DataFrame:
+def ablation(model: HookedTransformer, cfg: VarianceConfig, fit: Fits, dirs: Directions) -> pd.DataFrame:
     """Loss with top-k directions of each kind projected out, and with only the top-r variance kept."""
 
     def compute():
@@ -186,8 +191,8 @@ def ablation(model, cfg: VarianceConfig, fit: dict, dirs: dict) -> pd.DataFrame:
         u_read, s_read = geometry.readout_basis(model)
         rows = [_row(base, base, layer=-1, kind="none", k=0)]
         for l in depth_layers(model, cfg.ablation_layers):
-            p = fit["pca"][l]
-            g = dirs["gradient"][l]
+            p = fit.pca[l]
+            g = dirs.gradient[l]
             bases = {
                 "variance": lambda k: p.top(k),
                 "gradient": lambda k: (
@@ -214,7 +219,7 @@ def ablation(model, cfg: VarianceConfig, fit: dict, dirs: dict) -> pd.DataFrame:
     return _cached("ablation", cfg, model, compute)
 
 
-def replacement(model, cfg: VarianceConfig, fit: dict) -> pd.DataFrame:
+def replacement(model: HookedTransformer, cfg: VarianceConfig, fit: Fits) -> pd.DataFrame:
     """Perplexity with the last k blocks replaced (rank maps at the seed's ratio, and full maps)."""
 
     def compute():
@@ -222,9 +227,9 @@ def replacement(model, cfg: VarianceConfig, fit: dict) -> pd.DataFrame:
         base = _score(model, ev, cfg, "replacement base")
         L = model.cfg.n_layers
         rows = [_row(base, base, blocks=0, map="none", compression=1.0, first=L)]
-        for kind in ("ranked", "full"):
+        for kind, fitted in (("ranked", fit.ranked), ("full", fit.full)):
             for k in cfg.multi_blocks:
-                maps = [fit[kind][l] for l in range(L - k, L)]
+                maps = [fitted[l] for l in range(L - k, L)]
                 with linear_block.replaced(model, maps):
                     s = _score(model, ev, cfg, f"{kind} last {k}")
                 ratio = sum(linear_block.block_params(model, m.layer) for m in maps) / sum(m.n_values for m in maps)
@@ -235,7 +240,7 @@ def replacement(model, cfg: VarianceConfig, fit: dict) -> pd.DataFrame:
     return _cached("replacement", cfg, model, compute)
 
 
-def quantization(model, cfg: VarianceConfig) -> dict[str, pd.DataFrame]:
+def quantization(model: HookedTransformer, cfg: VarianceConfig) -> Quantization:
     """Perplexity per bits for direct, rotated and factor-then-quantize RTN, and amplification per weight."""
 
     def compute():
@@ -278,16 +283,16 @@ def quantization(model, cfg: VarianceConfig) -> dict[str, pd.DataFrame]:
                 )
         return {"ppl": pd.DataFrame(rows), "amplification": pd.DataFrame(amp)}
 
-    return _cached("quantization", cfg, model, compute)
+    return Quantization(**_cached("quantization", cfg, model, compute))
 
 
-def exits(model, cfg: VarianceConfig, fit: dict) -> dict:
+def exits(model: HookedTransformer, cfg: VarianceConfig, fit: Fits) -> Exits:
     """Lens statistics (logit and least-squares tuned lens) and early exit per threshold."""
 
     def compute():
         ev = tokens(model, cfg)["eval"][: cfg.exit_tokens]
         out, curves = {}, []
-        for lens, tr in (("logit lens", None), ("tuned lens", fit["lens"])):
+        for lens, tr in (("logit lens", None), ("tuned lens", fit.lens)):
             st = geometry.lens_stats(model, ev, cfg.context, max(1, cfg.batch_size // 2), tr, desc=lens)
             for r in geometry.exit_curve(st, cfg.thresholds):
                 curves.append(
@@ -312,10 +317,4 @@ def exits(model, cfg: VarianceConfig, fit: dict) -> dict:
         out["curve"] = pd.DataFrame(curves)
         return out
 
-    return _cached("exits", cfg, model, compute)
-
-
-def paired_gap(a: pd.Series, b: pd.Series) -> np.ndarray:
-    """Per-window mean NLL of ``a`` minus ``b`` (rows with ``window nll``/``window tokens`` tuples)."""
-    na, nb, t = (np.asarray(x, dtype=float) for x in (a["window nll"], b["window nll"], a["window tokens"]))
-    return (na - nb) / t
+    return Exits.from_dict(_cached("exits", cfg, model, compute))
