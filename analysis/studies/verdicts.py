@@ -9,9 +9,9 @@ below, and its chapter ends with :func:`table` of them. The rules are deliberate
   roughly how many units a decisive interval would need.
 - :func:`equivalence_verdict`: "no relation" / "independent" claims are decided only by an
   equivalence test (TOST) with a stated margin, never by p ≥ 0.05.
-- :func:`combine`: a claim with several parts is reproduced when all parts are, not reproduced
-  when none is, and partly otherwise (inconclusive parts make the whole inconclusive unless
-  another part already decides against it).
+- :func:`combine`: a claim with several parts is reproduced when all parts are; inconclusive when
+  any part is inconclusive and none is not reproduced (an open part cannot be outvoted by the
+  others); not reproduced when no part is reproduced and one is not; partly otherwise.
 
 :func:`record` stores a study's verdicts under the result cache, and :func:`scoreboard` reads them
 back for the book's opening scoreboard, so the scoreboard never copies a number by hand.
@@ -216,6 +216,12 @@ def equivalence_verdict(
     )
 
 
+COMBINE_RULE = (
+    "reproduced if every part is; inconclusive if a part is inconclusive and none is not reproduced; "
+    "not reproduced if no part is reproduced and one is not; else partly"
+)
+
+
 def combine(claim: str, parts: Sequence[Verdict], seed=None) -> Verdict:
     """One verdict from several parts of a claim (see the module docstring)."""
     if not parts:
@@ -223,16 +229,14 @@ def combine(claim: str, parts: Sequence[Verdict], seed=None) -> Verdict:
     kinds = [p.verdict for p in parts]
     if all(k == "reproduced" for k in kinds):
         verdict = "reproduced"
-    elif all(k == "not reproduced" for k in kinds):
+    elif "inconclusive" in kinds and "not reproduced" not in kinds:
+        verdict = "inconclusive"
+    elif not {"reproduced", "partly"} & set(kinds):
         verdict = "not reproduced"
-    elif "inconclusive" in kinds and "reproduced" not in kinds and "partly" not in kinds:
-        verdict = "inconclusive" if "not reproduced" not in kinds else "not reproduced"
     else:
         verdict = "partly"
     evidence = "; ".join(f"{p.claim}: {p.verdict}" for p in parts)
-    return Verdict(
-        claim, verdict, "reproduced if every part is; not reproduced if none is; else partly", evidence, seed
-    )
+    return Verdict(claim, verdict, COMBINE_RULE, evidence, seed)
 
 
 def record(study: str, profile: str, verdicts: Sequence[Verdict]) -> None:

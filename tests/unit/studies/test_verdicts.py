@@ -37,6 +37,14 @@ def test_combine():
     assert V.combine("mixed", [r, n]).verdict == "partly"
     assert V.combine("open", [i, i]).verdict == "inconclusive"
     assert V.combine("against", [n, i]).verdict == "not reproduced"
+    p = V.Verdict("p", "partly", "")
+    # an open part is not outvoted: with no part against, any inconclusive part leaves the whole open
+    assert V.combine("half open", [r, i]).verdict == "inconclusive"
+    assert V.combine("mostly open", [r, i, i, i]).verdict == "inconclusive"
+    assert V.combine("partly open", [p, i]).verdict == "inconclusive"
+    assert V.combine("decided against", [r, n, i]).verdict == "partly"
+    assert V.combine("partly", [r, p]).verdict == "partly"
+    assert V.combine("open", [r]).criterion == V.COMBINE_RULE
     with pytest.raises(ValueError, match="one of"):
         V.Verdict("c", "maybe", "")
 
