@@ -4,16 +4,18 @@ A study on a 7B model can fail an hour in, when it first builds an object that d
 not estimate every tensor by hand from shapes (a copy of each study that drifts silently); we
 measure what each computation actually held, and check only the few largest objects beforehand.
 
-*Measured* (:func:`measure`). On the host, the process's anonymous resident memory (:func:`rss`) is
-sampled by a thread every few milliseconds while the computation runs; the peak and the peak
-minus the level at the start are reported. The resident set sees every allocation, PyTorch's CPU
-tensors included; ``tracemalloc`` does not see those (PyTorch allocates outside Python's
-allocator) and slows every Python allocation, and ``getrusage``'s ``ru_maxrss`` is a high-water
-mark of the whole process that never falls, so it cannot attribute a peak to a computation that
-runs after a larger one. A spike shorter than the sampling interval can be missed; the level at
-the end is always read. On a GPU, ``torch.cuda.max_memory_allocated`` after
-``reset_peak_memory_stats`` is exact; measures nest (a measure that starts inside another folds
-the outer's peak so far into it before the reset). Neither touches the computation's values.
+*Measured* (:func:`measure`). On the host, the memory the process holds (:func:`rss`: its
+anonymous and shared resident pages) is sampled by a thread every few milliseconds while the
+computation runs; the peak and the peak minus the level at the start are reported. This sees every
+allocation, PyTorch's CPU tensors included; ``tracemalloc`` does not see those (PyTorch allocates
+outside Python's allocator) and slows every Python allocation, and ``getrusage``'s ``ru_maxrss``
+is a high-water mark of the whole process that never falls, so it cannot attribute a peak to a
+computation that runs after a larger one. "Added" is what the process grew by: memory the allocator
+reuses from earlier work (freed but still held) is not counted again. A spike shorter than the
+sampling interval can be missed; the level at the end is always read. On a GPU,
+``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats`` is exact; measures nest (a
+measure that starts inside another folds the outer's peak so far into it before the reset).
+Neither touches the computation's values.
 
 *Checked before* (:func:`preflight`). The model is built on the ``meta`` device from its
 :class:`~transformer_lens.HookedTransformerConfig` (no memory, 0.15 s for a 7B-shaped config, with
@@ -51,14 +53,15 @@ class Peak:
 
 
 def rss() -> int | None:
-    """This process's anonymous resident memory in bytes: the resident set less its file-backed
-    pages (``/proc/self/statm``: resident - shared), which the kernel may drop and reread at any
-    time under memory pressure; None where ``/proc`` is missing."""
+    """The memory this process holds in bytes: its anonymous and shared-memory resident pages
+    (``RssAnon + RssShmem`` of ``/proc/self/status``). File-backed pages (libraries, mapped weight
+    files) are left out: the kernel may drop and reread them at any time. None where ``/proc`` is
+    missing."""
     try:
-        with open("/proc/self/statm") as f:
-            fields = f.read().split()
-        return (int(fields[1]) - int(fields[2])) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
+        with open("/proc/self/status") as f:
+            fields = dict(line.split(":", 1) for line in f if line.startswith(("RssAnon", "RssShmem")))
+        return sum(int(v.split()[0]) for v in fields.values()) * 1024 if fields else None
+    except (OSError, ValueError):
         return None
 
 

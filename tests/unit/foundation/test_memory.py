@@ -3,6 +3,8 @@ pre-flight check counts what TransformerLens builds and warns when it cannot fit
 
 from __future__ import annotations
 
+import mmap
+import time
 import warnings
 
 import pytest
@@ -12,10 +14,28 @@ from transformer_lens import HookedTransformer
 from analysis import cache, memory
 
 N = 2**24
-"""Floats in the unit of work: 64 MiB, above glibc's largest mmap threshold (32 MiB), so each
-tensor is fresh pages that the resident set gains when filled and loses when freed."""
+"""Floats in a CUDA unit of work (64 MiB)."""
 UNIT = 4 * N
+"""Bytes in a unit of work."""
 needs_proc = pytest.mark.skipif(memory.rss() is None, reason="no /proc/self/statm")
+
+
+def fresh(nbytes: int) -> mmap.mmap:
+    """``nbytes`` of new private anonymous pages, each written once: memory the process did not hold
+    before, whatever its allocator kept from earlier tests (malloc can serve a tensor from heap pages
+    an earlier test freed but the process still holds, and then nothing grows)."""
+    pages = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    for offset in range(0, nbytes, mmap.PAGESIZE):
+        pages[offset] = 1
+    return pages
+
+
+def hold(nbytes: int) -> int:
+    """A computation that holds ``nbytes`` of fresh memory for a moment (so the sampler sees it)."""
+    pages = fresh(nbytes)
+    time.sleep(0.2)
+    pages.close()
+    return nbytes
 
 
 def host(peaks: tuple[memory.Peak, ...]) -> memory.Peak:
@@ -28,27 +48,27 @@ def test_a_measured_peak_grows_with_the_work(tmp_path):
     store = cache.DiskCache(tmp_path)
     added = {}
     for k in (1, 2):
-        value = cache.cached(f"demo/ones{k}", lambda k=k: torch.ones(k * N), cache=store)
+        cache.cached(f"demo/hold{k}", lambda k=k: hold(k * UNIT), cache=store)
         run = cache.RUNS[-1]
-        assert (run.name, run.hit) == (f"demo/ones{k}", False) and run.seconds > 0
+        assert (run.name, run.hit) == (f"demo/hold{k}", False) and run.seconds > 0
         added[k] = host(run.peaks).added
-        del value
     assert added[1] == pytest.approx(UNIT, rel=0.25)
     assert added[2] - added[1] == pytest.approx(UNIT, rel=0.25)  # twice the work, one unit more
-    cache.cached("demo/ones1", lambda: torch.ones(N), cache=store)
-    assert cache.RUNS[-1] == cache.Run("demo/ones1", hit=True)  # a hit ran nothing: no seconds, no peak
+    cache.cached("demo/hold1", lambda: hold(UNIT), cache=store)
+    assert cache.RUNS[-1] == cache.Run("demo/hold1", hit=True)  # a hit ran nothing: no seconds, no peak
 
 
 @needs_proc
 def test_measures_nest_and_end_when_the_block_raises():
     with memory.measure() as outer:
-        a = torch.ones(N)
+        a = fresh(UNIT)
         with memory.measure() as inner:
-            b = torch.ones(N)
+            b = fresh(UNIT)
     assert host(inner.peaks).added == pytest.approx(UNIT, rel=0.25)
     assert host(outer.peaks).added == pytest.approx(2 * UNIT, rel=0.25)
     assert host(outer.peaks).total >= host(inner.peaks).total
-    del a, b
+    a.close()
+    b.close()
     with pytest.raises(ValueError), memory.measure() as failed:
         raise ValueError
     assert host(failed.peaks).total > 0 and not failed.thread.is_alive()
