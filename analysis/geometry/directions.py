@@ -19,7 +19,7 @@ whole layer, and its share of the variance.
 Overlap of two ``k``-dimensional subspaces is read two ways: the cosines of their **principal
 angles** (:func:`principal_angles`; two random ``k``-subspaces of ``R^d`` have mean squared
 cosine about ``k / d``), and the **canonical correlations** (CCA) between the data projected on each
-(:func:`cca`), the measure the seed reports ("about 96% uncorrelated").
+(:func:`cca`), the measure we use to read the seed's "largely uncorrelated".
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 SEED_RESULTS: dict[str, dict] = {
     "uncorrelated": {
         "claim": "high-variance activation directions are largely uncorrelated with predictive directions",
-        "seed": "about 96% uncorrelated (CCA)",
+        "seed": "largely uncorrelated (no share given)",
     },
     "r2_gpt2": {
         "claim": "blocks are conditionally linear: R² about 0.95 (GPT-2) under the correct upstream",
