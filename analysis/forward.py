@@ -73,6 +73,16 @@ class Batch:
     """``{hook name: [batch, pos, ...]}`` as the hook saw it (on the model's device)."""
 
 
+def hook_activations(model: HookedTransformer, x: Int[Tensor, "batch pos"], names: Sequence[str]) -> dict[str, Tensor]:
+    """``{hook name: [batch, pos, ...]}`` for ``x`` (on the model's device) from one forward pass,
+    stopped after the deepest block a name reads (:func:`stop_layer`)."""
+    wanted = set(names)
+    _, cache = model.run_with_cache(
+        x.to(model.cfg.device), names_filter=lambda n: n in wanted, stop_at_layer=stop_layer(names), return_type=None
+    )
+    return {n: cache[n] for n in names}
+
+
 def stream(
     model: HookedTransformer,
     inputs: Int[Tensor, "n pos"],
@@ -80,14 +90,11 @@ def stream(
     batch_size: int = 8,
     desc: str | None = None,
 ) -> Iterator[Batch]:
-    """The activations at hook ``names`` for ``inputs``, one batch at a time, each forward pass stopped
-    after the deepest block a name reads. Run it under ``torch.inference_mode()``."""
-    names, stop = list(names), stop_layer(names)
-    wanted = set(names)
+    """The activations at hook ``names`` for ``inputs``, one batch at a time (:func:`hook_activations`).
+    Run it under ``torch.inference_mode()``."""
     for rows in batch_rows(len(inputs), batch_size, desc):
         x = inputs[rows].to(model.cfg.device)
-        _, cache = model.run_with_cache(x, names_filter=lambda n: n in wanted, stop_at_layer=stop, return_type=None)
-        yield Batch(rows, x, {n: cache[n] for n in names})
+        yield Batch(rows, x, hook_activations(model, x, names))
 
 
 def pool(
@@ -124,12 +131,9 @@ def text_stream(
     in batches; yields each :class:`Batch` with its rows' last real positions ``[batch]``."""
     if len(texts) == 0:
         raise ValueError("No texts given; pass at least one text.")
-    names, stop = list(names), stop_layer(names)
-    wanted = set(names)
     for rows in batch_rows(len(texts), batch_size, desc):
         toks, last = prompt_batch(model, list(texts[rows]), max_len)
-        _, cache = model.run_with_cache(toks, names_filter=lambda n: n in wanted, stop_at_layer=stop, return_type=None)
-        yield Batch(rows, toks, {n: cache[n] for n in names}), last
+        yield Batch(rows, toks, hook_activations(model, toks, names)), last
 
 
 @torch.inference_mode()

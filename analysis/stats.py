@@ -367,7 +367,7 @@ def paired(
     unit: str = "units",
     cluster=None,
     weights=None,
-    transform: Callable[[float], float] | None = None,
+    transform: Callable | None = None,
     n_boot: int = 2000,
     seed: int = 0,
     level: float = 0.95,

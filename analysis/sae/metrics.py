@@ -31,7 +31,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from analysis import hooks
-from analysis.forward import windows
+from analysis.forward import hook_activations, windows
 from analysis.progress import progress
 from analysis.sae.stream import collect_z, head_slices, parse_key
 
@@ -122,8 +122,7 @@ def residual_cache(
 ) -> Float[Tensor, "layer batch pos d_model"]:
     """Every layer's ``hook_resid_pre`` on ``seqs``, stacked, to restart the forward pass at any layer."""
     names = [hooks.resid_pre(l) for l in range(model.cfg.n_layers)]
-    _, cache = model.run_with_cache(seqs, names_filter=lambda n: n in names, return_type=None)
-    return torch.stack([cache[n] for n in names])
+    return torch.stack(list(hook_activations(model, seqs, names).values()))
 
 
 @torch.no_grad()

@@ -31,7 +31,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from analysis import hooks
-from analysis.forward import stream, windows
+from analysis.forward import hook_activations, windows
 
 
 @dataclass(frozen=True)
@@ -97,8 +97,8 @@ def collect_z(
     """``hook_z`` of each of ``layers`` on ``seqs`` from one forward pass (stopped after the last
     layer needed), without the first ``skip_first`` positions."""
     layers = sorted(set(layers))
-    batch = next(stream(model, seqs, [hooks.z(l) for l in layers], batch_size=max(1, len(seqs))))
-    return {l: batch.acts[hooks.z(l)][:, skip_first:] for l in layers}
+    acts = hook_activations(model, seqs, [hooks.z(l) for l in layers])
+    return {l: acts[hooks.z(l)][:, skip_first:] for l in layers}
 
 
 class ActivationPool:
