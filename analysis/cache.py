@@ -16,7 +16,7 @@ disk error) is reported with a warning and recomputed. A sweep caches each cell 
 (:func:`cached_map`), so an interrupted sweep resumes at the first missing cell.
 
 Every call is logged in :data:`RUNS`: a hit, or a computed entry with its seconds and the peak
-memory it reached (:func:`analysis.memory.measure`: the host's resident set, and CUDA's allocations
+memory it reached (:func:`analysis.memory.measure`: what the process holds on the host, and CUDA's allocations
 when CUDA is in use), which the book's build appendix shows per computation.
 """
 
