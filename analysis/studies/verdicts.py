@@ -7,11 +7,14 @@ below, and its chapter ends with :func:`table` of them. The rules are deliberate
   whole 95% interval lies on the claimed side of the threshold, *not reproduced* when it lies on
   the other side, and *inconclusive* when it spans the threshold; then :func:`n_to_settle` says
   roughly how many units a decisive interval would need.
-- :func:`equivalence_verdict`: "no relation" / "independent" claims are decided only by an
-  equivalence test (TOST) with a stated margin, never by p ≥ 0.05.
+  Fewer than :data:`MIN_UNITS` units give "inconclusive" whatever the interval.
+- :func:`equivalence_verdict` and :func:`mean_equivalence_verdict`: "no relation" / "no difference"
+  claims are decided only by an equivalence test (TOST) with a stated margin, never by p ≥ 0.05.
+  When even a perfect null estimate at this n could not pass TOST, the status is
+  :data:`UNTESTABLE` ("untestable at this n"), with the n that would settle it.
 - :func:`combine`: a claim with several parts is reproduced when all parts are; inconclusive when
-  any part is inconclusive and none is not reproduced (an open part cannot be outvoted by the
-  others); not reproduced when no part is reproduced and one is not; partly otherwise.
+  any part is inconclusive or untestable and none is not reproduced (an open part cannot be
+  outvoted by the others); not reproduced when no part is reproduced and one is not; partly otherwise.
 
 :func:`record` stores a study's verdicts under the result cache, and :func:`scoreboard` reads them
 back for the book's opening scoreboard, so the scoreboard never copies a number by hand.
@@ -22,8 +25,10 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass
-from typing import Iterable, Sequence
+from statistics import NormalDist
+from typing import Callable, Iterable, Sequence
 
+import numpy as np
 import pandas as pd
 from transformer_lens import HookedTransformer
 
@@ -33,7 +38,12 @@ from analysis.config import CACHE_DIR
 from analysis.evaluate import unigram_score
 from analysis.forward import windows
 
-VERDICTS = ("reproduced", "partly", "not reproduced", "inconclusive")
+UNTESTABLE = "untestable at this n"
+VERDICTS = ("reproduced", "partly", "not reproduced", "inconclusive", UNTESTABLE)
+
+MIN_UNITS = 8
+"""Below this many independent units an interval verdict is "inconclusive" whatever its interval
+says: a t interval is exact only for normal data, and at 4–6 skewed units it is not."""
 
 
 @dataclass(frozen=True)
@@ -149,7 +159,8 @@ def interval_verdict(
     if direction not in (">", "<"):
         raise ValueError(f"direction must be '>' or '<', got {direction!r}.")
     above, below = lo > threshold, hi < threshold
-    if any(math.isnan(v) for v in (estimate, lo, hi)):
+    few = n is not None and n < MIN_UNITS
+    if any(math.isnan(v) for v in (estimate, lo, hi)) or few:
         verdict = "inconclusive"
     elif (above and direction == ">") or (below and direction == "<"):
         verdict = "reproduced"
@@ -158,7 +169,9 @@ def interval_verdict(
     else:
         verdict = "inconclusive"
     evidence = f"{what} = {_fmt(estimate)}, 95% interval [{_fmt(lo)}, {_fmt(hi)}]"
-    if verdict == "inconclusive" and n is not None:
+    if few:
+        evidence += f"; only {n} {unit}, fewer than the {MIN_UNITS} a verdict needs"
+    elif verdict == "inconclusive" and n is not None:
         need = n_to_settle(estimate, lo, hi, n, threshold)
         if need:
             evidence += f"; about {need} {unit} (now {n}) would settle it if the estimate held"
@@ -166,7 +179,7 @@ def interval_verdict(
         claim,
         verdict,
         f"reproduced if the 95% interval lies {direction} {threshold}; not reproduced "
-        f"if it lies on the other side; else inconclusive",
+        f"if it lies on the other side; else inconclusive (and always with fewer than {MIN_UNITS} units)",
         evidence,
         seed,
         estimate,
@@ -182,6 +195,13 @@ def difference_verdict(
     return interval_verdict(claim, d.estimate, d.low, d.high, threshold, direction, d.n, seed, what, d.unit)
 
 
+def n_for_equivalence(margin: float, alpha: float = 0.05, rank: bool = True) -> int:
+    """The fewest units at which TOST on a correlation (:func:`analysis.stats.tost_correlation`)
+    could conclude ``|ρ| < margin`` even for an observed ρ of exactly 0."""
+    z = NormalDist().inv_cdf(1 - alpha) / math.atanh(margin)
+    return int(math.floor(3 + (1.06 if rank else 1.0) * z**2)) + 1
+
+
 def equivalence_verdict(
     claim: str,
     rho: float,
@@ -194,20 +214,30 @@ def equivalence_verdict(
 ) -> Verdict:
     """A "no relation" claim for a rank correlation ``rho`` over ``n`` units: reproduced when TOST
     puts it inside ``±margin``; not reproduced when the interval (or, without one, the TOST bound)
-    excludes the whole margin; else inconclusive."""
+    excludes the whole margin; :data:`UNTESTABLE` when ``n`` is below :func:`n_for_equivalence`, so
+    no data could reproduce it; else inconclusive."""
+    need = n_for_equivalence(margin, alpha)
+    outside = lo is not None and hi is not None and (lo > margin or hi < -margin)
     if math.isnan(rho) or n < 4:
         verdict, p = "inconclusive", float("nan")
     else:
         eq = stats.tost_correlation(rho, n, margin, alpha)
         p = eq.p
-        outside = lo is not None and hi is not None and (lo > margin or hi < -margin)
-        verdict = "reproduced" if eq.equivalent else "not reproduced" if outside else "inconclusive"
+        if eq.equivalent:
+            verdict = "reproduced"
+        elif outside:
+            verdict = "not reproduced"
+        else:
+            verdict = UNTESTABLE if n < need else "inconclusive"
     evidence = f"ρ = {_fmt(rho)} over {n}, TOST p = {_fmt(p)}"
+    if verdict == UNTESTABLE:
+        evidence += f"; TOST at ±{margin} needs at least {need} units even if ρ were exactly 0"
     return Verdict(
         claim,
         verdict,
         f"reproduced if TOST (α = {alpha}) puts ρ inside ±{margin}; not reproduced if "
-        f"the 95% interval lies wholly outside ±{margin}; else inconclusive",
+        f"the 95% interval lies wholly outside ±{margin}; untestable at this n below {need} units; "
+        f"else inconclusive",
         evidence,
         seed,
         rho,
@@ -216,8 +246,42 @@ def equivalence_verdict(
     )
 
 
+def mean_equivalence_verdict(
+    claim: str, d: stats.Difference, x, margin: float, seed=None, what: str = "difference", alpha: float = 0.05
+) -> Verdict:
+    """A "no difference" claim: TOST (:func:`analysis.stats.tost_mean`) on the paired differences
+    ``x`` behind ``d`` with margin ``±margin``. Reproduced when TOST concludes equivalence; not
+    reproduced when ``d``'s interval lies wholly outside the margin; else inconclusive (and always
+    with fewer than :data:`MIN_UNITS` units)."""
+    x = np.asarray(x, dtype=float)
+    x = x[~np.isnan(x)]
+    eq = stats.tost_mean(x, margin, alpha) if len(x) >= 2 else None
+    outside = d.low > margin or d.high < -margin
+    if len(x) < MIN_UNITS or eq is None:
+        verdict = "inconclusive"
+    elif eq.equivalent:
+        verdict = "reproduced"
+    else:
+        verdict = "not reproduced" if outside else "inconclusive"
+    p = _fmt(eq.p) if eq is not None else "nan"
+    evidence = (
+        f"{what} = {_fmt(d.estimate)}, 95% interval [{_fmt(d.low)}, {_fmt(d.high)}] over {d.n} {d.unit}, TOST p = {p}"
+    )
+    return Verdict(
+        claim,
+        verdict,
+        f"reproduced if TOST (α = {alpha}) puts the mean {what} inside ±{_fmt(margin)}; not reproduced if "
+        f"the 95% interval lies wholly outside it; else inconclusive (and always with fewer than {MIN_UNITS} units)",
+        evidence,
+        seed,
+        d.estimate,
+        d.low,
+        d.high,
+    )
+
+
 COMBINE_RULE = (
-    "reproduced if every part is; inconclusive if a part is inconclusive and none is not reproduced; "
+    "reproduced if every part is; inconclusive if a part is inconclusive or untestable and none is not reproduced; "
     "not reproduced if no part is reproduced and one is not; else partly"
 )
 
@@ -229,7 +293,7 @@ def combine(claim: str, parts: Sequence[Verdict], seed=None) -> Verdict:
     kinds = [p.verdict for p in parts]
     if all(k == "reproduced" for k in kinds):
         verdict = "reproduced"
-    elif "inconclusive" in kinds and "not reproduced" not in kinds:
+    elif {"inconclusive", UNTESTABLE} & set(kinds) and "not reproduced" not in kinds:
         verdict = "inconclusive"
     elif not {"reproduced", "partly"} & set(kinds):
         verdict = "not reproduced"
@@ -237,6 +301,16 @@ def combine(claim: str, parts: Sequence[Verdict], seed=None) -> Verdict:
         verdict = "partly"
     evidence = "; ".join(f"{p.claim}: {p.verdict}" for p in parts)
     return Verdict(claim, verdict, COMBINE_RULE, evidence, seed)
+
+
+def false_reproduced_rate(judge: Callable[[np.random.Generator], Verdict], n_sims: int = 400, seed: int = 0) -> float:
+    """The share of ``n_sims`` simulated studies that ``judge`` calls "reproduced".
+
+    ``judge(rng)`` draws one data set under a null (the claim false, at its boundary) at the
+    study's own n and returns the study's verdict; every verdict rule is tested to keep this at or
+    below 5%."""
+    rng = np.random.default_rng(seed)
+    return sum(judge(rng).verdict == "reproduced" for _ in range(n_sims)) / n_sims
 
 
 def record(study: str, profile: str, verdicts: Sequence[Verdict]) -> None:

@@ -62,7 +62,7 @@ def test_cluster_bootstrap_is_wider_than_the_iid_one_when_clusters_share_noise()
     x = rng.normal(size=8)[clusters] + 0.1 * rng.normal(size=160)
     y = rng.normal(size=8)[clusters] + 0.1 * rng.normal(size=160)
     lo_c, hi_c = stats.cluster_bootstrap_ci(x, y, clusters, n_boot=500)
-    lo_i, hi_i = stats.bootstrap_ci((x, y), stats._spearman_stat, n_boot=500)
+    lo_i, hi_i = stats.bootstrap_ci((x, y), stats.spearman_stat, n_boot=500)
     assert hi_c - lo_c > 2 * (hi_i - lo_i)
     with pytest.raises(ValueError, match="at least 2 clusters"):
         stats.cluster_bootstrap_ci(x, y, np.zeros(160))
@@ -139,3 +139,40 @@ def test_paired_empty_is_undefined_and_proportion_ci_is_wilson():
     lo, hi = stats.proportion_ci(3, 10)
     ci = sps.binomtest(3, 10).proportion_ci(method="wilson")
     assert (lo, hi) == pytest.approx((ci.low, ci.high), rel=1e-12)
+
+
+def test_t_interval_is_scipys_and_holds_its_level_at_small_n():
+    x = np.array([0.3, -0.1, 0.8, 0.2, 0.5])
+    lo, hi = stats.t_interval(x)
+    ref = sps.t.interval(0.95, len(x) - 1, loc=x.mean(), scale=sps.sem(x))
+    assert (lo, hi) == pytest.approx(ref, rel=1e-12)
+    rng = np.random.default_rng(0)
+    for n in (4, 6, 8, 12):  # one-sided miss rate of a null mean: nominal 2.5%
+        above = sum(stats.mean_ci(rng.normal(0, 1, n))[1] > 0 for _ in range(4000))
+        assert above / 4000 < 0.035, n
+
+
+def test_cluster_t_matches_the_cr1_sandwich_and_counts_clusters():
+    rng = np.random.default_rng(3)
+    g = np.repeat(np.arange(5), [3, 4, 5, 6, 7])
+    x = rng.normal(0, 1, len(g)) + np.repeat(rng.normal(0, 1, 5), [3, 4, 5, 6, 7])
+    mean, lo, hi, p, n = stats.cluster_t(x, g)
+    # the same standard error from an intercept-only OLS with CR1 cluster-robust variance, by hand
+    e = x - x.mean()
+    meat = sum(e[g == c].sum() ** 2 for c in range(5))
+    se = np.sqrt(5 / 4 * meat) / len(x)
+    assert n == 5 and mean == pytest.approx(x.mean(), rel=1e-12)
+    assert (hi - lo) / 2 == pytest.approx(sps.t.ppf(0.975, 4) * se, rel=1e-9)
+    assert p == pytest.approx(sps.t.sf(x.mean() / se, 4), rel=1e-9)
+    assert np.isnan(stats.cluster_t([1.0, 2.0], [0, 0])[1])  # one cluster: no interval
+
+
+def test_ratio_ci_is_studentized_and_covers_a_known_ratio():
+    rng = np.random.default_rng(5)
+    hits = 0
+    for _ in range(1000):
+        den = rng.integers(20, 60, 10).astype(float)
+        num = 0.5 * den + rng.normal(0, 3, 10)
+        lo, hi = stats.ratio_ci(num, den)
+        hits += lo < 0.5 < hi
+    assert 0.92 < hits / 1000 < 0.98

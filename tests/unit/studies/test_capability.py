@@ -203,11 +203,14 @@ def test_orthogonality_verdict():
     out = v(_test(0.01, -0.02, 0.04, n=5000))  # many heads, narrow cluster interval inside ±0.1
     assert out.verdict == "reproduced" and out.seed == capability.SEED_RESULTS["spearman_density_wanda"]
     assert v(_test(0.45, 0.3, 0.6)).verdict == "not reproduced"  # the claim must fail
-    assert v(_test(0.05, -0.4, 0.5)).verdict == "inconclusive"  # wide layer-cluster interval: few effective heads
+    # wide layer-cluster interval: few effective heads, fewer than TOST at ±0.1 could ever pass
+    assert v(_test(0.05, -0.4, 0.5)).verdict == "untestable at this n"
     # at 270 heads not even ρ = 0 with a narrow interval is TOST-equivalent within ±0.1
-    assert v(_test(0.0, -0.02, 0.02)).verdict == "inconclusive"
+    assert v(_test(0.0, -0.02, 0.02)).verdict == "untestable at this n"
     # the same ρ and n with a wide (layer-cluster) interval has fewer effective heads and cannot pass
-    assert v(_test(0.01, -0.2, 0.22, n=5000)).verdict == "inconclusive"
+    assert v(_test(0.01, -0.2, 0.22, n=5000)).verdict == "untestable at this n"
+    # enough effective heads to settle it, but ρ sits too near the margin: open
+    assert v(_test(0.09, 0.06, 0.12, n=5000)).verdict == "inconclusive"
     assert "effective heads" in out.evidence and out.ci_low == -0.02 and "TOST" in out.criterion
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
+from analysis import stats
 from analysis.studies import verdicts as V
 
 
@@ -26,7 +28,7 @@ def test_n_to_settle():
 
 def test_equivalence_needs_tost_not_a_large_p():
     assert V.equivalence_verdict("independent", 0.01, 3000).verdict == "reproduced"
-    assert V.equivalence_verdict("independent", 0.01, 30).verdict == "inconclusive"  # p is large, yet no claim
+    assert V.equivalence_verdict("independent", 0.2, 40, margin=0.3).verdict == "inconclusive"  # p large, no claim
     assert V.equivalence_verdict("independent", -0.4, 300, lo=-0.5, hi=-0.3).verdict == "not reproduced"
 
 
@@ -98,3 +100,39 @@ def test_usable_needs_one_perplexity_below_the_line():
     assert V.usable([3000.0, 90.0], limit=2500.0) and V.usable([3000.0, 90.0], limit=None)
     assert not V.usable([3000.0, 2500.0], limit=2500.0)  # both at or above the line: two broken models
     assert not V.usable([nan, 3000.0], limit=2500.0) and V.usable([nan, 10.0], limit=2500.0)  # NaN never counts
+
+
+def test_too_few_units_is_inconclusive_whatever_the_interval():
+    v = V.interval_verdict("x > 0", 0.5, 0.2, 0.8, n=V.MIN_UNITS - 1, unit="windows")
+    assert v.verdict == "inconclusive" and f"fewer than the {V.MIN_UNITS}" in v.evidence
+    assert V.interval_verdict("x > 0", 0.5, 0.2, 0.8, n=V.MIN_UNITS).verdict == "reproduced"
+
+
+def test_an_equivalence_no_data_could_pass_is_untestable_at_this_n():
+    need = V.n_for_equivalence(0.1)
+    # at n just below the bound even rho = 0 fails TOST; at the bound it passes
+    assert (
+        not stats.tost_correlation(0.0, need - 1, 0.1).equivalent and stats.tost_correlation(0.0, need, 0.1).equivalent
+    )
+    v = V.equivalence_verdict("independent", -0.1, 270, lo=-0.2, hi=0.02)
+    assert v.verdict == V.UNTESTABLE and str(need) in v.evidence
+    assert V.equivalence_verdict("independent", -0.1, 270, lo=-0.3, hi=-0.15).verdict == "not reproduced"
+    assert V.combine("two parts", [V.Verdict("a", "reproduced", ""), v]).verdict == "inconclusive"
+
+
+def test_mean_equivalence_needs_tost():
+    rng = np.random.default_rng(0)
+    tight = rng.normal(0.0, 0.01, 40)
+    assert V.mean_equivalence_verdict("same", stats.paired(tight), tight, 0.05).verdict == "reproduced"
+    wide = rng.normal(0.0, 1.0, 16)  # no difference seen, but nothing shown either
+    assert V.mean_equivalence_verdict("same", stats.paired(wide), wide, 0.05).verdict == "inconclusive"
+    far = rng.normal(1.0, 0.1, 16)
+    assert V.mean_equivalence_verdict("same", stats.paired(far), far, 0.05).verdict == "not reproduced"
+
+
+@pytest.mark.parametrize("n", [4, 6, 8, 12, 16])
+def test_the_paired_interval_rule_keeps_false_reproduced_at_or_below_5_percent(n):
+    def judge(rng):
+        return V.difference_verdict("a > b", stats.paired(rng.standard_t(3, n)))  # heavy tails, true mean 0
+
+    assert V.false_reproduced_rate(judge, 1000) <= 0.05

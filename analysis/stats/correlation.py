@@ -1,21 +1,4 @@
-"""Statistics for verdicts: rank correlations, intervals, permutation and equivalence tests.
-
-Everything scipy already does is delegated to it: :func:`spearman` is ``scipy.stats.spearmanr``,
-intervals are ``scipy.stats.bootstrap`` (percentile) and p-values ``scipy.stats.permutation_test``.
-What scipy lacks lives here, once:
-
-- :func:`stratified_permutation_test`: permute within groups (heads within their layer), so a
-  correlation that exists only *between* groups does not count;
-- :func:`cluster_bootstrap_ci`: resample whole clusters (layers, K/V groups) when units inside a
-  cluster are not independent;
-- :func:`partial_spearman`: ρ(x, y | z) from rank residuals;
-- :func:`tost_correlation` and :func:`tost_mean`: two one-sided tests, the only way this library
-  concludes "no relation" or "no difference" (never from p ≥ 0.05);
-- :func:`holm`: Holm–Bonferroni adjusted p-values for several comparisons under one claim.
-
-Inputs are anything ``numpy.asarray`` accepts (tensors included); NaNs are dropped pairwise
-where a docstring says so. Every random procedure takes a ``seed`` and is reproducible.
-"""
+"""Rank correlations, their intervals and permutation tests, equivalence tests and Holm's correction."""
 
 from __future__ import annotations
 
@@ -59,7 +42,7 @@ def pearson(x, y) -> float:
     return _correlation(sps.pearsonr, x, y)
 
 
-def _spearman_stat(x, y, axis=-1):
+def spearman_stat(x, y, axis=-1):
     """Vectorised Spearman ρ along ``axis`` (for scipy's resampling functions)."""
     rx = sps.rankdata(x, axis=axis)
     ry = sps.rankdata(y, axis=axis)
@@ -104,18 +87,6 @@ def bootstrap_ci(
     return float(lo), float(hi)
 
 
-def mean_ci(x, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
-    """The mean of ``x`` (NaNs dropped) and its percentile bootstrap interval: ``(mean, lo, hi)``."""
-    x = np.asarray(x, dtype=float).ravel()
-    x = x[~np.isnan(x)]
-    if len(x) == 0:
-        raise ValueError("mean_ci needs at least one value that is not NaN.")
-    if len(x) == 1 or np.ptp(x) == 0:
-        return float(x.mean()), float(x.mean()), float(x.mean())
-    lo, hi = bootstrap_ci((x,), np.mean, n_boot, seed, paired=False, level=level)
-    return float(x.mean()), lo, hi
-
-
 def rank_test(x, y, n_boot: int = 2000, n_perm: int = 2000, seed: int = 0) -> dict[str, float]:
     """Spearman ρ over complete pairs with a 95% percentile bootstrap interval (pairs resampled)
     and a two-sided permutation p-value (``scipy.stats.permutation_test``, pairings permuted).
@@ -128,10 +99,10 @@ def rank_test(x, y, n_boot: int = 2000, n_perm: int = 2000, seed: int = 0) -> di
     rho = spearman(x, y)
     if math.isnan(rho):
         return {"rho": rho, "ci_low": rho, "ci_high": rho, "p_perm": rho, "n": len(x)}
-    lo, hi = bootstrap_ci((x, y), _spearman_stat, n_boot, seed)
+    lo, hi = bootstrap_ci((x, y), spearman_stat, n_boot, seed)
     perm = sps.permutation_test(
         (x, y),
-        _spearman_stat,
+        spearman_stat,
         permutation_type="pairings",
         vectorized=True,
         n_resamples=n_perm,
@@ -299,105 +270,3 @@ def layer_share(x) -> float:
     x = np.asarray(x, dtype=float)
     total = x.var()
     return float(x.mean(1).var() / total) if total > 0 else float("nan")
-
-
-# --------------------------------------------------------------------------------------
-# Intervals of metrics, and one paired comparison
-# --------------------------------------------------------------------------------------
-
-
-def ratio_ci(
-    numer, denom, transform: Callable = np.asarray, n_boot: int = 2000, seed: int = 0, level: float = 0.95, minus=None
-) -> tuple[float, float]:
-    """A percentile bootstrap interval of ``transform((Σ numer - Σ minus) / Σ denom)`` resampling units
-    together (e.g. perplexity: ``np.exp`` of Σ window NLL / Σ window tokens, resampling whole windows).
-    ``transform`` acts on arrays."""
-    num, den = np.asarray(numer, dtype=float), np.asarray(denom, dtype=float)
-    idx = np.random.default_rng(seed).integers(0, len(num), (n_boot, len(num)))
-    top = num[idx].sum(1) if minus is None else num[idx].sum(1) - np.asarray(minus, dtype=float)[idx].sum(1)
-    boots = transform(top / den[idx].sum(1))
-    alpha = (1 - level) / 2
-    lo, hi = np.quantile(boots, [alpha, 1 - alpha])
-    return float(lo), float(hi)
-
-
-def proportion_ci(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of ``k`` successes in ``n`` trials (``scipy.stats.binomtest``); NaN for ``n = 0``."""
-    if n == 0:
-        return float("nan"), float("nan")
-    ci = sps.binomtest(k, n).proportion_ci(confidence_level=level, method="wilson")
-    return float(ci.low), float(ci.high)
-
-
-@dataclass(frozen=True)
-class Difference:
-    """``a - b`` compared unit by unit (:func:`paired`): the estimate, its interval, a one-sided p that
-    ``a > b``, and how many units of what kind stood behind it."""
-
-    estimate: float
-    low: float
-    high: float
-    p: float
-    """One-sided p-value of ``a > b`` (exact McNemar for booleans, else a paired t-test; NaN when undefined)."""
-    n: int
-    unit: str = "units"
-    level: float = 0.95
-    p_reverse: float = float("nan")
-    """One-sided p-value of ``a < b``, by the same test."""
-
-
-def mcnemar_greater(a: Sequence[bool], b: Sequence[bool]) -> float:
-    """One-sided exact McNemar p-value that ``a`` is right more often than ``b`` on the same items."""
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    k, n = int((a & ~b).sum()), int((a ^ b).sum())
-    return 1.0 if n == 0 else float(sps.binomtest(k, n, 0.5, alternative="greater").pvalue)
-
-
-def _one_sided(d: np.ndarray, alternative: str) -> float:
-    if len(d) == 0:
-        return float("nan")
-    if np.ptp(d) == 0:
-        return float(d[0] <= 0) if alternative == "greater" else float(d[0] >= 0)
-    return float(sps.ttest_1samp(d, 0.0, alternative=alternative).pvalue)
-
-
-def paired(
-    a,
-    b=None,
-    unit: str = "units",
-    cluster=None,
-    weights=None,
-    transform: Callable | None = None,
-    n_boot: int = 2000,
-    seed: int = 0,
-    level: float = 0.95,
-) -> Difference:
-    """``a - b`` paired unit by unit (``b=None``: ``a`` already holds the differences), as a :class:`Difference`.
-
-    - default: the mean difference, with a percentile bootstrap interval over units (:func:`mean_ci`);
-    - ``weights`` (e.g. tokens per window, with ``a``/``b`` summed losses per window): the ratio
-      ``(Σa - Σb) / Σ weights``, resampling units (:func:`ratio_ci`), then ``transform`` of it, an
-      array function (``lambda x: np.exp(x) - 1`` gives a relative perplexity change);
-    - ``cluster`` (one label per unit): the mean difference, resampling whole clusters
-      (:func:`cluster_bootstrap_ci`); ``n`` then counts clusters.
-    """
-    x = np.asarray(a)
-    binary = x.dtype == bool and (b is None or np.asarray(b).dtype == bool)
-    d = x.astype(float) - (0.0 if b is None else np.asarray(b, dtype=float))
-    if binary and b is not None:
-        p, p_rev = mcnemar_greater(a, b), mcnemar_greater(b, a)
-    else:
-        p, p_rev = _one_sided(d, "greater"), _one_sided(d, "less")
-    if len(d) == 0:
-        return Difference(float("nan"), float("nan"), float("nan"), p, 0, unit, level, p_rev)
-    if weights is not None:
-        f = transform or np.asarray
-        xa, xb = x.astype(float), np.zeros(len(d)) if b is None else np.asarray(b, dtype=float)
-        est = float(f((xa.sum() - xb.sum()) / np.asarray(weights, dtype=float).sum()))
-        lo, hi = ratio_ci(xa, weights, f, n_boot, seed, level, minus=xb)
-        return Difference(est, lo, hi, p, len(d), unit, level, p_rev)
-    if cluster is not None:
-        lo, hi = cluster_bootstrap_ci(d, d, cluster, lambda u, _: float(np.mean(u)), n_boot, seed, level)
-        return Difference(float(d.mean()), lo, hi, p, len(np.unique(cluster)), unit, level, p_rev)
-    est, lo, hi = mean_ci(d, n_boot, seed, level)
-    return Difference(est, lo, hi, p, len(d), unit, level, p_rev)
