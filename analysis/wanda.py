@@ -51,9 +51,11 @@ def input_norms(
     return {k: v.sqrt().float().cpu() for k, v in sq.items()}
 
 
-def wanda_head_scores(model: HookedTransformer, norms: dict[str, Tensor]) -> Float[Tensor, "layer head"]:
-    """Per head: ``Σ |W_ij| · ‖X_i‖₂`` over its W_Q columns, W_O rows, and W_K/W_V columns of
-    its key-value group divided by the group size (Sun et al. 2023, aggregated per head)."""
+def head_sums(model: HookedTransformer, score_of) -> Float[Tensor, "layer head"]:
+    """Per head: the sum of ``score_of(name, weight) -> per-weight score`` (``weight`` the parameter
+    ``blocks.{l}.attn.{W}`` as stored, ``[head or kv group, ...]``) over its W_Q columns, W_O rows,
+    and W_K/W_V columns of its key-value group divided by the group size, so every weight of the
+    block is counted once."""
     cfg = model.cfg
     H = cfg.n_heads
     group = H // (cfg.n_key_value_heads or H)
@@ -62,13 +64,61 @@ def wanda_head_scores(model: HookedTransformer, norms: dict[str, Tensor]) -> Flo
     for l in range(cfg.n_layers):
         for w in ATTN_WEIGHTS:
             name = f"blocks.{l}.attn.{w}"
-            weight = params[parameter_name(model, name, params)].detach().float().cpu().abs()
-            x = norms[hooks.input_hook(name, model)]
-            if w == "W_O":  # [head, d_head, d_model]; input: hook_z, heads concatenated
-                out[l] += (weight * x.view(H, -1, 1)).sum((1, 2))
-            else:  # [head or kv group, d_model, d_head]; input: the normalised residual
-                per_head = (weight * x.view(1, -1, 1)).sum((1, 2))
-                if w != "W_Q":  # one K/V slice per group: each of its heads gets 1/g
-                    per_head = per_head.repeat_interleave(group) / group
-                out[l] += per_head
+            score = score_of(name, params[parameter_name(model, name, params)]).detach().float().cpu()
+            per_head = score.flatten(1).sum(1)
+            if w in ("W_K", "W_V") and per_head.numel() != H:  # one K/V slice per group: each of its heads gets 1/g
+                per_head = per_head.repeat_interleave(group) / group
+            out[l] += per_head
     return out
+
+
+def wanda_head_scores(model: HookedTransformer, norms: dict[str, Tensor]) -> Float[Tensor, "layer head"]:
+    """Per head: ``Σ |W_ij| · ‖X_i‖₂`` over its W_Q columns, W_O rows, and W_K/W_V columns of
+    its key-value group divided by the group size (Sun et al. 2023, aggregated per head)."""
+    H = model.cfg.n_heads
+
+    def score(name: str, weight: Tensor) -> Tensor:
+        x = norms[hooks.input_hook(name, model)]
+        weight = weight.detach().float().cpu().abs()
+        if name.endswith("W_O"):  # [head, d_head, d_model]; input: hook_z, heads concatenated
+            return weight * x.view(H, -1, 1)
+        return weight * x.view(1, -1, 1)  # [head or kv group, d_model, d_head]; input: the normalised residual
+
+    return head_sums(model, score)
+
+
+def magnitude_head_scores(model: HookedTransformer) -> Float[Tensor, "layer head"]:
+    """Per head: ``Σ |W_ij|`` over the same weights as :func:`wanda_head_scores` (magnitude
+    pruning's score: Wanda without the input norms)."""
+    return head_sums(model, lambda name, weight: weight.detach().float().abs())
+
+
+def gradient_head_scores(
+    model: HookedTransformer, tokens: Int[Tensor, " n"], context: int = 128, batch_size: int = 4
+) -> Float[Tensor, "layer head"]:
+    """Per head: ``Σ |W_ij · ∂L/∂W_ij|`` over the same weights as :func:`wanda_head_scores`, ``L``
+    the mean next-token loss on ``tokens`` cut into ``context``-token windows (the first-order
+    Taylor estimate of the loss change when a weight is removed; Molchanov et al. 2019)."""
+    seqs = windows(tokens, context).to(model.cfg.device)
+    params = dict(model.named_parameters())
+    names = [
+        parameter_name(model, f"blocks.{l}.attn.{w}", params) for l in range(model.cfg.n_layers) for w in ATTN_WEIGHTS
+    ]
+    grads = {n: torch.zeros_like(params[n], dtype=torch.float32) for n in names}
+    was = {n: params[n].requires_grad for n in names}
+    try:
+        for n in names:
+            params[n].requires_grad_(True)
+        for i in range(0, len(seqs), batch_size):
+            batch = seqs[i : i + batch_size]
+            with torch.enable_grad():
+                loss = model(batch, return_type="loss") * len(batch) / len(seqs)
+                got = torch.autograd.grad(loss, [params[n] for n in names])
+            for n, g in zip(names, got):
+                grads[n] += g.float()
+    finally:
+        for n in names:
+            params[n].requires_grad_(was[n])
+    return head_sums(
+        model, lambda name, weight: (weight.detach().float() * grads[parameter_name(model, name, params)]).abs()
+    )

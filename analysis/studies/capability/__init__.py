@@ -36,7 +36,10 @@ The modules, one idea each:
 - :mod:`~analysis.studies.capability.budget`: allocations of a mean sparsity and how each
   allocated model scores;
 - :mod:`~analysis.studies.capability.run`: the study's steps, each cached on disk;
+- :mod:`~analysis.studies.capability.texts`: which text chooses and which judges (never the same);
+- :mod:`~analysis.studies.capability.metrics`: the importance metrics besides Wanda, per head;
 - :mod:`~analysis.studies.capability.verdicts`: the seed's claims, each with a verdict;
+- :mod:`~analysis.studies.capability.budget_verdicts`: the verdicts on the budget comparison;
 - :mod:`~analysis.studies.capability.plots`: the study's figures.
 """
 
@@ -53,7 +56,8 @@ from analysis.studies.capability.budget import (
     pooled_features,
     probe_accuracy,
 )
-from analysis.studies.capability.config import CE_COST_FLOOR, CONFIGS, DensityConfig, config_for
+from analysis.studies.capability.config import CE_COST_FLOOR, CONFIGS, PPL_MARGIN, DensityConfig, config_for
+from analysis.studies.capability.metrics import METRICS, MetricMaps, metric_tests, run_metrics, swap_pairs
 from analysis.studies.capability.results import (
     IMPORTANCE_MEASURES,
     Budget,
@@ -84,6 +88,7 @@ from analysis.studies.capability.run import (
     run_transitions,
 )
 from analysis.studies.capability.seed import SEED_RESULTS, headline_rows
+from analysis.studies.capability.texts import DENSITY_SPLIT, Span, overlaps, probe_examples, text_plan
 from analysis.studies.capability.verdicts import (
     FIDELITY,
     Verdict,
@@ -92,16 +97,18 @@ from analysis.studies.capability.verdicts import (
     budget_report,
     effective_n,
     importance_verdict,
-    min_heads_for_equivalence,
+    metric_verdicts,
     orthogonality_verdict,
     perplexity_verdict,
     transition_verdict,
     verdicts,
+    versus_random,
 )
 
 __all__ = [
     "CE_COST_FLOOR",
     "CONFIGS",
+    "PPL_MARGIN",
     "FIDELITY",
     "IMPORTANCE_MEASURES",
     "PROBE_HOOK",
@@ -140,7 +147,7 @@ __all__ = [
     "importance_verdict",
     "known_fact_set",
     "layer_labels",
-    "min_heads_for_equivalence",
+    "metric_verdicts",
     "orthogonality_verdict",
     "perplexity_verdict",
     "plots",
@@ -157,4 +164,15 @@ __all__ = [
     "transition_curves",
     "transition_verdict",
     "verdicts",
+    "versus_random",
+    "METRICS",
+    "MetricMaps",
+    "metric_tests",
+    "run_metrics",
+    "swap_pairs",
+    "DENSITY_SPLIT",
+    "Span",
+    "overlaps",
+    "probe_examples",
+    "text_plan",
 ]

@@ -7,6 +7,7 @@ choices (names, methods, switches, layers)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +67,11 @@ class DensityConfig:
     (``None``: all). The density map and Wanda always cover every head."""
     extra_models: tuple[str, ...] = ()
     """Models on which the headline test is repeated when their weights are available."""
+    gradient_tokens: int = field(default=512, metadata={"size": True})
+    """Calibration tokens (the first of Wanda's) for the gradient importance ``|W · ∂L/∂W|``."""
+    patch_facts: int = field(default=48, metadata={"size": True})
+    """``"score"``-split facts (before pairing) whose subject-swapped pairs give the per-head
+    causal-tracing and attribution-patching importance."""
     ladder: tuple[sae.SAETrainConfig, ...] = field(default=(), metadata={"size": True})
     """Cheaper SAE settings (rising quality, ending below ``sae``) on which the headline test is
     repeated, so the orthogonality verdict can depend on SAE fidelity."""
@@ -88,6 +94,8 @@ CONFIGS: dict[str, DensityConfig] = {
         budget_sparsities=(0.5,),
         ppl_tokens=128,
         n_probe=16,
+        gradient_tokens=64,
+        patch_facts=8,
         n_boot=200,
         n_perm=200,
         layers=(0, 29),
@@ -133,6 +141,8 @@ CONFIGS: dict[str, DensityConfig] = {
         n_screen=PROFILES["gpu"].n_facts,
         n_facts=1000,
         ablation_facts=200,
+        gradient_tokens=8192,
+        patch_facts=400,
         transition_heads=120,
         transition_levels=(0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95),
         budget_sparsities=(0.3, 0.5, 0.7),
@@ -162,3 +172,10 @@ CE_COST_FLOOR = 0.02
 """Nats: CE loss recovered divides by the cost of zero-ablating a layer's ``hook_z``; below this
 cost the ratio divides by almost nothing and can fall far outside [0, 1], so the summary of CE
 loss recovered also gives its median over the layers that cost at least this much to ablate."""
+
+
+PPL_MARGIN = math.log(1.01)
+"""Nats per token: the TOST margin within which two allocations' perplexities count as the same,
+a 1% perplexity ratio. Compression tables report perplexity to two decimals at perplexities of
+10-30, so 1% (0.1-0.3 perplexity) is about the smallest gap they print as a difference; the
+margin is set from that convention, not from our data."""

@@ -127,6 +127,9 @@ class FactSet:
     targets: list[str]
     screen: dict
     """The screen's statistics (:func:`analysis.data.known_facts`)."""
+    relations: list[str] = dataclasses.field(default_factory=list)
+    """Each fact's relation: facts of one relation share a template and often an answer, so
+    intervals over facts resample relations (clusters)."""
 
     @property
     def n_screened(self) -> int:

@@ -8,7 +8,7 @@ The chapter runs the steps one at a time, with text between them: :func:`run_den
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Collection, Sequence
 
 import pandas as pd
 import torch
@@ -35,18 +35,23 @@ from analysis.studies.capability.results import (
     SignalTests,
     Transitions,
 )
+from analysis.studies.capability.texts import DENSITY_SPLIT, Span, probe_examples, text_plan
 
 
-def domain_tokens(model: HookedTransformer, domains: Sequence[str], n_tokens: int) -> dict[str, Tensor]:
+def domain_tokens(
+    model: HookedTransformer, domains: Sequence[str], n_tokens: int, exclude: Collection[str] = ()
+) -> dict[str, Tensor]:
     """``n_tokens`` tokens of text per domain, each text wrapped in BOS/EOS and concatenated:
-    ``wikipedia`` is held-out Wikipedia prose (``lm_tokens`` eval split, disjoint from the SAEs'
-    training split); every other domain is that label of the ``domain`` task (``film_review``:
-    Rotten Tomatoes snippets, ``code``: source-code snippets, ``exam_question``: MMLU questions,
-    ``book_passage``: LAMBADA passages), in the task's order."""
+    ``wikipedia`` is Wikipedia prose of the ``calib`` LM split (:data:`~analysis.studies.capability.texts.DENSITY_SPLIT`:
+    disjoint from the SAEs' training split and from the ``eval`` text that judges); every other
+    domain is that label of the ``domain`` task (``film_review``: Rotten Tomatoes snippets,
+    ``code``: source-code snippets, ``exam_question``: MMLU questions, ``book_passage``: LAMBADA
+    passages), in the task's order, leaving out every text in ``exclude`` (the probe's examples)."""
     out: dict[str, Tensor] = {}
+    exclude = set(exclude)
     for domain in domains:
         if domain == "wikipedia":
-            out[domain] = data.lm_tokens(model.tokenizer, "eval", n_tokens=n_tokens)
+            out[domain] = Span(DENSITY_SPLIT, 0, n_tokens).tokens(model)
             continue
         ds = data.load_task("domain")
         names = ds.features["label"].names
@@ -54,7 +59,7 @@ def domain_tokens(model: HookedTransformer, domains: Sequence[str], n_tokens: in
             raise ValueError(f"Unknown domain {domain!r}; known: wikipedia (held-out prose), {', '.join(names)}.")
         ids: list[int] = []
         for text, label in zip(ds["text"], ds["label"]):
-            if names[label] != domain:
+            if names[label] != domain or text in exclude:
                 continue
             ids.extend(data.document_token_ids(model.tokenizer, text))
             if len(ids) >= n_tokens:
@@ -85,7 +90,8 @@ def head_test(x: Tensor, y: Tensor, cfg: DensityConfig, layers: Tensor | None = 
     x, y, layers = x[ok].numpy(), y[ok].numpy(), layers[ok].numpy()
     n_layers = len(set(layers.tolist()))
     nan = float("nan")
-    out = {"rho": stats.spearman(x, y), "ci_low": nan, "ci_high": nan, "rho_within": nan, "p_within": nan}
+    rho = stats.spearman(x, y) if len(x) >= 3 else nan  # too few heads measured (e.g. nothing to patch)
+    out = {"rho": rho, "ci_low": nan, "ci_high": nan, "rho_within": nan, "p_within": nan}
     out.update(n=len(x), n_layers=n_layers)
     if len(x) < 3 or out["rho"] != out["rho"]:
         return HeadTest(**out)
@@ -114,13 +120,15 @@ def run_density_study(
     if pool is not None and not pool.matches(train, sae_cfg):
         pool = None
     saes = sae.trained_saes(model, train, sae_cfg, pool=pool)
-    groups = domain_tokens(model, cfg.domains, cfg.eval_tokens_per_domain)
+    groups = domain_tokens(model, cfg.domains, cfg.eval_tokens_per_domain, exclude=probe_examples(cfg)["text"])
     ctx, skip = sae_cfg.context, sae_cfg.skip_first
     key = {"sae": sae_cfg, "domains": cfg.domains, "eval": cfg.eval_tokens_per_domain}
+    key.update(text=DENSITY_SPLIT, probe=[cfg.probe_task, cfg.n_probe, cfg.seed])  # v2: density on calib, not eval
     latents = cached(
         "sae_latent_stats", lambda: sae.latent_stats(model, saes, groups, ctx, skip_first=skip), key, key_model
     )
-    ce_tokens = data.lm_tokens(model.tokenizer, "eval", n_tokens=cfg.ce_tokens)
+    plan = text_plan(cfg)
+    ce_tokens = plan["judging"]["SAE CE loss recovered"].tokens(model)
     quality = cached(
         "sae_quality",
         lambda: sae.sae_quality(model, saes, latents, ce_tokens, ctx, cfg.layers),
@@ -128,7 +136,7 @@ def run_density_study(
         key_model,
     )
     parts = sae.density_map(latents, saes, model.cfg.n_layers, model.cfg.n_heads, cfg.breadth_eps)
-    calib = data.lm_tokens(model.tokenizer, "calib", n_tokens=cfg.calib_tokens)
+    calib = plan["choosing"]["Wanda input norms"].tokens(model)
     norms = cached("wanda_norms", lambda: wanda.input_norms(model, calib, ctx), {"calib": cfg.calib_tokens}, key_model)
     maps = HeadMaps(**parts, wanda=wanda.wanda_head_scores(model, norms))
     return DensityStudy(model.cfg.model_name, saes, latents, quality, maps, head_test(maps.density, maps.wanda, cfg))
@@ -208,7 +216,7 @@ def known_fact_set(model: HookedTransformer, cfg: DensityConfig) -> FactSet:
     else:  # before the shared split exists: the screen's known facts (none of them chose anything here)
         known, screen = data.known_facts(model, cfg.n_screen, cache=True)
     known = known.select(range(min(cfg.n_facts, len(known))))
-    return FactSet(list(known["prompt"]), list(known["target"]), screen)
+    return FactSet(list(known["prompt"]), list(known["target"]), screen, list(known["relation"]))
 
 
 def run_ablation(
@@ -216,7 +224,7 @@ def run_ablation(
 ) -> HeadAblation:
     """:func:`head_ablation` of every head on the evaluation text and the first
     ``cfg.ablation_facts`` evaluation facts (cached as the dict of its fields)."""
-    tokens = data.lm_tokens(model.tokenizer, "eval", n_tokens=cfg.ablation_tokens)
+    tokens = text_plan(cfg)["judging"]["head ablation"].tokens(model)
     prompts, targets = list(prompts)[: cfg.ablation_facts], list(targets)[: cfg.ablation_facts]
     stored = cached(
         "sae_head_ablation",
@@ -249,7 +257,7 @@ def run_transitions(
     breaks, and :func:`head_test` of density against break point over the heads that have one
     (clustered by layer; None when fewer than 3)."""
     heads = spread_heads(density.masked_fill(ablation_loss.isnan(), float("nan")), cfg.transition_heads)
-    tokens = data.lm_tokens(model.tokenizer, "eval", n_tokens=cfg.ablation_tokens)
+    tokens = text_plan(cfg)["judging"]["transition curves"].tokens(model)
     curves = cached(
         "sae_transitions",
         lambda: transition_curves(model, tokens, heads, cfg.transition_levels, cfg.sae.context),
@@ -278,9 +286,9 @@ def run_budget(
 ) -> Budget:
     """:func:`budget_comparison` on held-out text, the evaluation facts and the probe task (cached
     as the dict of its fields)."""
-    tokens = data.lm_tokens(model.tokenizer, "eval", n_tokens=cfg.ppl_tokens)
-    task = data.load_task(cfg.probe_task, n=cfg.n_probe, seed=cfg.seed)
-    key = {"cfg": cfg, "density": density.tolist(), "wanda": wanda_scores.tolist(), "prompts": list(prompts), "v": 3}
+    tokens = text_plan(cfg)["judging"]["budget perplexity"].tokens(model)
+    task = probe_examples(cfg)
+    key = {"cfg": cfg, "density": density.tolist(), "wanda": wanda_scores.tolist(), "prompts": list(prompts), "v": 4}
     stored = cached(
         "sae_budget",
         lambda: dataclasses.asdict(

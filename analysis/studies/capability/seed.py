@@ -14,6 +14,8 @@ SEED_RESULTS: dict[str, Any] = {
     "orthogonality claim": "capability density is statistically independent of Wanda importance scores",
     "phase-transition claim": "components with higher capability density exhibit lower structural redundancy "
     "and reach their individual phase transition points at lower compression ratios",
+    "all metrics claim": "capability density is a genuinely novel compression signal orthogonal to all existing "
+    "importance metrics",
     "perplexity claim": "the insensitivity of perplexity-based evaluation to reasoning capability loss "
     "(a negative result on PPL-based compression comparison on GPT-2 Medium)",
     "allocation claim": "SAE-derived capability density maps allocate differential compression budgets "

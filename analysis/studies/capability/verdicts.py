@@ -16,14 +16,21 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Mapping
+from typing import Mapping, Sequence
 
-import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
 from analysis import stats
 from analysis.studies import verdicts as shared
+from analysis.studies.capability.budget_verdicts import (
+    allocation_verdict,
+    budget_findings,
+    budget_report,
+    perplexity_verdict,
+    versus_random,
+)
+from analysis.studies.capability.metrics import METRICS
 from analysis.studies.capability.results import Budget, DirectImportance, HeadTest, ImportanceTest, Transitions
 from analysis.studies.capability.seed import SEED_RESULTS
 
@@ -48,12 +55,6 @@ def stats_z(level: float) -> float:
     return float(norm.ppf(0.5 + level / 2))
 
 
-def min_heads_for_equivalence(margin: float = 0.1, alpha: float = 0.05) -> int:
-    """The fewest independent units at which TOST can call even ρ = 0 equivalent within ``±margin``:
-    ``3 + 1.06 (z_{1-α} / atanh(margin))²``."""
-    return int(math.ceil(3 + 1.06 * (norm.ppf(1 - alpha) / math.atanh(margin)) ** 2))
-
-
 def _fidelity_ok(row: Mapping[str, float]) -> bool:
     return all(float(row[k]) >= v for k, v in FIDELITY.items())
 
@@ -73,12 +74,19 @@ def _independence(test: HeadTest, margin: float, alpha: float) -> Verdict:
         alpha=alpha,
     )
     p = stats.tost_correlation(rho, n_eff, margin, alpha).p if math.isfinite(rho) and n_eff >= 4 else float("nan")
+    need = shared.n_for_equivalence(margin, alpha)
+    evidence = (
+        f"ρ = {rho:.3f} over {n} heads, layer-cluster 95% interval [{lo:.3f}, {hi:.3f}], "
+        f"{n_eff} effective heads, TOST p = {p:.3g} (margin ±{margin})"
+    )
+    if v.verdict == shared.UNTESTABLE:
+        evidence += f"; {need} independent heads would settle it (TOST passes even ρ = 0 only from {need} on)"
+    else:
+        evidence += f"; even ρ = 0 needs {need} effective heads"
     return dataclasses.replace(
         v,
         criterion=v.criterion + "; TOST on the effective number of heads implied by the layer-cluster interval",
-        evidence=f"ρ = {rho:.3f} over {n} heads, layer-cluster 95% interval [{lo:.3f}, {hi:.3f}], "
-        f"{n_eff} effective heads, TOST p = {p:.3g} (margin ±{margin}; even ρ = 0 needs "
-        f"{min_heads_for_equivalence(margin, alpha)} effective heads)",
+        evidence=evidence,
     )
 
 
@@ -168,130 +176,44 @@ def transition_verdict(test: HeadTest | None) -> Verdict:
     return dataclasses.replace(v, evidence=v.evidence + f"; {int(test.n)} heads")
 
 
-def budget_findings(
-    budget: pd.DataFrame, items: Mapping[tuple[float, str], Mapping[str, np.ndarray]], n_boot: int = 2000
-) -> pd.DataFrame:
-    """Per mean sparsity: capability minus Wanda in perplexity (log ratio, paired over windows) and
-    fact recall (paired over facts), each with a bootstrap interval at the Bonferroni level
-    ``1 - 0.05/m`` over the ``m`` sparsities (one claim, several comparisons), and the random
-    seeds' mean. ``items[(mean, strategy)]`` holds ``{"window_nll", "window_tokens", "recall"}``."""
-    rows = {}
-    means = [m for m in sorted(budget["mean sparsity"].unique()) if m != 0]
-    level = 1 - 0.05 / max(1, len(means))
-    for mean in means:
-        c, w = items[(mean, "capability")], items[(mean, "wanda")]
-        rec = stats.paired(np.asarray(c["recall"], float), w["recall"], "facts", n_boot=n_boot, level=level)
-        per_c = np.asarray(c["window_nll"]) / np.asarray(c["window_tokens"])
-        per_w = np.asarray(w["window_nll"]) / np.asarray(w["window_tokens"])
-        nll = stats.paired(per_c, per_w, "windows", n_boot=n_boot, level=level)
-        b = budget[budget["mean sparsity"] == mean].set_index("strategy")
-        rand = b[b.index.str.startswith("random")]
-        rows[mean] = {
-            "capability perplexity": float(b.loc["capability", "perplexity"]),
-            "wanda perplexity": float(b.loc["wanda", "perplexity"]),
-            "Δ log perplexity (capability − wanda)": nll.estimate,
-            "Δ log ppl low": nll.low,
-            "Δ log ppl high": nll.high,
-            "capability fact recall": float(b.loc["capability", "fact recall"]),
-            "wanda fact recall": float(b.loc["wanda", "fact recall"]),
-            "Δ recall (capability − wanda)": rec.estimate,
-            "Δ recall low": rec.low,
-            "Δ recall high": rec.high,
-            "random fact recall (mean of seeds)": float(rand["fact recall"].mean()) if len(rand) else float("nan"),
-            "random seeds": len(rand),
-            "facts": rec.n,
-            "windows": nll.n,
-            "interval level": level,
-        }
-    return pd.DataFrame(rows).T
-
-
-def _sign(lo: float, hi: float) -> int:
-    return 1 if lo > 0 else -1 if hi < 0 else 0
-
-
-def perplexity_verdict(findings: pd.DataFrame) -> Verdict:
-    """ "Perplexity is insensitive to capability loss", from :func:`budget_findings`: at some mean
-    sparsity fact recall separates capability- from Wanda-guided allocation (interval excludes 0)
-    while perplexity does not separate them the same way."""
-    m = len(findings)
-    seps, evid = [], []
-    for mean, f in findings.iterrows():
-        r, p = _sign(f["Δ recall low"], f["Δ recall high"]), _sign(f["Δ log ppl low"], f["Δ log ppl high"])
-        # recall higher is better, perplexity lower is better: "same order" is r == -p
-        seps.append((r, p))
-        evid.append(
-            f"{mean}: Δ recall {f['Δ recall (capability − wanda)']:+.3f} [{f['Δ recall low']:+.3f}, "
-            f"{f['Δ recall high']:+.3f}], Δ log ppl {f['Δ log perplexity (capability − wanda)']:+.4f} "
-            f"[{f['Δ log ppl low']:+.4f}, {f['Δ log ppl high']:+.4f}]"
+def metric_verdicts(
+    tests: Mapping[str, HeadTest], margin: float = 0.1, alpha: float = 0.05, wanda: Verdict | None = None
+) -> list[Verdict]:
+    """ "Orthogonal to all existing importance metrics": one row per metric of ``tests`` (name ->
+    :func:`~analysis.studies.capability.run.head_test` of density against it), each TOST on the
+    effective number of heads (as :func:`orthogonality_verdict`) with its p adjusted by Holm over
+    the metrics (a row is reproduced only when its Holm-adjusted TOST p < α), then one combined row
+    (:func:`analysis.studies.verdicts.combine`: reproduced only when density is equivalent to no
+    relation with every metric). ``wanda`` (the headline verdict with its SAE ladder) stands in for
+    the plain Wanda row when given and the test is not a reproduced one Holm would overturn."""
+    names = list(tests)
+    rows, ps = [], []
+    for name in names:
+        t = tests[name]
+        n_eff = effective_n(t.rho, t.ci_low, t.ci_high, int(t.n))
+        ok = math.isfinite(t.rho) and n_eff >= 4
+        ps.append(stats.tost_correlation(t.rho, n_eff, margin, alpha).p if ok else 1.0)
+    adjusted = stats.holm(ps) if ps else []
+    for name, p_holm in zip(names, adjusted):
+        v = _independence(tests[name], margin, alpha)
+        if name == "wanda" and wanda is not None:
+            v = wanda
+        verdict = v.verdict
+        if verdict == "reproduced" and p_holm >= alpha:
+            verdict = "inconclusive"
+        rows.append(
+            dataclasses.replace(
+                v,
+                claim=f"capability density is independent of {METRICS.get(name, name)}",
+                verdict=verdict,
+                criterion=v.criterion
+                + f"; reproduced only if the Holm-adjusted TOST p over {len(names)} metrics < {alpha}",
+                evidence=v.evidence + f"; Holm-adjusted TOST p = {p_holm:.3g}",
+                seed="not measured (the seed tests Wanda only)" if name != "wanda" else v.seed,
+            )
         )
-    hidden = [r != 0 and p != -r for r, p in seps]
-    visible = [r != 0 and p == -r for r, p in seps]
-    if any(hidden):
-        verdict = "reproduced"
-    elif any(visible):
-        verdict = "not reproduced"
-    else:
-        verdict = "inconclusive"
-    facts = int(findings["facts"].iloc[0]) if m else 0
-    evidence = "; ".join(evid)
-    if verdict == "inconclusive" and m:
-        f = findings.iloc[int(np.argmax(findings["Δ recall (capability − wanda)"].abs().to_numpy()))]
-        need = shared.n_to_settle(f["Δ recall (capability − wanda)"], f["Δ recall low"], f["Δ recall high"], facts, 0.0)
-        if need:
-            evidence += f"; about {need} facts (now {facts}) would separate the recall difference if it held"
-    best = findings.iloc[int(np.argmax(findings["Δ recall (capability − wanda)"].abs().to_numpy()))] if m else None
-    return Verdict(
-        SEED_RESULTS["perplexity claim"],
-        verdict,
-        "reproduced if, at some mean sparsity, the (Bonferroni over sparsities) interval of the paired fact-recall difference "
-        "(capability − Wanda) excludes 0 while perplexity's paired interval does not rank them the same way; "
-        "not reproduced if every separated recall difference is matched by perplexity; else inconclusive",
-        evidence,
-        "negative PPL result on GPT-2 Medium",
-        None if best is None else float(best["Δ recall (capability − wanda)"]),
-        None if best is None else float(best["Δ recall low"]),
-        None if best is None else float(best["Δ recall high"]),
-    )
-
-
-def allocation_verdict(
-    budget: pd.DataFrame, items: Mapping[tuple[float, str], Mapping[str, np.ndarray]], n_boot: int = 2000
-) -> Verdict:
-    """ "Capability-guided allocation preserves capability": fact recall of capability-guided
-    allocation minus the mean over random allocations' seeds, paired over facts, pooled over mean
-    sparsities (one paired test), judged on its 95% interval."""
-    diffs = []
-    for mean in sorted(budget["mean sparsity"].unique()):
-        if mean == 0:
-            continue
-        rand = [v["recall"] for (m, s), v in items.items() if m == mean and s.startswith("random")]
-        if not rand:
-            raise ValueError("allocation_verdict needs random allocations; set n_random >= 1.")
-        diffs.append(np.asarray(items[(mean, "capability")]["recall"], float) - np.mean(rand, axis=0))
-    d = stats.paired(np.concatenate(diffs), unit="fact × sparsity pairs", n_boot=n_boot)
-    n_rand = sum(1 for (m, s) in items if s.startswith("random")) // max(1, len(diffs))
-    return shared.difference_verdict(
-        SEED_RESULTS["allocation claim"] + ": capability-guided allocation keeps more fact recall than random "
-        "allocation at matched sparsity",
-        d,
-        seed="proposed (CGC), no positive result reported",
-        what=f"fact recall, capability − mean of {n_rand} random seeds, pooled over sparsities",
-    )
-
-
-def budget_report(findings: pd.DataFrame) -> list[str]:
-    """One sentence per mean sparsity comparing capability- and Wanda-guided allocation."""
-    return [
-        f"mean sparsity {mean}: perplexity {f['capability perplexity']:.2f} (capability) vs "
-        f"{f['wanda perplexity']:.2f} (Wanda), paired Δ log ppl {f['Δ log perplexity (capability − wanda)']:+.4f} "
-        f"[{f['Δ log ppl low']:+.4f}, {f['Δ log ppl high']:+.4f}] over {int(f['windows'])} windows; fact recall "
-        f"{f['capability fact recall']:.3f} vs {f['wanda fact recall']:.3f}, paired Δ "
-        f"{f['Δ recall (capability − wanda)']:+.3f} [{f['Δ recall low']:+.3f}, {f['Δ recall high']:+.3f}] "
-        f"over {int(f['facts'])} facts; random allocations ({int(f['random seeds'])} seeds) recall "
-        f"{f['random fact recall (mean of seeds)']:.3f}."
-        for mean, f in findings.iterrows()
-    ]
+    whole = shared.combine(SEED_RESULTS["all metrics claim"], rows, seed="claimed; tested against Wanda only")
+    return [*rows, whole]
 
 
 def verdicts(
@@ -302,16 +224,35 @@ def verdicts(
     budget: Budget,
     findings: pd.DataFrame,
     n_boot: int = 2000,
+    relations: Sequence[str] | None = None,
+    metrics: Mapping[str, HeadTest] | None = None,
 ) -> list[Verdict]:
-    """One verdict per claim of the seed, in the chapter's order: orthogonality (the headline test
-    and the SAE ladder), phase transitions, perplexity's blindness (:func:`budget_findings`),
-    capability-guided allocation against random (``n_boot`` bootstrap draws), and whether denser
-    heads matter more (density against ΔCE when ablated)."""
+    """One verdict per claim of the seed, in the chapter's order: orthogonality to Wanda (the
+    headline test and the SAE ladder), orthogonality to every importance metric of ``metrics``
+    (:func:`metric_verdicts`: a row per metric and the combined claim; one inconclusive row saying
+    what is missing when ``metrics`` is None), phase transitions, perplexity's blindness
+    (:func:`budget_findings`), capability-guided allocation against random (facts clustered by
+    ``relations``), and whether denser heads matter more (density against ΔCE when ablated)."""
+    headline_v = orthogonality_verdict(headline, ladder)
+    if metrics:
+        rows = metric_verdicts(metrics, wanda=headline_v)
+        every = [v for name, v in zip([*metrics, "all"], rows) if name != "wanda"]  # Wanda's row is the headline
+    else:
+        every = [
+            Verdict(
+                SEED_RESULTS["all metrics claim"],
+                "inconclusive",
+                "density against Wanda, weight magnitude, gradient, causal tracing and attribution patching, Holm",
+                "the other importance metrics were not measured in this run",
+                "claimed; tested against Wanda only",
+            )
+        ]
     return [
-        orthogonality_verdict(headline, ladder),
+        headline_v,
+        *every,
         transition_verdict(transitions.test),
-        perplexity_verdict(findings),
-        allocation_verdict(budget.table, budget.items, n_boot),
+        perplexity_verdict(findings, budget.items),
+        allocation_verdict(budget.table, budget.items, n_boot, relations),
         importance_verdict(direct.loss.density),
     ]
 
@@ -324,9 +265,10 @@ __all__ = [
     "budget_report",
     "effective_n",
     "importance_verdict",
-    "min_heads_for_equivalence",
+    "metric_verdicts",
     "orthogonality_verdict",
     "perplexity_verdict",
     "transition_verdict",
     "verdicts",
+    "versus_random",
 ]

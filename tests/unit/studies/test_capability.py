@@ -15,6 +15,7 @@ from scipy.stats import spearmanr
 
 from analysis import book, compress, hooks, stats
 from analysis.studies import capability
+from analysis.studies import verdicts as shared
 
 
 def _maps(density, wanda) -> capability.HeadMaps:
@@ -269,51 +270,244 @@ def _budget(recalls: dict, nlls: dict, n_random: int = 5):
     return pd.DataFrame(rows), items
 
 
+RELATIONS = [f"r{i % 11}" for i in range(200)]  # 200 facts in 11 relations, as the cpu profile's eval facts
+
+
+def _findings(cap_rec, other_rec, cap_shift, base, relations=RELATIONS):
+    frame, items = _budget({"capability": cap_rec, "other": other_rec}, {"capability": base + cap_shift, "other": base})
+    return capability.budget_findings(frame, items, relations=relations), items
+
+
 def test_perplexity_verdict_and_report():
     rng = np.random.default_rng(0)
-    base = rng.normal(3.0, 0.3, 40)  # per-window NLL
-    hi_rec, lo_rec = np.r_[np.ones(160), np.zeros(40)], np.r_[np.ones(80), np.zeros(120)]
+    base = rng.normal(3.0, 0.3, 16)  # per-window NLL, 16 windows as under cpu
+    hi_rec = rng.permutation(np.r_[np.ones(160), np.zeros(40)])
+    lo_rec = rng.permutation(np.r_[np.ones(80), np.zeros(120)])
 
-    def verdict(cap_rec, cap_shift):
-        frame, items = _budget(
-            {"capability": cap_rec, "other": lo_rec}, {"capability": base + cap_shift, "other": base}
-        )
-        f = capability.budget_findings(frame, items, n_boot=500)
-        return capability.perplexity_verdict(f), f
+    def verdict(cap_rec, cap_shift, relations=RELATIONS):
+        f, items = _findings(cap_rec, lo_rec, cap_shift, base, relations)
+        return capability.perplexity_verdict(f, items), f
 
-    # recall separates them (0.8 vs 0.4 over 200 facts), perplexity does not: hidden from perplexity
-    out, f = verdict(hi_rec, rng.normal(0, 0.001, 40))
-    assert out.verdict == "reproduced" and out.ours == pytest.approx(0.4)
+    # recall separates them (0.8 vs 0.4), perplexity equivalent within ±1%: hidden from perplexity
+    out, f = verdict(hi_rec, rng.normal(0, 0.001, 16))
+    assert out.verdict == "reproduced" and out.ours == pytest.approx(0.4) and "TOST" in out.evidence
     # perplexity separates them the same way (capability lower): the claim must fail
     assert verdict(hi_rec, -0.05)[0].verdict == "not reproduced"
-    # recall within noise: inconclusive, with the size that would settle it
-    close = np.r_[np.ones(84), np.zeros(116)]
-    rng2 = np.random.default_rng(1)
-    close_items = rng2.permutation(close)
-    out, _ = verdict(close_items, 0.0)
-    assert out.verdict == "inconclusive" and "facts" in out.evidence
+    # perplexity differs by noise as large as the margin: not separated, not equivalent; absence of
+    # evidence, so inconclusive (the old rule called this reproduced)
+    noisy = rng.normal(0, 0.04, 16)
+    noisy -= noisy.mean() + 0.004
+    out, f2 = verdict(hi_rec, noisy)
+    assert f2["Δ log ppl low"].iloc[0] < 0 < f2["Δ log ppl high"].iloc[0]
+    assert out.verdict == "inconclusive"
+    # recall within noise: inconclusive
+    assert verdict(rng.permutation(np.r_[np.ones(84), np.zeros(116)]), 0.0)[0].verdict == "inconclusive"
+    # too few relations to cluster on: inconclusive whatever the facts say
+    out, _ = verdict(hi_rec, rng.normal(0, 0.001, 16), relations=[f"r{i % 4}" for i in range(200)])
+    assert out.verdict == "inconclusive" and "fewer than 8 relations" in out.evidence
     (line,) = capability.budget_report(f)
-    assert "over 200 facts" in line and "5 seeds" in line
+    assert "over 200 facts in 11 relations" in line and "5 seeds" in line
+
+
+def test_budget_findings_cluster_recall_by_relation():
+    rng = np.random.default_rng(2)
+    labels = np.repeat(np.arange(11), 20)
+    moved = np.repeat(rng.normal(0, 0.4, 11) > 0, 20).astype(float)  # whole relations move together
+    f, _ = _findings(moved, np.zeros(220), np.zeros(16), rng.normal(3, 0.3, 16), labels)
+    assert int(f["relations"].iloc[0]) == 11 and int(f["facts"].iloc[0]) == 220
+    _, lo, hi, _, _ = stats.cluster_t(moved, labels, level=0.95)
+    assert (f["Δ recall low"].iloc[0], f["Δ recall high"].iloc[0]) == pytest.approx((lo, hi))
+    iid = stats.paired(moved, np.zeros(220))
+    assert hi - lo > iid.high - iid.low  # clustered: wider than facts taken one by one
+
+
+def _null_budget(rng, n_random=5, means=(0.3, 0.5), n_windows=16, shift_ppl=0.0, recall_gap=0.0):
+    """One simulated budget comparison: 200 facts in 11 relations (relation and fact effects), each
+    allocation a model with its own effect; capability's model effect is ``recall_gap`` above the
+    random allocations' mean (0: the allocation claim's null), its Δ log perplexity ``shift_ppl``."""
+    rel = rng.normal(0, 0.8, 11)[np.arange(200) % 11]
+    fact = rng.normal(0, 1.0, 200)
+    base = rng.normal(3.0, 0.3, n_windows)
+    rows, items = [], {}
+    for mean in means:
+        for name in ["capability", "wanda"] + [f"random {r}" for r in range(n_random)]:
+            effect = recall_gap if name == "capability" else rng.normal(0, 0.15) if name != "wanda" else 0.0
+            p = 1 / (1 + np.exp(-(0.3 + rel + fact + effect + rng.normal(0, 0.3, 200))))
+            rec = (rng.random(200) < p).astype(float)
+            nll = base + rng.normal(0, 0.02, n_windows) + (shift_ppl if name == "capability" else 0.0)
+            items[(mean, name)] = {
+                "recall": rec.tolist(),
+                "window_nll": (nll * 100).tolist(),
+                "window_tokens": [100] * n_windows,
+            }
+            row = {"mean sparsity": mean, "strategy": name, "perplexity": float(np.exp(nll.mean()))}
+            rows.append({**row, "fact recall": rec.mean()})
+    return pd.DataFrame(rows), items
+
+
+def test_perplexity_verdict_false_reproduced_rate_at_the_boundary():
+    # recall separates strongly, perplexity differs by exactly the margin: perplexity does see it
+    def judge(rng):
+        frame, items = _null_budget(rng, n_random=0, shift_ppl=capability.PPL_MARGIN)
+        for key in items:
+            if key[1] == "capability":  # capability keeps every fact
+                items[key]["recall"] = [1.0] * 200
+        f = capability.budget_findings(frame, items, relations=RELATIONS)
+        return capability.perplexity_verdict(f, items)
+
+    assert shared.false_reproduced_rate(judge, n_sims=200) <= 0.05
 
 
 def test_allocation_verdict():
     rng = np.random.default_rng(0)
     nll = {"other": rng.normal(3, 0.3, 10)}
-    good = _budget({"capability": np.ones(200), "other": np.r_[np.ones(100), np.zeros(100)]}, nll)
-    frame, items = good
-    assert capability.allocation_verdict(frame, items, n_boot=300).verdict == "reproduced"
-    frame, items = _budget({"capability": np.zeros(200), "other": np.r_[np.ones(100), np.zeros(100)]}, nll)
-    assert capability.allocation_verdict(frame, items, n_boot=300).verdict == "not reproduced"
-    same = rng.permutation(np.r_[np.ones(100), np.zeros(100)])
-    frame, items = _budget({"capability": same, "other": np.r_[np.ones(100), np.zeros(100)]}, nll)
-    assert capability.allocation_verdict(frame, items, n_boot=300).verdict == "inconclusive"
+    half = rng.permutation(np.r_[np.ones(100), np.zeros(100)])
+
+    def spread(n_random=5):  # each random draw its own model: recall 0.4 to 0.6
+        return {
+            f"random {r}": rng.permutation(np.r_[np.ones(80 + 10 * r), np.zeros(120 - 10 * r)]) for r in range(n_random)
+        }
+
+    v = capability.allocation_verdict
+    frame, items = _budget({"capability": np.ones(200), "other": half, **spread()}, nll)
+    out = v(frame, items, relations=RELATIONS)
+    assert out.verdict == "reproduced" and "relations" in out.evidence
+    frame, items = _budget({"capability": np.zeros(200), "other": half, **spread()}, nll)
+    assert v(frame, items, relations=RELATIONS).verdict == "not reproduced"
+    frame, items = _budget({"capability": half, "other": half, **spread()}, nll)
+    assert v(frame, items, relations=RELATIONS).verdict == "inconclusive"
+    # too few relations: inconclusive even for a large gap
+    frame, items = _budget({"capability": np.ones(200), "other": half, **spread()}, nll)
+    assert v(frame, items, relations=[f"r{i % 5}" for i in range(200)]).verdict == "inconclusive"
     with pytest.raises(ValueError, match="n_random"):
         capability.allocation_verdict(*_budget({"other": np.ones(4)}, nll, n_random=0))
 
 
-def test_min_heads_for_equivalence_is_where_tost_starts_to_pass():
-    n = capability.min_heads_for_equivalence(0.1)
-    assert stats.tost_correlation(0.0, n, 0.1).equivalent and not stats.tost_correlation(0.0, n - 1, 0.1).equivalent
+def test_versus_random_counts_the_spread_between_random_draws():
+    cap = np.ones(200)
+    tight = np.tile(np.r_[np.ones(150), np.zeros(50)], (5, 1))
+    loose = np.stack([np.r_[np.ones(n), np.zeros(200 - n)] for n in (60, 110, 150, 180, 199)])
+    a, b = capability.versus_random(cap, tight, RELATIONS), capability.versus_random(cap, loose, RELATIONS)
+    assert (b.high - b.low) > 2 * (a.high - a.low)  # the draws disagree: a wider interval
+    assert a.n == 11 and math.isnan(capability.versus_random(cap, tight[:1], RELATIONS).low)
+
+
+def test_allocation_verdict_false_reproduced_rate_at_the_null():
+    def judge(rng):
+        frame, items = _null_budget(rng)
+        return capability.allocation_verdict(frame, items, relations=RELATIONS)
+
+    assert shared.false_reproduced_rate(judge, n_sims=200) <= 0.05
+
+
+def _draw_test(rng, rho, n, n_layers=30):
+    """A HeadTest with the sampling error of ``n`` independent units around ``rho``."""
+    se = math.sqrt(1.06 / (n - 3))
+    z = math.atanh(rho) + rng.normal(0, se)
+    lo, hi = math.tanh(z - 1.96 * se), math.tanh(z + 1.96 * se)
+    return capability.HeadTest(math.tanh(z), lo, hi, float("nan"), float("nan"), n, n_layers)
+
+
+def test_correlation_verdicts_false_reproduced_rates_at_their_boundaries():
+    def orth(rng):  # ρ at the equivalence margin, 270 heads
+        return capability.orthogonality_verdict(_draw_test(rng, 0.1, 270))
+
+    def orth_many(rng):  # with enough heads to be testable the rule still holds its level
+        return capability.orthogonality_verdict(_draw_test(rng, 0.1, 3000))
+
+    def importance(rng):  # ρ = 0 over the 30 layers the interval clusters on
+        t = _draw_test(rng, 0.0, 30)
+        return capability.importance_verdict(capability.ImportanceTest(*dataclasses.astuple(t), partial=0.0))
+
+    def transition(rng):  # ρ = 0 over 24 traced heads
+        return capability.transition_verdict(_draw_test(rng, 0.0, 24))
+
+    def every_metric(rng):  # every metric at the margin
+        return capability.metric_verdicts({m: _draw_test(rng, 0.1, 3000) for m in capability.METRICS})[-1]
+
+    for judge in (orth, orth_many, importance, transition, every_metric):
+        assert shared.false_reproduced_rate(judge, n_sims=300) <= 0.05, judge.__name__
+
+
+def test_metric_verdicts_one_row_per_metric_holm_and_the_combined_claim():
+    v = capability.metric_verdicts
+    names = list(capability.METRICS)
+    indep = {m: _test(0.0, -0.02, 0.02, n=5000) for m in names}
+    rows = v(indep)
+    assert len(rows) == len(names) + 1 and all(r.verdict == "reproduced" for r in rows)
+    assert "Holm" in rows[0].criterion and rows[-1].claim == capability.SEED_RESULTS["all metrics claim"]
+    # one metric related: that row fails and the combined claim with it
+    rows = v({**indep, "gradient": _test(0.45, 0.3, 0.6)})
+    assert rows[names.index("gradient")].verdict == "not reproduced" and rows[-1].verdict == "partly"
+    assert v({m: _test(0.45, 0.3, 0.6) for m in names})[-1].verdict == "not reproduced"
+    # at 270 heads no metric can be settled: untestable rows, an inconclusive claim, the n stated
+    rows = v({m: _test(0.0, -0.02, 0.02) for m in names})
+    assert all(r.verdict == "untestable at this n" for r in rows[:-1]) and rows[-1].verdict == "inconclusive"
+    assert f"{shared.n_for_equivalence(0.1)} independent heads would settle it" in rows[0].evidence
+    # Holm: two TOST p-values that pass alone (about 0.036) but not after adjustment
+    n = 1500
+    se = math.sqrt(1.06 / (n - 3))
+    rho = math.tanh(math.atanh(0.1) - 1.8 * se)
+    lo, hi = math.tanh(math.atanh(rho) - 1.96 * se), math.tanh(math.atanh(rho) + 1.96 * se)
+    edge = {**indep, "magnitude": _test(rho, lo, hi, n=n), "gradient": _test(rho, lo, hi, n=n)}
+    assert capability.orthogonality_verdict(edge["magnitude"]).verdict == "reproduced"
+    rows = v(edge)  # Holm doubles the smaller of the two p-values: neither passes
+    assert rows[names.index("magnitude")].verdict == rows[names.index("gradient")].verdict == "inconclusive"
+    assert rows[names.index("wanda")].verdict == "reproduced"
+
+
+def test_choosing_and_judging_data_are_disjoint(monkeypatch):
+    for profile in ("cpu", "smoke"):
+        cfg = capability.config_for(profile)
+        plan = capability.text_plan(cfg)
+        assert capability.overlaps(cfg) == [], profile
+        assert {s.split for s in plan["choosing"].values()}.isdisjoint({s.split for s in plan["judging"].values()})
+        assert plan["choosing"]["density (Wikipedia group)"].split == capability.DENSITY_SPLIT == "calib"
+    assert capability.Span("eval", 0, 768).overlaps(capability.Span("eval", 0, 128))  # the old density text did
+
+    # the runners read the plan's text: record the split each one asks for, then stop
+    asked = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_lm_tokens(tokenizer, split, n_tokens):
+        asked.append((split, n_tokens))
+        raise Stop
+
+    monkeypatch.setattr(capability.texts.data, "lm_tokens", fake_lm_tokens)
+    cfg = capability.config_for("cpu")
+
+    class Model:
+        tokenizer = None
+
+    for run in (
+        lambda: capability.run_ablation(Model(), cfg, [], []),
+        lambda: capability.run_transitions(Model(), cfg, torch.zeros(2, 2), torch.zeros(2, 2)),
+        lambda: capability.run_budget(Model(), cfg, torch.zeros(2, 2), torch.zeros(2, 2), [], []),
+        lambda: capability.domain_tokens(Model(), ["wikipedia"], 64),
+    ):
+        with pytest.raises(Stop):
+            run()
+    judged = [("eval", cfg.ablation_tokens), ("eval", cfg.ablation_tokens), ("eval", cfg.ppl_tokens)]
+    assert asked == [*judged, ("calib", 64)]
+
+
+def test_domain_tokens_leave_out_the_probe_examples(monkeypatch):
+    from datasets import ClassLabel, Dataset, Features, Value
+
+    ds = Dataset.from_dict(
+        {"text": ["a b", "c d", "e f"], "label": [1, 1, 1]},
+        features=Features({"text": Value("string"), "label": ClassLabel(names=["wikipedia", "film_review"])}),
+    )
+    monkeypatch.setattr(capability.run.data, "load_task", lambda name: ds)
+    monkeypatch.setattr(capability.run.data, "document_token_ids", lambda tok, text: [ord(c) for c in text])
+
+    class Model:
+        tokenizer = None
+
+    got = capability.domain_tokens(Model(), ["film_review"], 6, exclude=["a b"])["film_review"]
+    assert got.tolist() == [ord(c) for c in "c de f"]
 
 
 def test_quality_summary_takes_medians_over_layers():
@@ -372,11 +566,11 @@ def test_headline_rows_put_the_seed_beside_ours():
 
 def test_verdicts_give_one_verdict_per_claim_in_order():
     rng = np.random.default_rng(0)
-    frame, items = _budget(
-        {"capability": np.ones(200), "other": np.r_[np.ones(100), np.zeros(100)]}, {"other": rng.normal(3, 0.3, 10)}
-    )
+    half = rng.permutation(np.r_[np.ones(100), np.zeros(100)])
+    draws = {f"random {r}": rng.permutation(np.r_[np.ones(80 + 10 * r), np.zeros(120 - 10 * r)]) for r in range(5)}
+    frame, items = _budget({"capability": np.ones(200), "other": half, **draws}, {"other": rng.normal(3, 0.3, 10)})
     budget = capability.Budget(frame, items)
-    findings = capability.budget_findings(frame, items, n_boot=300)
+    findings = capability.budget_findings(frame, items, relations=RELATIONS)
     headline = _test(0.45, 0.3, 0.6)
     imp = capability.ImportanceTest(0.3, 0.1, 0.5, 0.1, 0.2, 270, 30, partial=0.1)
     flat = capability.ImportanceTest(*([float("nan")] * 5), 270, 30, partial=float("nan"))
@@ -384,15 +578,23 @@ def test_verdicts_give_one_verdict_per_claim_in_order():
         capability.SignalTests(imp, flat), capability.SignalTests(flat, flat), capability.SignalTests(flat, flat)
     )
     trans = capability.Transitions([], torch.zeros(0, 1), torch.zeros(0), torch.zeros(0), torch.zeros(0), None)
-    out = capability.verdicts(headline, pd.DataFrame(), direct, trans, budget, findings, n_boot=300)
+    metrics = {m: _test(0.0, -0.02, 0.02) for m in capability.METRICS}
+    out = capability.verdicts(headline, pd.DataFrame(), direct, trans, budget, findings, 300, RELATIONS, metrics)
+    every = capability.metric_verdicts(metrics, wanda=capability.orthogonality_verdict(headline))
     assert out == [
         capability.orthogonality_verdict(headline),
+        *every[1:],  # Wanda's own row is the headline
         capability.transition_verdict(None),
-        capability.perplexity_verdict(findings),
-        capability.allocation_verdict(frame, items, n_boot=300),
+        capability.perplexity_verdict(findings, items),
+        capability.allocation_verdict(frame, items, relations=RELATIONS),
         capability.importance_verdict(imp),
     ]
-    assert [v.verdict for v in out] == ["not reproduced", "inconclusive", out[2].verdict, "reproduced", "reproduced"]
+    kinds = [v.verdict for v in out]
+    assert kinds[0] == "not reproduced" and kinds[5] == "not reproduced"  # related to Wanda, so not to all
+    assert kinds[-2:] == ["reproduced", "reproduced"] and kinds[6] == "inconclusive"
+    # without the other metrics: one row saying what is missing
+    short = capability.verdicts(headline, pd.DataFrame(), direct, trans, budget, findings, 300, RELATIONS)
+    assert len(short) == 6 and short[1].verdict == "inconclusive" and "not measured" in short[1].evidence
 
 
 def test_config_marks_sizes_and_reads_its_own_profile_key():
