@@ -116,7 +116,7 @@ def run_density_study(
     saes = sae.trained_saes(model, train, sae_cfg, pool=pool)
     groups = domain_tokens(model, cfg.domains, cfg.eval_tokens_per_domain)
     ctx, skip = sae_cfg.context, sae_cfg.skip_first
-    key = {"sae": sae_cfg, "domains": cfg.domains, "eval": cfg.eval_tokens_per_domain}
+    key = {"sae": sae_cfg, "domains": cfg.domains, "eval": cfg.eval_tokens_per_domain, "v": sae.LATENT_STATS_VERSION}
     latents = cached(
         "sae_latent_stats", lambda: sae.latent_stats(model, saes, groups, ctx, skip_first=skip), key, key_model
     )
