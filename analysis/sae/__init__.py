@@ -37,6 +37,7 @@ from analysis.sae.density import (
     latent_distribution,
 )
 from analysis.sae.metrics import (
+    LATENT_STATS_VERSION,
     LatentStats,
     ce_loss_recovered,
     ce_losses,
@@ -60,6 +61,7 @@ from analysis.sae.stream import (
 from analysis.sae.training import train_saes, trained_saes, training_sae_config
 
 __all__ = [
+    "LATENT_STATS_VERSION",
     "ActivationPool",
     "HookZStream",
     "LatentStats",

@@ -53,8 +53,10 @@ def ce_loss_recovered(ce_clean: float, ce_sae: float, ce_ablated: float) -> floa
 class LatentStats:
     """Per-SAE latent activity on the evaluation groups, with reconstruction statistics.
 
-    ``sums[key]`` ``[G, d_sae]``: summed activations per group; ``fires[key]`` ``[G, d_sae]``:
-    tokens on which each latent was active; ``n_tokens`` ``[G]``; ``l0``, ``ev`` per key.
+    ``sums[key]`` ``[G, d_sae]``: summed absolute activations per group (the density mass; equal to
+    the summed activations for a ReLU or TopK code); ``fires[key]`` ``[G, d_sae]``: tokens on which
+    each latent was active, that is non-zero, as sae-lens counts it (a signed code's negative
+    latents are active too); ``n_tokens`` ``[G]``; ``l0``, ``ev`` per key.
     """
 
     groups: list[str]
@@ -75,6 +77,11 @@ class LatentStats:
     def ev(self, key: str) -> float:
         """Explained variance over all evaluation tokens."""
         return 1 - self.sq_err[key] / self.sq_total[key]
+
+
+LATENT_STATS_VERSION = 2
+"""Bumped whenever what :func:`latent_stats` measures changes; callers put it in their cache key.
+2: a latent is active when non-zero (was: positive), and ``sums`` hold absolute activations."""
 
 
 @torch.no_grad()
@@ -104,8 +111,8 @@ def latent_stats(
                 x = head_slices(z[l], h).reshape(-1, saes[k].cfg.d_in)
                 a = saes[k].encode(x)
                 x_hat = saes[k].decode(a).reshape(x.shape)
-                sums[k][g] += a.double().sum(0).cpu()
-                fires[k][g] += (a > 0).double().sum(0).cpu()
+                sums[k][g] += a.double().abs().sum(0).cpu()
+                fires[k][g] += (a != 0).double().sum(0).cpu()
                 xd = x.double().cpu()
                 s1[k] += xd.sum(0)
                 s2[k] += float(xd.pow(2).sum())

@@ -27,6 +27,7 @@ baseline SAEBench always shows: a task the residual already solves near 100% say
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -48,15 +49,18 @@ DENSE = 0.1
 
 
 class TokenBatches:
-    """A stand-in for sae-lens's activation store that serves fixed sequences, in order, cycling."""
+    """A stand-in for sae-lens's activation store that serves fixed sequences, in order, each once:
+    a request past the end gets the sequences that are left (the last batch may be short)."""
 
     def __init__(self, seqs: Int[Tensor, "seq pos"]):
         self.seqs, self.i = seqs, 0
 
     def get_batch_tokens(self, n: int) -> Tensor:
-        idx = [(self.i + j) % len(self.seqs) for j in range(n)]
-        self.i += n
-        return self.seqs[idx]
+        if self.i >= len(self.seqs):
+            raise IndexError(f"TokenBatches: all {len(self.seqs)} sequences were served already.")
+        out = self.seqs[self.i : self.i + n]
+        self.i += len(out)
+        return out
 
 
 @torch.no_grad()
@@ -116,21 +120,27 @@ def downstream(
 ) -> dict[str, float]:
     """KL and CE with ``sae``'s reconstruction of ``blocks.{layer}.hook_resid_post`` spliced in, and
     their scores against zero ablation (``sae_lens.evals``; BOS positions, token ``bos`` (default: the
-    tokenizer's), left clean and unscored). Sets ``sae.cfg.metadata.hook_name`` to that hook."""
+    tokenizer's), left clean and unscored). Every sequence is scored once: ``ceil(len(seqs) /
+    batch_prompts)`` batches, the last one shorter when they do not divide, and the means are over
+    tokens, so the batching does not weigh them. ``kl_tokens``: the positions KL is averaged over (every
+    position that is not BOS). Sets ``sae.cfg.metadata.hook_name`` to that hook."""
 
+    if len(seqs) == 0:
+        raise ValueError("downstream needs at least one sequence.")
     sae.cfg.metadata.hook_name = hooks.resid_post(layer)
-    n_batches = max(1, len(seqs) // batch_prompts)
-    return get_downstream_reconstruction_metrics(
+    bos = model.tokenizer.bos_token_id if bos is None else bos
+    out = get_downstream_reconstruction_metrics(
         sae,
         model,
         TokenBatches(seqs.to(model.cfg.device)),
         ActivationScaler(),
         compute_kl=True,
         compute_ce_loss=True,
-        n_batches=n_batches,
-        eval_batch_size_prompts=min(batch_prompts, len(seqs)),
-        ignore_tokens=[model.tokenizer.bos_token_id if bos is None else bos],
+        n_batches=math.ceil(len(seqs) / batch_prompts),
+        eval_batch_size_prompts=batch_prompts,
+        ignore_tokens=[bos],
     )
+    return {**out, "kl_tokens": int((seqs != bos).sum())}
 
 
 # --------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ same cached activations, and judges the seed's claims (:mod:`~analysis.studies.a
 - :mod:`~analysis.studies.adaptive.seed`: the seed's numbers (``SEED_RESULTS``);
 - :mod:`~analysis.studies.adaptive.run`: training, metrics and probing, cached (:func:`run`);
 - :mod:`~analysis.studies.adaptive.results`: what it measured (:class:`AdaptiveResults`);
+- :mod:`~analysis.studies.adaptive.splits`: which text chooses and which judges, kept apart;
 - :mod:`~analysis.studies.adaptive.verdicts`: summaries and the verdicts (:func:`verdicts`);
 - :mod:`~analysis.studies.adaptive.plots`: the chapter's training curves.
 """
@@ -29,24 +30,41 @@ from analysis.studies.adaptive.plots import training_curves
 from analysis.studies.adaptive.results import AdaptiveResults
 from analysis.studies.adaptive.run import compute, run, training_runs
 from analysis.studies.adaptive.seed import SEED_RESULTS, core_row, probing_rows
+from analysis.studies.adaptive.splits import sae_training_titles, unseen
 from analysis.studies.adaptive.verdicts import (
+    CONTRADICTION,
     QUESTION,
+    SPECIALISED,
+    UNAVAILABLE,
     blocking_verdict,
     by_layer,
+    kl_verdict,
     l0_gap,
     metric_summary,
+    mse_verdict,
     paired,
+    paired_by_task,
     per_task,
     probe_means,
     probing_verdict,
     retention_vs_topk,
     specialised_verdict,
+    unavailable_verdict,
     variance_verdict,
     verdicts,
 )
 
 __all__ = [
     "CONFIGS",
+    "CONTRADICTION",
+    "SPECIALISED",
+    "UNAVAILABLE",
+    "kl_verdict",
+    "mse_verdict",
+    "paired_by_task",
+    "sae_training_titles",
+    "unavailable_verdict",
+    "unseen",
     "CORRECTED",
     "MAIN",
     "QUESTION",

@@ -24,8 +24,14 @@ from analysis.data import lm_tokens, load_task
 from analysis.forward import windows
 from analysis.models import model_key
 from analysis.sae import activations, adaptive, saebench
+from analysis.studies.adaptive import splits
 from analysis.studies.adaptive.config import CORRECTED, MAIN, VARIANTS, AdaptiveConfig, config_for
 from analysis.studies.adaptive.results import AdaptiveResults
+
+VERSION = 2
+"""Bumped when what :func:`compute` measures changes. 2: KL/CE score every sequence and count the
+positions they average over exactly (``kl_tokens``, BOS excluded); probing texts whose Wikipedia article
+trained the SAEs are left out (:func:`~analysis.studies.adaptive.splits.unseen`)."""
 
 
 def activation_scale(acts: torch.Tensor) -> float:
@@ -96,9 +102,11 @@ def _measure(model, cfg, layers, train, held, eval_seqs) -> tuple[list, list, di
 def _probe(model, cfg, layer, saes) -> list[dict]:
     rows = []
     encoders = {key: sae.encode for key, sae in saes.items()}
+    seen = splits.sae_training_titles(model, cfg.train_tokens)
     for task in cfg.tasks:
         full = load_task(task)
         ds = load_task(task, n=min(cfg.n_probe, len(full)))
+        ds = ds.select([i for i, ok in enumerate(splits.unseen(ds["group"], seen)) if ok])
         feats = saebench.pooled(model, ds["text"], layer, encoders, cfg.probe_max_len)
         n_classes = len(ds.features["label"].names)
         for seed in cfg.seeds:
@@ -121,7 +129,12 @@ def compute(model: HookedTransformer, cfg: AdaptiveConfig) -> AdaptiveResults:
     rows, curves, probe_saes = _measure(model, cfg, layers, train, held, eval_seqs)
     mid = layers[len(layers) // 2]
     probes = _probe(model, cfg, mid, probe_saes)
-    tokens = {"train": len(train[layers[0]]), "held-out": len(held[layers[0]]), "KL/CE": cfg.ce_seqs * cfg.context}
+    kl = pd.DataFrame(rows).get("kl_tokens", pd.Series(dtype=float)).dropna()
+    tokens = {
+        "train": len(train[layers[0]]),
+        "held-out": len(held[layers[0]]),
+        "KL/CE": int(kl.max()) if len(kl) else 0,
+    }
     skip = {l: skip_only_ev(held[l]) for l in layers}
     return AdaptiveResults(layers, mid, pd.DataFrame(rows), pd.DataFrame(curves), pd.DataFrame(probes), tokens, skip)
 
@@ -137,5 +150,5 @@ def run(model: HookedTransformer, profile: Profile | str, refresh: bool = False)
     """The study's measurements under ``profile`` (:func:`~analysis.studies.adaptive.config.config_for`),
     from the disk cache when this model and config ran before."""
     cfg = config_for(profile)
-    key = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "extra"}
+    key = {**{k: v for k, v in dataclasses.asdict(cfg).items() if k != "extra"}, "version": VERSION}
     return cache.cached("adaptive_study", lambda: compute(model, cfg), key, model_key(model), refresh=refresh)

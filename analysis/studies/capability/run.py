@@ -122,8 +122,8 @@ def run_density_study(
     saes = sae.trained_saes(model, train, sae_cfg, pool=pool)
     groups = domain_tokens(model, cfg.domains, cfg.eval_tokens_per_domain, exclude=probe_examples(cfg)["text"])
     ctx, skip = sae_cfg.context, sae_cfg.skip_first
-    key = {"sae": sae_cfg, "domains": cfg.domains, "eval": cfg.eval_tokens_per_domain}
-    key.update(text=DENSITY_SPLIT, probe=[cfg.probe_task, cfg.n_probe, cfg.seed])  # v2: density on calib, not eval
+    key = {"sae": sae_cfg, "domains": cfg.domains, "eval": cfg.eval_tokens_per_domain, "v": sae.LATENT_STATS_VERSION}
+    key.update(text=DENSITY_SPLIT, probe=[cfg.probe_task, cfg.n_probe, cfg.seed])  # density on calib, not eval
     latents = cached(
         "sae_latent_stats", lambda: sae.latent_stats(model, saes, groups, ctx, skip_first=skip), key, key_model
     )

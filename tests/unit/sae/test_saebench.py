@@ -130,3 +130,63 @@ def test_one_vs_rest_problems_are_balanced():
 def test_top_k_needs_both_classes():
     with pytest.raises(ValueError, match="both positive and negative"):
         saebench.top_k_latents(torch.rand(4, 3), torch.ones(4), 1)
+
+
+def test_latent_stats_count_signed_codes_as_sae_lens_does(tiny_model):
+    """A latent is active when non-zero (sae-lens), not only when positive: on a signed code the old count
+    gave about half the L0 and extra dead latents."""
+    from sae_lens.evals import get_sparsity_and_variance_metrics
+    from sae_lens.training.activation_scaler import ActivationScaler
+
+    from analysis import sae as sae_mod
+
+    d = tiny_model.cfg.n_heads * tiny_model.cfg.d_head
+    torch.manual_seed(0)
+    signed = adaptive.AdaptiveCompressSAE(adaptive.AdaptiveCompressSAEConfig(d_in=d, d_sae=2 * d, relu=False))
+    signed.importance.uniform_(0.5, 1)
+    signed.importance[:5] = 0  # dead
+    signed.cfg.metadata.hook_name = "blocks.0.attn.hook_z"
+    seqs = _seqs(n=5)
+    key = sae_mod.sae_key(0)
+    ours = sae_mod.latent_stats(tiny_model, {key: signed}, {"all": seqs.flatten()}, context=seqs.shape[1])
+    ref, feats = get_sparsity_and_variance_metrics(
+        signed,
+        tiny_model,
+        saebench.TokenBatches(seqs),
+        ActivationScaler(),
+        n_batches=1,
+        compute_l2_norms=False,
+        compute_sparsity_metrics=True,
+        compute_variance_metrics=True,
+        compute_featurewise_density_statistics=True,
+        eval_batch_size_prompts=len(seqs),
+        model_kwargs={},
+        ignore_tokens=[BOS],
+    )
+    density = torch.tensor(feats["feature_density"], dtype=torch.float64)
+    assert ours.l0(key) == pytest.approx(ref["l0"], rel=1e-5)
+    assert torch.equal(ours.alive(key), density > 0)
+    torch.testing.assert_close(ours.fires[key][0] / ours.n_tokens[0], density, rtol=1e-5, atol=1e-8)
+    assert (ours.sums[key] >= 0).all()  # absolute activations: a density mass
+    with torch.no_grad():  # the code is signed, so counting only positive latents would be far off
+        z = signed.encode(torch.randn(64, d))
+    assert (z < 0).any() and (z > 0).any()
+
+
+def test_downstream_scores_every_sequence_and_counts_tokens_exactly(tiny_model):
+    d = tiny_model.cfg.d_model
+    half = adaptive.AdaptiveCompressSAE(adaptive.AdaptiveCompressSAEConfig(d_in=d, d_sae=4, skip=0.5))
+    with torch.no_grad():
+        half.W_dec.zero_()
+    seqs = _seqs(n=7)  # 7 sequences in batches of 3: 3, 3 and 1
+    batched = saebench.downstream(tiny_model, half, 0, seqs, batch_prompts=3, bos=BOS)
+    whole = saebench.downstream(tiny_model, half, 0, seqs, batch_prompts=7, bos=BOS)
+    first6 = saebench.downstream(tiny_model, half, 0, seqs[:6], batch_prompts=6, bos=BOS)
+    assert batched["kl_tokens"] == whole["kl_tokens"] == 7 * (seqs.shape[1] - 1)  # every position but BOS
+    for name in ("kl_div_with_sae", "kl_div_with_ablation", "ce_loss_with_sae", "ce_loss_with_ablation"):
+        assert batched[name] == pytest.approx(whole[name], rel=1e-5), name
+    assert batched["kl_div_with_sae"] != pytest.approx(first6["kl_div_with_sae"], rel=1e-6)  # the 7th counts
+    batches = saebench.TokenBatches(seqs)
+    assert [len(batches.get_batch_tokens(3)) for _ in range(3)] == [3, 3, 1]
+    with pytest.raises(IndexError):
+        batches.get_batch_tokens(3)
