@@ -25,7 +25,7 @@ The package, in the order a trace runs:
 - :mod:`.trace`: :func:`trace`, one fact;
 - :mod:`.aie`: :func:`average_indirect_effect`, many facts by token role;
 - :mod:`.convergence`: how many noise samples the average needs;
-- :mod:`.peaks`: where the average peaks, with a bootstrap over facts;
+- :mod:`.peaks`: where the average peaks, with a bootstrap over facts or their relations;
 - :mod:`.recipe`: the facts, noise and samples every trace of a run profile shares.
 
 Results are keyed by TransformerLens hook names (``hook_resid_pre``, ``hook_mlp_out``, ...;
@@ -55,7 +55,15 @@ from analysis.tracing.inputs import (
     token_roles,
     window_layers,
 )
-from analysis.tracing.peaks import PeakDepth, RoleMargin, peak_depths, percentile_interval, role_margin
+from analysis.tracing.peaks import (
+    PeakDepth,
+    RoleMargin,
+    bootstrap_means,
+    peak_depths,
+    peak_difference,
+    percentile_interval,
+    role_margin,
+)
 from analysis.tracing.recipe import RECIPES, FactScreen, Recipe, TraceSetup, known_only, recipe_for
 from analysis.tracing.trace import Method, TraceResult, trace
 
@@ -90,6 +98,8 @@ __all__ = [
     "noise_scale",
     "pair_subjects",
     "peak_depths",
+    "peak_difference",
+    "bootstrap_means",
     "percentile_interval",
     "prepare",
     "recipe_for",

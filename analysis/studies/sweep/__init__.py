@@ -42,6 +42,7 @@ from analysis.studies.sweep.cells import (
 from analysis.studies.sweep.claims import (
     SCORES,
     aggressive_setting,
+    aggressive_settings,
     claim_aggressive,
     claim_comparable,
     claim_perform_well,
@@ -100,6 +101,7 @@ __all__ = [
     "SweepConfig",
     "SweepResult",
     "aggressive_setting",
+    "aggressive_settings",
     "claim_aggressive",
     "claim_comparable",
     "claim_perform_well",

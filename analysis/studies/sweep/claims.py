@@ -10,9 +10,10 @@ and made at matched size where the claim compares allocations:
    log perplexity against the uniform frontier at its size inside ±margin);
 3. "causal tracing and gradient magnitude perform well": each beats the uniform frontier at
    matched size and its own random controls (pooled over cells, 95% interval below 0);
-4. "causal tracing performs best with aggressive quantization and mild pruning; other methods
-   perform the same or worse": at that setting, causal tracing's matched-size Δ below each
-   other score's (Holm over the other scores);
+4. "causal tracing performs best with aggressive quantization and mild to moderate pruning; other
+   methods perform the same or worse": at every setting the seed names (each pruning setting of
+   the grid, from the mildest to the moderate one, at its lowest bit widths), causal tracing's
+   matched-size Δ below each other score's (Holm over every setting and score);
 5. the open question: does any score-based allocation beat the uniform frontier at matched
    size (Holm over the scores)?
 
@@ -39,6 +40,9 @@ from analysis.studies.sweep.config import Setting, SweepConfig
 from analysis.studies.sweep.seed import SEED_RESULTS
 
 ALPHA = 0.05
+"""The level of equivalence (TOST: two one-sided tests at ``ALPHA``, a 90% interval inside the margin)."""
+ONE_SIDED = ALPHA / 2
+"""The level of a directional test after Holm: a 95% interval's one side, as every interval verdict."""
 SCORES = ("causal tracing", "weight magnitude", "gradient magnitude")
 CLAIMS = SEED_RESULTS["claims"]
 
@@ -76,7 +80,7 @@ def claim_pruning(results: Sequence[CellResult], boot: Bootstrap, limit: float |
     """Claim 1: more pruning raises perplexity for every method (pairs with a usable side)."""
     criterion = (
         "reproduced if the pooled 95% interval of Δ log ppl (more minus less pruning, same method and bits) "
-        "lies above 0 and every pair is worse after Holm; partly if the pooled interval lies above 0 but not "
+        f"lies above 0 and every pair is worse after Holm (one-sided p < {ONE_SIDED}); partly if the pooled interval lies above 0 but not "
         "every pair is; not reproduced if it lies below 0; else inconclusive"
     )
     pairs = usable(pruning_pairs(results, boot), limit)
@@ -85,7 +89,7 @@ def claim_pruning(results: Sequence[CellResult], boot: Bootstrap, limit: float |
     pool = pooled(pairs, "more pruning").difference(boot.n_windows)
     v = verdicts.difference_verdict(CLAIMS[0], pool, 0.0, ">", "worse (Fig. 2)", "pooled Δ log ppl")
     adjusted = stats.holm([d.p_above(0.0) for d in pairs])
-    worse = sum(p < ALPHA for p in adjusted)
+    worse = sum(p < ONE_SIDED for p in adjusted)
     better = sum(d.ci()[1] < 0 for d in pairs)
     verdict = v.verdict
     if verdict == "reproduced" and (worse < len(pairs) or better):
@@ -116,8 +120,8 @@ def claim_comparable(
             claim, "no weight-magnitude cell lies within the sizes of the (usable) uniform frontier", criterion
         )
     inside = [d for d in deltas if -margin < d.ci(0.90)[0] and d.ci(0.90)[1] < margin]
-    better = sum(p < ALPHA for p in stats.holm([d.p_below(-margin) for d in deltas]))
-    worse = sum(p < ALPHA for p in stats.holm([d.p_above(margin) for d in deltas]))
+    better = sum(p < ONE_SIDED for p in stats.holm([d.p_below(-margin) for d in deltas]))
+    worse = sum(p < ONE_SIDED for p in stats.holm([d.p_above(margin) for d in deltas]))
     if better:
         verdict = "not reproduced"
     elif len(inside) == len(deltas):
@@ -184,46 +188,68 @@ def claim_perform_well(
     )
 
 
+def _settings(setting: Setting | Sequence[Setting]) -> list[Setting]:
+    """One setting or several, as a list of settings."""
+    first = setting[0]
+    return [setting] if isinstance(first[0], (int, float)) else list(setting)  # type: ignore[list-item]
+
+
 def claim_aggressive(
     results: Sequence[CellResult],
     uniform: Sequence[CellResult],
     boot: Bootstrap,
-    setting: Setting,
+    setting: Setting | Sequence[Setting],
     main: str = "causal tracing",
     others: Sequence[str] = ("weight magnitude", "gradient magnitude"),
     limit: float | None = None,
 ) -> verdicts.Verdict:
-    """Claim 4: at aggressive quantization with mild pruning, ``main`` beats every other score at matched size."""
+    """Claim 4: at aggressive quantization with mild to moderate pruning, ``main`` beats every other
+    score at matched size. ``setting``: one setting, or every setting the claim names
+    (:func:`aggressive_settings`), judged together with Holm over every (setting, other score)."""
     claim = CLAIMS[3]
+    settings = _settings(setting)
+    where = "; ".join(f"prune {list(p)}, bits {list(b)}" for p, b in settings)
     criterion = (
-        f"at prune {list(setting[0])}, bits {list(setting[1])}: Δ log ppl against the uniform frontier at each "
-        f"cell's size, {main} minus each other score; reproduced if every difference lies below 0 after Holm; "
-        "not reproduced if one lies above 0 (95% interval); partly if some do; else inconclusive"
+        f"at {where}: Δ log ppl against the uniform frontier at each cell's size, {main} minus each other "
+        "score (t intervals over windows, Holm over every setting and score); reproduced if every difference "
+        f"lies below 0 after Holm (one-sided p < {ONE_SIDED}); not reproduced if one lies above 0 (95% interval) and none below; partly if "
+        "both happen; else inconclusive (also when a setting the claim names has no usable comparison)"
     )
-    at = [r for r in results if r.cell.setting == (tuple(setting[0]), tuple(setting[1]))]
-    by = {r.cell.allocation: r for r in at}
-    if main not in by or not any(o in by for o in others):
-        return _inconclusive(claim, f"{main} or the other scores were not run at this setting", criterion)
-    names = [main] + [o for o in others if o in by]
-    d = dict(zip(names, versus_uniform([by[n] for n in names], uniform, boot, limit)))
-    names = [main] + [o for o in names[1:] if (d[main] - d[o]).usable(limit)]
-    diffs = [d[main] - d[o] for o in names[1:]]
+    labels, diffs, missing = [], [], []
+    for prune, bits in settings:
+        at = [r for r in results if r.cell.setting == (tuple(prune), tuple(bits))]
+        by = {r.cell.allocation: r for r in at}
+        tag = f"prune {list(prune)}, bits {list(bits)}"
+        if main not in by or not any(o in by for o in others):
+            missing.append(f"{tag}: {main} or the other scores were not run")
+            continue
+        names = [main] + [o for o in others if o in by]
+        d = dict(zip(names, versus_uniform([by[n] for n in names], uniform, boot, limit)))
+        kept = [o for o in names[1:] if (d[main] - d[o]).usable(limit)]
+        found = [(o, d[main] - d[o]) for o in kept if not math.isnan((d[main] - d[o]).estimate)]
+        if not kept:
+            missing.append(f"{tag}: every model compared is broken")
+        elif not found:
+            missing.append(f"{tag}: a cell lies outside the uniform frontier's sizes")
+        labels += [f"{tag}: {main} minus {o}" for o, _ in found]
+        diffs += [x for _, x in found]
     if not diffs:
-        return _inconclusive(claim, "every model compared at this setting is broken", criterion)
-    if any(math.isnan(x.estimate) for x in diffs):
-        return _inconclusive(claim, "a cell lies outside the uniform frontier's sizes", criterion)
+        return _inconclusive(claim, "; ".join(missing), criterion)
     adjusted = stats.holm([x.p_below(0.0) for x in diffs])
-    wins = sum(p < ALPHA for p in adjusted)
+    wins = sum(p < ONE_SIDED for p in adjusted)
     losses = sum(x.ci()[0] > 0 for x in diffs)
-    verdict = (
-        "not reproduced" if losses else "reproduced" if wins == len(diffs) else "partly" if wins else "inconclusive"
-    )
+    if losses:
+        verdict = "partly" if wins else "not reproduced"
+    elif wins == len(diffs) and not missing:
+        verdict = "reproduced"
+    else:
+        verdict = "inconclusive"
     weakest = max(diffs, key=lambda x: x.estimate)
     lo, hi = weakest.ci()
-    evidence = "; ".join(
-        f"{main} minus {o}: {_ci_text(x)}, Holm p {p:.3g}" for o, x, p in zip(names[1:], diffs, adjusted)
-    )
-    if verdict == "inconclusive":
+    evidence = "; ".join(f"{lab}: {_ci_text(x)}, Holm p {p:.3g}" for lab, x, p in zip(labels, diffs, adjusted))
+    if missing:
+        evidence += "; not judged: " + "; ".join(missing)
+    if verdict == "inconclusive" and not missing:
         need = verdicts.n_to_settle(weakest.estimate, lo, hi, boot.n_windows)
         if need:
             evidence += f"; about {need} evaluation windows (now {boot.n_windows}) would settle it if the estimate held"
@@ -242,7 +268,7 @@ def open_question(
     claim = SEED_RESULTS["open_question"]
     criterion = (
         "each score's cells pooled against the uniform frontier at matched size, Holm over the scores: "
-        "reproduced (yes) if some score's Δ log ppl lies below 0; not reproduced (no) if every score is "
+        f"reproduced (yes) if some score's Δ log ppl lies below 0 (Holm, one-sided p < {ONE_SIDED}); not reproduced (no) if every score is "
         f"worse than uniform (Holm) or within ±{margin} (90% interval, TOST); else inconclusive"
     )
     deltas = [score_versus_uniform(n, results, uniform, boot, limit) for n in names]
@@ -252,9 +278,9 @@ def open_question(
     better = stats.holm([d.p_below(0.0) for d in deltas])
     worse = stats.holm([d.p_above(0.0) for d in deltas])
     same = [-margin < d.ci(0.90)[0] and d.ci(0.90)[1] < margin for d in deltas]
-    if any(p < ALPHA for p in better):
+    if any(p < ONE_SIDED for p in better):
         verdict = "reproduced"
-    elif all(w < ALPHA or s for w, s in zip(worse, same)):
+    elif all(w < ONE_SIDED or s for w, s in zip(worse, same)):
         verdict = "not reproduced"
     else:
         verdict = "inconclusive"
@@ -264,17 +290,30 @@ def open_question(
     return verdicts.Verdict(claim, verdict, criterion, evidence, "not tested (sizes unmatched)", best.estimate, lo, hi)
 
 
+def aggressive_settings(
+    results: Sequence[CellResult], cfg: SweepConfig, limit: float | None = None, names: Sequence[str] = SCORES
+) -> list[Setting]:
+    """Where claim 4 is judged: every pruning setting the claim names ("mild to moderate":
+    :attr:`SweepConfig.aggressive_prunes`), each at the grid's lowest bit widths, or with a
+    ``limit`` at the lowest bit widths at which some score's model is usable at that pruning. The
+    choice looks at every score alike, so it favours none of them."""
+    lowest = min(cfg.bits, key=sum)
+    out = []
+    for prune in cfg.aggressive_prunes:
+        chosen = tuple(lowest)
+        if limit is not None:
+            for bits in sorted((tuple(b) for b in cfg.bits), key=sum):
+                at = [r for r in results if r.cell.allocation in names and r.cell.setting == (prune, bits)]
+                if any(r.perplexity < limit for r in at):
+                    chosen = bits
+                    break
+        out.append((prune, chosen))
+    return out
+
+
 def aggressive_setting(
     results: Sequence[CellResult], cfg: SweepConfig, limit: float | None = None, names: Sequence[str] = SCORES
 ) -> Setting:
-    """Where claim 4 is judged: :attr:`SweepConfig.aggressive` (the mildest pruning, the lowest bit
-    widths), or with a ``limit`` the lowest bit widths at that pruning at which some score's model
-    is usable. The choice looks at every score alike, so it favours none of them."""
-    prune, lowest = cfg.aggressive
-    if limit is None:
-        return prune, lowest
-    for bits in sorted((tuple(b) for b in cfg.bits), key=sum):
-        at = [r for r in results if r.cell.allocation in names and r.cell.setting == (prune, bits)]
-        if any(r.perplexity < limit for r in at):
-            return prune, bits
-    return prune, lowest
+    """The mildest of :func:`aggressive_settings`: :attr:`SweepConfig.aggressive` (the mildest
+    pruning, the lowest bit widths), or with a ``limit`` the lowest usable bit widths there."""
+    return aggressive_settings(results, cfg, limit, names)[0]

@@ -78,6 +78,13 @@ class SweepConfig:
             raise ValueError(f"n_shuffles must be >= 1, got {self.n_shuffles}.")
 
     @property
+    def aggressive_prunes(self) -> list[tuple[float, float, float]]:
+        """The seed's "mild to moderate pruning": every prune setting of the grid that prunes at
+        all (the grid's run from the seed's mild [0.3, 0.2, 0.1] to a moderate one), mildest first."""
+        pruned = [tuple(p) for p in self.prunes if sum(p) > 0] or [tuple(p) for p in self.prunes]
+        return sorted(pruned, key=sum)
+
+    @property
     def aggressive(self) -> Setting:
         """The seed's "aggressive quantization with mild pruning": the grid's mildest prune
         setting that prunes at all, with its lowest bit widths."""

@@ -70,7 +70,7 @@ def reference_for(model: HookedTransformer, cfg: SweepConfig, profile) -> Refere
         targets=list(facts["target"]),
     )
     key = {"eval_tokens": cfg.eval_tokens, "context": profile.context, "facts": list(facts["id"])}
-    return ReferenceSetup(Reference(model, **args), key, args)
+    return ReferenceSetup(Reference(model, **args), key, args, tuple(facts["relation"]))
 
 
 def unigram_bar(model: HookedTransformer, cfg: SweepConfig, reference: Reference) -> LMScore:

@@ -30,6 +30,8 @@ class ReferenceSetup:
     """The reference's settings (tokens, context, fact ids) that key the cell cache."""
     reference_args: dict
     """The arguments that rebuild :attr:`reference` in a worker process."""
+    relations: tuple[str, ...] = ()
+    """Each eval fact's relation, in the reference's order: the clusters of fact-recall intervals."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,9 @@ class SweepResult:
     terciles: tuple[CellResult, ...]
     """Each of ``config.tercile_scores`` bucketed by equal-count terciles at ``config.terciles``,
     then its random controls."""
+    relations: tuple[str, ...] = ()
+    """Each eval fact's relation (:attr:`ReferenceSetup.relations`): fact-recall intervals resample
+    relations, since facts of one relation share a template and often an answer."""
 
     @property
     def limit(self) -> float:

@@ -43,4 +43,6 @@ def run(model: HookedTransformer, profile: Profile | str, model_name: str | None
         model, reference, control_grid(cfg, by_name) + uniform_grid(cfg), by_name, desc="controls", **kw
     )
     terciles = run_sweep(model, reference, tercile_grid(cfg), by_name, desc="terciles", **kw)
-    return SweepResult(cfg, by_name, curve, reference.base, bar, tuple(seed), tuple(controls), tuple(terciles))
+    return SweepResult(
+        cfg, by_name, curve, reference.base, bar, tuple(seed), tuple(controls), tuple(terciles), setup.relations
+    )

@@ -16,7 +16,7 @@ import pandas as pd
 
 from analysis.studies.sweep.claims import (
     CLAIMS,
-    aggressive_setting,
+    aggressive_settings,
     claim_aggressive,
     claim_comparable,
     claim_perform_well,
@@ -46,7 +46,7 @@ def verdicts(result: SweepResult, limit: float | str | None = UNIGRAM) -> list[V
         claim_pruning(seed_grid, boot, limit),
         claim_comparable(results, uniform, boot, cfg.margin, limit),
         claim_perform_well(results, uniform, boot, limit=limit),
-        claim_aggressive(results, uniform, boot, aggressive_setting(results, cfg, limit), limit=limit),
+        claim_aggressive(results, uniform, boot, aggressive_settings(results, cfg, limit), limit=limit),
         open_question(results, uniform, boot, cfg.margin, limit=limit),
     ]
     if limit is None:

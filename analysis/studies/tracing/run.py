@@ -20,7 +20,8 @@ from analysis import data, tracing
 from analysis.config import Profile, get_profile
 from analysis.models import ModelNotAvailableError, load_model
 from analysis.studies.tracing.config import TraceConfig, config_for
-from analysis.studies.tracing.verdicts import rome_comparison
+from analysis.studies.tracing.verdicts import rome_comparison, verdicts
+from analysis.studies.verdicts import Verdict
 from analysis.tracing.recipe import first
 
 
@@ -33,6 +34,23 @@ class Setup(tracing.TraceSetup):
     cfg: TraceConfig
     screen: dict
     """The screen's counts (:func:`analysis.data.filter_known`)."""
+
+    @property
+    def choosing(self) -> Dataset:
+        """The facts that chose a setting: the convergence facts, whose curve chose the number of
+        noise samples (:meth:`~analysis.tracing.TraceSetup.noise_convergence`)."""
+        return first(self.facts, self.cfg.convergence_facts)
+
+    @property
+    def judged(self) -> Dataset:
+        """The exactly traced facts that judge ROME's findings: :attr:`exact` without :attr:`choosing`."""
+        chose = set(self.choosing["id"])
+        return self.exact.filter(lambda row: row["id"] not in chose)
+
+    @property
+    def relations(self) -> dict[str, str]:
+        """Each ``"score"`` fact's relation, by prompt: the clusters the verdicts resample."""
+        return dict(zip(self.facts["prompt"], self.facts["relation"]))
 
     @property
     def many(self) -> Dataset:
@@ -69,6 +87,13 @@ def heatmap_traces(s: Setup) -> tracing.AIEResult:
 def exact_aie(s: Setup) -> tracing.AIEResult:
     """ROME's Figure 2: exact traces of the residual stream, MLP and attention, windowed as ROME."""
     return s.aie(s.exact, desc="exact AIE")
+
+
+def judge(s: Setup, aie: tracing.AIEResult) -> list[Verdict]:
+    """ROME's findings (:func:`~analysis.studies.tracing.verdicts.verdicts`) on the :attr:`Setup.judged`
+    facts of an exact AIE, bootstrapped over their relations (``cfg.n_boot`` resamples)."""
+    judged = aie.restrict(s.judged["prompt"])
+    return verdicts(judged, n_boot=s.cfg.n_boot, seed=s.cfg.seed, relations=s.relations)
 
 
 def single_state_aie(s: Setup) -> tracing.AIEResult:

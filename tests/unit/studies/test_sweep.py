@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from analysis import scores as S
+from analysis.config import get_profile
 from analysis.evaluate import Reference, lm_score
 from analysis.studies import sweep
 
@@ -289,3 +290,29 @@ def test_what_smoke_shrinks_is_marked_as_a_size():
     assert differ - sizes == {"model", "tercile_scores"}
     toy = dataclasses.replace(gpu, **{name: getattr(smoke, name) for name in sizes})
     assert toy.model == gpu.model and toy.controls == smoke.controls
+
+
+def test_choosing_and_judging_data_are_disjoint(monkeypatch):
+    """The facts that choose an allocation (``"score"``: the causal-tracing score) never judge it
+    (``"eval"``: every cell's fact recall), and the text that chooses (``"calib"``: the gradient
+    score) is not the text that judges (``"eval"``), under the cpu and smoke configs."""
+    from types import SimpleNamespace
+
+    from datasets import Dataset
+
+    inputs = importlib.import_module("analysis.studies.sweep.inputs")
+    ids = lambda *xs: Dataset.from_dict({"id": list(xs)})  # noqa: E731
+    splits = {"score": ids("a", "b"), "eval": ids("c", "d")}
+    recipe = SimpleNamespace(screen=SimpleNamespace(splits=lambda model: splits))
+    monkeypatch.setattr(inputs.tracing, "recipe_for", lambda profile: recipe)
+    got = inputs.fact_split(None, "cpu")
+    assert set(got["score"]["id"]).isdisjoint(got["eval"]["id"])
+    splits["eval"] = ids("b", "c")
+    with pytest.raises(ValueError, match="disjoint"):
+        inputs.fact_split(None, "cpu")
+    asked = []
+    monkeypatch.setattr(inputs.data, "lm_tokens", lambda tok, split, n_tokens: asked.append(split) or torch.zeros(1))
+    monkeypatch.setattr(inputs.scores, "gradient_magnitude_curve", lambda *a: {})
+    for name in ("smoke", "cpu"):
+        inputs.gradient_curve(SimpleNamespace(tokenizer=None), sweep.config_for(name), get_profile(name))
+    assert asked == ["calib", "calib"]  # the judging windows are "eval" (reference_for)

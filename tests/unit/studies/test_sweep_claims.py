@@ -234,10 +234,50 @@ def test_claim_aggressive(ct, noise, expect):
         assert v.ours == pytest.approx(-0.2) and v.ci_high < 0
 
 
-def test_claim_aggressive_is_partly_when_one_competitor_ties():
+def test_claim_aggressive_is_inconclusive_when_one_competitor_ties():
+    # causal tracing beats weight magnitude but ties gradient magnitude: one part open, none failed
     results = _scored(0.6, 0.8, 0.6)
     v = sweep.claim_aggressive(results, [r for r in results if r.cell.is_uniform], _boot(results), SETTING)
-    assert v.verdict == "partly"
+    assert v.verdict == "inconclusive"
+
+
+def _two_settings(ct_mild, ct_moderate):
+    """Each score at the mild and the moderate setting (5 MB, frontier 0.8); the other scores at 0.8."""
+    out = _uniform()
+    for prune, ct in ((MILD, ct_mild), (MODERATE, ct_moderate)):
+        for i, (name, shift) in enumerate(
+            (("causal tracing", ct), ("gradient magnitude", 0.8), ("weight magnitude", 0.8))
+        ):
+            out.append(_cell(name, prune, AGG, 5.0, shift, 0.0, i))
+    return out
+
+
+@pytest.mark.parametrize(
+    "mild, moderate, expect",
+    [(0.6, 0.6, "reproduced"), (0.6, 0.9, "partly"), (0.9, 0.9, "not reproduced"), (0.6, 0.8, "inconclusive")],
+)
+def test_claim_aggressive_is_judged_at_every_setting_the_seed_names(mild, moderate, expect):
+    results = _two_settings(mild, moderate)
+    uniform = [r for r in results if r.cell.is_uniform]
+    v = sweep.claim_aggressive(results, uniform, _boot(results), [(MILD, AGG), (MODERATE, AGG)])
+    assert v.verdict == expect
+    assert v.evidence.count("minus") == 4  # two settings x two other scores, Holm over all four
+    if expect == "reproduced":  # winning at one setting alone does not do
+        assert sweep.claim_aggressive(results, uniform, _boot(results), (MILD, AGG)).verdict == expect
+
+
+def test_claim_aggressive_is_inconclusive_when_a_named_setting_was_not_run():
+    results = [r for r in _two_settings(0.6, 0.6) if r.cell.prune != MODERATE or r.cell.is_uniform]
+    uniform = [r for r in results if r.cell.is_uniform]
+    v = sweep.claim_aggressive(results, uniform, _boot(results), [(MILD, AGG), (MODERATE, AGG)])
+    assert v.verdict == "inconclusive" and "not judged" in v.evidence and "0.5" in v.evidence
+
+
+def test_the_aggressive_settings_are_every_pruning_setting_at_its_lowest_bits():
+    cfg = _config(((0.0,) * 3, MODERATE, MILD), ((3, 4, 5), AGG))
+    assert sweep.aggressive_settings([], cfg) == [(MILD, AGG), (MODERATE, AGG)]
+    cpu = sweep.config_for("cpu")
+    assert cpu.aggressive_prunes == [MILD, MODERATE] and cpu.aggressive == (MILD, AGG)
 
 
 @pytest.mark.parametrize(
@@ -256,6 +296,7 @@ def test_open_question(shifts, noise, expect):
 
 def test_seed_verdicts_give_one_row_per_claim():
     results = _scored(0.6, 0.7, 0.8) + _pruning(0.2)
+    results += [_cell(n, MODERATE, AGG, 5.0, s) for n, s in (("causal tracing", 0.6), ("weight magnitude", 0.8))]
     cfg = _config((MILD, MODERATE), (AGG,), (SETTING,), n_boot=300)
     vs = sweep.verdicts(_result(results, cfg), limit=None)
     assert [v.claim for v in vs] == sweep.SEED_RESULTS["claims"] + [sweep.SEED_RESULTS["open_question"]]
