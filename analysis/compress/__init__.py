@@ -46,7 +46,9 @@ One module per operation family:
 - :mod:`~analysis.compress.rotation`: QuaRot-style norm folding, randomized Hadamard rotation
   and RTN, and the error amplification of factor-then-quantize;
 - :mod:`~analysis.compress.linear_block`: a whole block replaced by a least-squares map, with
-  its true size.
+  its true size;
+- :mod:`~analysis.compress.oracle`: the measured cost (Δ log-perplexity per eval window) of
+  pruning, quantizing or removing each attention, MLP or block alone, cell by cell and cached.
 """
 
 from analysis.components import (
@@ -58,7 +60,7 @@ from analysis.components import (
     parameter_name,
     weights_of,
 )
-from analysis.compress import linear_block, rotation
+from analysis.compress import linear_block, oracle, rotation
 from analysis.compress.calibration import STAT_KINDS, calibration_stats
 from analysis.compress.heads import HeadSparsity, PruneHeads
 from analysis.compress.linear import from_linear, to_linear
@@ -132,5 +134,6 @@ __all__ = [
     "weights_of",
     "whitening_factor",
     "linear_block",
+    "oracle",
     "rotation",
 ]

@@ -9,7 +9,9 @@ stream matter and how linear a block is. One module per idea:
 - :mod:`~analysis.geometry.ablation`: projecting a subspace out of the stream, keeping only top-``r``;
 - :mod:`~analysis.geometry.linearity`: Razzhigaev et al.'s linearity score and least-squares block maps
   from streamed ``X^T X`` with a reported ridge;
-- :mod:`~analysis.geometry.lens`: logit and (least-squares) tuned lens, confidence-based early exit.
+- :mod:`~analysis.geometry.lens`: logit and (least-squares) tuned lens, confidence-based early exit;
+- :mod:`~analysis.geometry.removal`: ShortGPT's Block Influence and Gromov et al.'s angular distance,
+  the published layer-removal signals, and the layers each paper's procedure removes.
 """
 
 from analysis.geometry.ablation import ablated, keep_only, project_out
@@ -52,6 +54,15 @@ from analysis.geometry.linearity import (
     score_from_stats,
     solve_ridge,
 )
+from analysis.geometry.removal import (
+    angular_distance,
+    angular_distance_scores,
+    angular_distances,
+    block_influence,
+    cosine,
+    gromov_block,
+    shortgpt_layers,
+)
 from analysis.geometry.streams import block_stats, collect, heldout_r2, heldout_scores, visit_blocks
 
 __all__ = [
@@ -65,10 +76,15 @@ __all__ = [
     "LinearMap",
     "Rogue",
     "ablated",
+    "angular_distance",
+    "angular_distance_scores",
+    "angular_distances",
+    "block_influence",
     "block_stats",
     "cca",
     "check_rank",
     "collect",
+    "cosine",
     "early_exit",
     "easy_layers",
     "easy_share_ci",
@@ -77,6 +93,7 @@ __all__ = [
     "factors",
     "fit_map",
     "gradient_covariance",
+    "gromov_block",
     "heldout_r2",
     "heldout_scores",
     "keep_only",
@@ -93,6 +110,7 @@ __all__ = [
     "reduced_rank",
     "rogue_dimensions",
     "score_from_stats",
+    "shortgpt_layers",
     "solve_ridge",
     "top_directions",
     "visit_blocks",
