@@ -30,12 +30,21 @@ alone at one rank for every matrix:
   model, so an interrupted sweep resumes;
 - :mod:`~analysis.studies.factorization.results`: what the steps return, read by attribute
   (:class:`DecoderGrid`, :class:`ProbeGrid`);
-- :mod:`~analysis.studies.factorization.verdicts`: the seed's claims, each with a verdict
-  (:func:`verdicts`);
+- :mod:`~analysis.studies.factorization.verdicts` and :mod:`~analysis.studies.factorization.claims`: the
+  seed's claims, each with a verdict (:func:`verdicts` returns them all), on the statistics of
+  :mod:`~analysis.studies.factorization.shares` (kept shares, cluster-robust contrasts);
 - :mod:`~analysis.studies.factorization.plots`: the study's own figures.
 """
 
 from analysis.studies.factorization import plots
+from analysis.studies.factorization.claims import (
+    baselines_verdict,
+    decoder_worse_verdict,
+    degradation_verdict,
+    knowledge_first_verdict,
+    rq1_verdict,
+    selectivity_verdict,
+)
 from analysis.studies.factorization.config import (
     CACHE_VERSION,
     CONFIGS,
@@ -68,8 +77,11 @@ from analysis.studies.factorization.probes import (
 )
 from analysis.studies.factorization.results import CellScores, DecoderGrid, FactScreen, ProbeGrid
 from analysis.studies.factorization.run import (
+    BASELINE_LABELS,
     allocation_table,
     asvd_sensitivity,
+    baseline_grid,
+    baseline_plan,
     calibration_contexts,
     calibration_curve,
     decoder_grid,
@@ -87,8 +99,8 @@ from analysis.studies.factorization.seed import (
     seed_downstream_table,
     seed_probe_table,
 )
+from analysis.studies.factorization.shares import CHANCE, Share, kept_share
 from analysis.studies.factorization.verdicts import (
-    CHANCE,
     collapse_verdict,
     first_ratio_changes,
     mean_damage,
@@ -96,15 +108,18 @@ from analysis.studies.factorization.verdicts import (
     probe_damage,
     probes_hide_verdict,
     retained_share,
+    seed_collapse_share,
     verdicts,
 )
 
 __all__ = [
+    "BASELINE_LABELS",
     "CACHE_VERSION",
     "CHANCE",
     "CONFIGS",
     "METHOD_LABELS",
     "SEED_RESULTS",
+    "Share",
     "STUDY_METHODS",
     "CellScores",
     "DecoderData",
@@ -114,6 +129,9 @@ __all__ = [
     "ProbeGrid",
     "allocation_table",
     "asvd_sensitivity",
+    "baseline_grid",
+    "baseline_plan",
+    "baselines_verdict",
     "calibration_contexts",
     "calibration_curve",
     "choice_logprobs",
@@ -124,6 +142,8 @@ __all__ = [
     "decoder_data",
     "decoder_grid",
     "decoder_probe_grid",
+    "decoder_worse_verdict",
+    "degradation_verdict",
     "encoder_context",
     "encoder_grid",
     "eval_facts",
@@ -131,6 +151,8 @@ __all__ = [
     "first_ratio_changes",
     "fisher_sample",
     "interval_table",
+    "kept_share",
+    "knowledge_first_verdict",
     "letter_ids",
     "letter_logits",
     "mc_accuracy",
@@ -149,9 +171,12 @@ __all__ = [
     "rank_allocation",
     "rank_table",
     "retained_share",
+    "rq1_verdict",
     "score_decoder",
     "seed_claims",
+    "seed_collapse_share",
     "seed_downstream_table",
     "seed_probe_table",
+    "selectivity_verdict",
     "verdicts",
 ]

@@ -103,6 +103,12 @@ class FactorConfig:
     decoder_probe: probing.ProbeConfig = field(
         default=probing.ProbeConfig(seeds=(0,), folds=5, steps=80), metadata={"size": True}
     )
+    baselines: tuple[str, ...] = ("prune", "quantize")
+    """The seed's comparison arms, "quantization and pruning ... on same compression": magnitude pruning
+    of the MLP matrices zeroing the grid's fraction of their entries, and round-to-nearest quantization to
+    ``round(16 * (1 - ratio))`` bits (the same stored size as a 16-bit matrix with that fraction removed)."""
+    baseline_ratios: tuple[float, ...] | None = field(default=None, metadata={"size": True})
+    """Ratios of the comparison arms (None: :attr:`ratios`)."""
     decoders: tuple[str, ...] = ()
     """Decoders to try first (the seed's); the profile's model is the fallback."""
     encoders: tuple[str, ...] = ()
@@ -130,6 +136,7 @@ CONFIGS: dict[str, FactorConfig] = {
         sensitivity_windows=1,
         n_mmlu=8,
         mmlu_ratios=(0.35,),
+        baseline_ratios=(0.35,),
         n_probe=24,
         probe=probing.ProbeConfig(seeds=(0,), steps=20),
         encoder_ratios=(0.35,),
@@ -151,6 +158,8 @@ CONFIGS: dict[str, FactorConfig] = {
         # a 2-per-subject sample of the uncompressed model only (114 questions at about 0.35 s each)
         n_mmlu=114,
         mmlu_ratios=(),
+        # the comparison arms at the grid's two ends only (4 cells of perplexity and fact questions)
+        baseline_ratios=(0.10, 0.35),
         sensitivity_windows=1,
         n_probe=300,
         probe=probing.ProbeConfig(steps=80),

@@ -27,7 +27,7 @@ from transformer_lens import HookedTransformer
 
 from analysis import compress, stats
 from analysis.cache import cached
-from analysis.components import parameter_name
+from analysis.components import component, parameter_name
 from analysis.compress import lowrank
 from analysis.compress.calibration import calibration_prefixes
 from analysis.evaluate import fact_recall, lm_score
@@ -232,6 +232,47 @@ def decoder_grid(
         label = METHOD_LABELS.get(cell[0], "none")
         units[(label, cell[1])] = CellScores.from_units(out["units"])
         rows.append({"method": label, "ratio": cell[1], **{k: v for k, v in out.items() if k != "units"}})
+    return DecoderGrid(pd.DataFrame(rows), units)
+
+
+BASELINE_LABELS = {"prune": "magnitude pruning", "quantize": "quantization"}
+"""Display name of each comparison arm (:attr:`FactorConfig.baselines`)."""
+
+
+def baseline_plan(model: HookedTransformer, cfg: FactorConfig, arm: str, ratio: float) -> compress.CompressionPlan:
+    """The seed's comparison arm ``arm`` at ``ratio`` on every factorized MLP: magnitude pruning of that fraction
+    of each matrix's entries, or per-channel quantization to ``round(16 * (1 - ratio))`` bits."""
+    if arm == "prune":
+        op = compress.Prune(ratio)
+    elif arm == "quantize":
+        op = compress.Quantize(max(2, round(16 * (1 - ratio))))
+    else:
+        raise ValueError(f"Unknown comparison arm {arm!r}; use one of {tuple(BASELINE_LABELS)}.")
+    return compress.CompressionPlan({component(l, "mlp"): [op] for l in _layers(model, cfg.decoder_layers)})
+
+
+def baseline_grid(model: HookedTransformer, cfg: FactorConfig, data: DecoderData | None = None) -> DecoderGrid:
+    """The comparison arms (:attr:`FactorConfig.baselines`) at :attr:`FactorConfig.baseline_ratios`, scored as
+    a decoder cell is (perplexity, fact multiple choice, fact recall; no MMLU), each cell cached."""
+    data = data or decoder_data(model, cfg)
+    ratios = cfg.ratios if cfg.baseline_ratios is None else cfg.baseline_ratios
+
+    def run(arm, ratio):
+        with baseline_plan(model, cfg, arm, ratio).applied(model) as report:
+            scores = score_decoder(model, cfg, data, mmlu=False)
+        return {**scores, "removed": 1 - report.ratio}
+
+    rows, units, key = [], {}, model_key(model)
+    for arm, ratio in progress([(a, r) for a in cfg.baselines for r in ratios], desc="comparison arms"):
+        out = cached(
+            "factorization-baselines",
+            lambda: run(arm, ratio),
+            config={"cfg": decoder_key(cfg), "cell": (arm, ratio), "v": CACHE_VERSION},
+            model=key,
+        )
+        label = BASELINE_LABELS[arm]
+        units[(label, ratio)] = CellScores.from_units(out["units"])
+        rows.append({"method": label, "ratio": ratio, **{k: v for k, v in out.items() if k != "units"}})
     return DecoderGrid(pd.DataFrame(rows), units)
 
 

@@ -10,18 +10,22 @@
    sits near chance, where it cannot order anything. A pair of two broken models
    (both above the unigram line, :func:`analysis.studies.verdicts.unigram_line`) decides nothing
    and is left out; the ordering is then reproduced partly at best.
-2. *"SVD collapses at 5-10 %"* (MMLU 0.456 -> 0.296 at 5 %, 0.265 at 10 %): at the grid's
-   largest ratio <= 10 %, SVD keeps less than half of the uncompressed model's above-chance
-   fact multiple-choice accuracy (fixed before any run: the fact questions, unlike MMLU, are
-   answered well above chance by every model here), judged by the 95 % paired bootstrap interval of that share
-   (:func:`collapse_verdict`).
-3. *"Probes reveal damage perplexity hides"*: for two compressed decoders that perplexity orders
-   (window-bootstrap interval of the per-token log-loss difference excludes 0), a probe scores the
-   model with the *better* perplexity lower, by a one-sided paired test over probe items (group
-   means, every item held out once), Holm-corrected over pairs and tasks; a pair of two broken
-   models is not ordered. With no such pair, the claim is "not reproduced" only if every test had
-   >= 80 % power to see a 10-point drop at the strictest Holm level; otherwise "inconclusive"
-   (:func:`probes_hide_verdict`).
+2. *"SVD collapses at 5-10 %"*, judged on MMLU as the seed did (Llama-2-7B: 0.456 -> 0.296 at 5 %,
+   0.265 at 10 %, i.e. it keeps 22 % and 7 % of its margin above chance): at every grid ratio <= 10 %
+   where MMLU was scored, SVD keeps less than the larger of the seed's two shares (22 %) of the
+   uncompressed model's above-chance MMLU accuracy, by a Fieller interval clustered by subject
+   (:func:`collapse_verdict`, :func:`~analysis.studies.factorization.shares.kept_share`). When the
+   uncompressed model is not significantly above chance the share is undefined and the verdict
+   inconclusive; the same share on fact multiple choice is reported beside it.
+3. *"Probes reveal damage perplexity hides"* (ours, not the seed's): for two compressed decoders that
+   perplexity orders (t interval over windows of the per-token log-loss difference excludes 0), a
+   probe scores the model with the *better* perplexity lower, by a one-sided cluster-robust t test over
+   probe item groups (MMLU questions clustered by subject), Holm-corrected over pairs and tasks; a pair
+   of two broken models is not ordered. With no such pair, the claim is "not reproduced" only if every
+   test had >= 80 % power to see a 10-point drop at the strictest Holm level; otherwise
+   "inconclusive" (:func:`probes_hide_verdict`).
+
+The seed's further claims are in :mod:`~analysis.studies.factorization.claims`; :func:`verdicts` returns them all.
 """
 
 from __future__ import annotations
@@ -33,13 +37,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from analysis import probing, stats
+from analysis import stats
 from analysis.studies import verdicts as vd
+from analysis.studies.factorization import claims
 from analysis.studies.factorization.results import CellScores, DecoderGrid, ProbeGrid
 from analysis.studies.factorization.seed import SEED_RESULTS
+from analysis.studies.factorization.shares import CHANCE, group_means, item_hits, kept_share
 
-CHANCE = 0.25
-"""Chance accuracy of 4-way multiple choice (MMLU, and our fact questions)."""
+OURS = " (ours, not the seed's)"
 
 
 def _paired(a: CellScores, b: CellScores, metric: str) -> stats.Difference:
@@ -141,79 +146,102 @@ def ordering_verdict(
     )
 
 
-def retained_share(base: Sequence[bool], comp: Sequence[bool], chance: float = CHANCE) -> tuple[float, float, float]:
-    """Share of the base model's above-chance accuracy the compressed one keeps, with a paired bootstrap interval."""
-    b, c = np.asarray(base, float), np.asarray(comp, float)
+def retained_share(base: Sequence[bool], comp: Sequence[bool], chance: float = CHANCE, clusters=None):
+    """Share of the base model's above-chance accuracy the compressed one keeps: ``(estimate, low, high)`` of
+    :func:`~analysis.studies.factorization.shares.kept_share` (a cluster-robust Fieller interval)."""
+    s = kept_share(base, comp, chance, clusters)
+    return s.estimate, s.low, s.high
 
-    def share(x, y, axis=-1):
-        return (y.mean(axis) - chance) / (x.mean(axis) - chance)
 
-    est = float(share(b, c))
-    lo, hi = stats.bootstrap_ci((b, c), share, paired=True)
-    return est, lo, hi
+def seed_collapse_share(ratios: Sequence[float] = (0.05, 0.10)) -> float:
+    """The largest share of its above-chance MMLU accuracy the seed's SVD kept at ``ratios`` (Table 2)."""
+    seed = SEED_RESULTS["mmlu_llama2_7b"]
+    base = seed["svd"][0]
+    return max((seed["svd"][seed["ratios"].index(r)] - CHANCE) / (base - CHANCE) for r in ratios)
 
 
 def collapse_verdict(
-    grid: DecoderGrid, method: str = "SVD", metric: str = "fact mc", at_most: float = 0.10, threshold: float = 0.5
+    grid: DecoderGrid,
+    method: str = "SVD",
+    metric: str = "mmlu",
+    at_most: float = 0.10,
+    threshold: float | None = None,
+    clusters: Sequence[str] | None = None,
+    fact_clusters: Sequence[str] | None = None,
 ) -> vd.Verdict:
-    """Claim 2: at the largest grid ratio <= ``at_most``, ``method`` keeps < ``threshold`` of the above-chance accuracy."""
+    """Claim 2: at every grid ratio <= ``at_most`` where ``metric`` was scored, ``method`` keeps less than
+    ``threshold`` (default :func:`seed_collapse_share`) of the above-chance accuracy; ``clusters``: each
+    ``metric`` item's cluster (MMLU subject), ``fact_clusters`` each fact question's relation."""
+    threshold = seed_collapse_share() if threshold is None else threshold
     units = grid.units
-    base = units[("none", 0.0)].hits(metric)
-    ratios = sorted(r for (m, r) in units if m == method and 0 < r <= at_most + 1e-9)
     seed = SEED_RESULTS["mmlu_llama2_7b"]
-    keep = [(v - CHANCE) / (seed["svd"][0] - CHANCE) for v in seed["svd"][1:3]]
-    seed_txt = f"MMLU {seed['svd'][0]} -> {seed['svd'][1]} (5 %), {seed['svd'][2]} (10 %): keeps {keep[0]:.0%}, {keep[1]:.0%} above chance"
-    claim = "SVD collapses at 5–10%"
-    if not ratios or np.mean(base) <= CHANCE:
-        return vd.Verdict(
-            claim,
-            "inconclusive",
-            f"needs {method} at a ratio <= {at_most:.0%} and a base model above chance",
-            "not measured",
-            seed_txt,
-        )
-    shares = {r: retained_share(base, units[(method, r)].hits(metric)) for r in ratios}
-    r = ratios[-1]
-    v = vd.interval_verdict(
-        claim,
-        *shares[r],
-        threshold=threshold,
-        direction="<",
-        n=len(base),
-        seed=seed_txt,
-        what=f"share of above-chance {metric} accuracy kept at {r:.0%}",
+    seed_txt = (
+        f"MMLU {seed['svd'][0]} -> {seed['svd'][1]} (5 %), {seed['svd'][2]} (10 %): keeps "
+        f"{(seed['svd'][1] - CHANCE) / (seed['svd'][0] - CHANCE):.0%}, "
+        f"{(seed['svd'][2] - CHANCE) / (seed['svd'][0] - CHANCE):.0%} above chance"
     )
-    rest = "; ".join(f"{q:.0%}: {s[0]:.2f} [{s[1]:.2f}, {s[2]:.2f}]" for q, s in shares.items())
+    claim = "SVD collapses at 5–10%"
+    criterion = (
+        f"collapse = {method} keeps < {threshold:.0%} (the seed's larger kept share) of the uncompressed model's "
+        f"above-chance {metric} accuracy at every grid ratio <= {at_most:.0%}, by a cluster-robust Fieller interval; "
+        f"{vd.COMBINE_RULE}"
+    )
+    all_ratios = sorted(r for (m, r) in units if m == method and 0 < r <= at_most + 1e-9)
+    base = units[("none", 0.0)].hits(metric)
+    ratios = [r for r in all_ratios if len(units[(method, r)].hits(metric)) and len(base)]
+    facts = "; ".join(
+        f"{r:.0%}: {kept_share(units[('none', 0.0)].fact_mc, units[(method, r)].fact_mc, CHANCE, fact_clusters).text()}"
+        for r in all_ratios
+        if len(units[(method, r)].fact_mc)
+    )
+    facts = f"; beside it (not judged), fact multiple choice kept {facts}" if facts else ""
+    level, status = "", "inconclusive"
+    if len(base) >= 2:  # is the uncompressed model above chance at all? if not, no share can be bounded
+        x = np.asarray(base, float)
+        est, lo, hi, _, g = stats.cluster_t(x, np.arange(len(x)) if clusters is None else np.asarray(clusters))
+        level = f"; the uncompressed model's {metric} accuracy is {est:.3f} [{lo:.3f}, {hi:.3f}] over {g} clusters"
+        if lo <= CHANCE:
+            status = vd.UNTESTABLE
+            sd = float(x.std(ddof=1))
+            need = math.ceil((2.0 * sd / (est - CHANCE)) ** 2) if est > CHANCE else None
+            level += ", not above chance 0.25, so no kept share can be bounded" + (
+                f" (about {need} questions would put this margin above chance, if it held)" if need else ""
+            )
+    if not ratios or status == vd.UNTESTABLE:
+        missing = (
+            f"{metric} was not scored for {method} at a ratio <= {at_most:.0%} under this profile" if not ratios else ""
+        )
+        return vd.Verdict(claim, status, criterion, f"{missing}{level}{facts}".lstrip("; "), seed_txt)
+    parts = []
+    for r in ratios:
+        s = kept_share(base, units[(method, r)].hits(metric), CHANCE, clusters)
+        v = vd.interval_verdict(
+            f"{r:.0%}", s.estimate, s.low, s.high, threshold, "<", s.n, None, f"{metric} share kept", "clusters"
+        )
+        note = "" if math.isfinite(s.high) else " (unbounded: the uncompressed model is not above chance)"
+        parts.append(vd.Verdict(v.claim, v.verdict, v.criterion, v.evidence + note, None, v.ours, v.ci_low, v.ci_high))
+    joined = vd.combine(claim, parts)
+    key = max(parts, key=lambda p: p.ci_high if p.ci_high is not None and p.ci_high == p.ci_high else math.inf)
     ppl = grid.frame.set_index(["method", "ratio"])["perplexity"]
     ppl_txt = ", ".join(f"{q:.0%} x{ppl[(method, q)] / ppl[('none', 0.0)]:.2f}" for q in ratios)
+    evidence = "; ".join(f"{p.claim}: {p.verdict} ({p.evidence})" for p in parts)
     return vd.Verdict(
         claim,
-        v.verdict,
-        f"collapse = keeps < {threshold:.0%} of the above-chance accuracy at {r:.0%}; " + v.criterion,
-        f"{v.evidence}; kept share {rest}; perplexity {ppl_txt}",
+        joined.verdict,
+        criterion,
+        f"{evidence}; perplexity {ppl_txt}{facts}",
         seed_txt,
-        v.ours,
-        v.ci_low,
-        v.ci_high,
+        key.ours,
+        key.ci_low,
+        key.ci_high,
     )
-
-
-def _item_scores(res: probing.ProbeResult, kind: str = "mlp", top: int = 4) -> np.ndarray:
-    """Each probe item's held-out task correctness, averaged over the top ``top`` layers, ``[n]``."""
-    h = res.hits[kind]["task"]
-    return h[max(0, h.shape[0] - top) :].mean(0).numpy()
-
-
-def _group_means(x: np.ndarray, groups: Sequence[str]) -> np.ndarray:
-    frame = pd.DataFrame({"x": x, "g": list(groups)}).dropna()
-    return frame.groupby("g")["x"].mean().to_numpy()
 
 
 def probes_hide_verdict(
     decoder: DecoderGrid,
     probes: ProbeGrid,
     drop: float = 0.10,
-    alpha: float = 0.05,
+    alpha: float = 0.025,
     power_needed: float = 0.8,
     limit: float | None = None,
 ) -> vd.Verdict:
@@ -222,7 +250,7 @@ def probes_hide_verdict(
     perplexity" (both broken)."""
     units, grid, groups, labels = decoder.units, probes.cells, probes.groups(), probes.labels()
     cells = [c for c in grid if c[0] != "none"]
-    claim = "Probes reveal damage perplexity hides"
+    claim = "Probes reveal damage perplexity hides" + OURS
     tests, unordered = [], []
     for a in cells:
         for b in cells:
@@ -239,17 +267,16 @@ def probes_hide_verdict(
                     unordered.append(f"{labels[a]} {a[1]:.0%} vs {labels[b]} {b[1]:.0%}")
                 continue
             for t in grid[a]:
-                gm = _group_means(
-                    _item_scores(grid[b][t]) - _item_scores(grid[a][t]), groups[t]
-                )  # > 0: probe prefers b
-                sd = float(gm.std(ddof=1)) if len(gm) > 1 else float("nan")
-                p = float(sps.ttest_1samp(gm, 0.0, alternative="greater").pvalue) if len(gm) > 1 and sd > 0 else 1.0
+                gm, cl = group_means(item_hits(grid[b][t]) - item_hits(grid[a][t]), groups[t])  # > 0: probe prefers b
+                est, lo, hi, p, g = stats.cluster_t(gm, cl)
+                t_q = sps.t.ppf(0.975, g - 1) if g > 1 else float("nan")
+                se = (hi - lo) / (2 * t_q) if g > 1 else float("nan")
                 tests.append(
                     {
                         "pair": f"{t}: {labels[a]} {a[1]:.0%} (lower perplexity) vs {labels[b]} {b[1]:.0%}",
-                        "gm": gm,
-                        "sd": sd,
-                        "p": p,
+                        "diff": (est, lo, hi, g),
+                        "se": se,
+                        "p": p if g >= vd.MIN_UNITS and p == p else 1.0,
                     }
                 )
     if not tests:
@@ -263,11 +290,9 @@ def probes_hide_verdict(
     m = len(tests)
     adj = stats.holm([t["p"] for t in tests])
     z = sps.norm.ppf(1 - alpha / m)
-    powers = [
-        float(sps.norm.cdf(drop / (t["sd"] / math.sqrt(len(t["gm"]))) - z)) if t["sd"] > 0 else 1.0 for t in tests
-    ]
+    powers = [float(sps.norm.cdf(drop / t["se"] - z)) if t["se"] > 0 else 0.0 for t in tests]
     best = int(np.argmin(adj))
-    est, lo, hi = stats.mean_ci(tests[best]["gm"])
+    est, lo, hi, g = tests[best]["diff"]
     if adj[best] < alpha:
         verdict = "reproduced"
     elif min(powers) >= power_needed:
@@ -276,15 +301,16 @@ def probes_hide_verdict(
         verdict = "inconclusive"
     evidence = (
         f"{m} tests (pairs ordered by perplexity x tasks); smallest Holm p {adj[best]:.2g} ({tests[best]['pair']}: "
-        f"probe gap {est:+.3f} [{lo:+.3f}, {hi:+.3f}] over {len(tests[best]['gm'])} item groups); power to see a "
+        f"probe gap {est:+.3f} [{lo:+.3f}, {hi:+.3f}] over {g} clusters of item groups); power to see a "
         f"{drop:.0%} drop at α/{m}: {min(powers):.2f}-{max(powers):.2f}"
     )
     return vd.Verdict(
         claim,
         verdict,
-        f"reproduced if a probe scores the better-perplexity model lower (one-sided t-test over item-group means, "
-        f"Holm over {m}, α = {alpha}); not reproduced if none does and every test had ≥ {power_needed:.0%} power "
-        f"for a {drop:.0%} drop; else inconclusive",
+        f"reproduced if a probe scores the better-perplexity model lower (one-sided cluster-robust t test over "
+        f"item-group means, MMLU questions clustered by subject, Holm over {m}, α = {alpha}; fewer than "
+        f"{vd.MIN_UNITS} clusters count as p = 1); not reproduced if none does and every test had ≥ "
+        f"{power_needed:.0%} power for a {drop:.0%} drop; else inconclusive",
         evidence,
         SEED_RESULTS["claims"]["probes_reveal"],
         est,
@@ -293,12 +319,36 @@ def probes_hide_verdict(
     )
 
 
-def verdicts(decoder: DecoderGrid, probes: ProbeGrid, limit: float | None = None) -> list[vd.Verdict]:
-    """The seed's three claims on the decoder grid and its probe grid, in the seed's own words;
-    ``limit``: the perplexity above which a model is broken (:func:`analysis.studies.verdicts.unigram_line`)."""
+def verdicts(
+    decoder: DecoderGrid,
+    probes: ProbeGrid,
+    limit: float | None = None,
+    *,
+    encoder: ProbeGrid | None = None,
+    unigram=None,
+    baselines: DecoderGrid | None = None,
+    data=None,
+) -> list[vd.Verdict]:
+    """Every claim of the seed (and our own question, so labelled) on the decoder grid, the decoder probe
+    grid and, where given, the encoder probe grid, the unigram line's :class:`~analysis.evaluate.LMScore`
+    (``limit`` defaults to its perplexity) and the comparison arms (:func:`~analysis.studies.factorization.run.baseline_grid`).
+    ``data`` (:class:`~analysis.studies.factorization.evaluation.DecoderData`) gives the clusters: MMLU
+    questions by subject, fact questions by relation. A claim whose inputs are missing is inconclusive
+    and says what is missing."""
+    if limit is None and unigram is not None:
+        limit = unigram.perplexity
+    mmlu_clusters = [it["subject"] for it in data.mmlu] if data is not None else None
+    fact_clusters = [it["relation"] for it in data.fact_mc] if data is not None else None
+    empty = ProbeGrid({}, {})
     return [
         ordering_verdict(decoder, limit=limit),
-        collapse_verdict(decoder),
+        collapse_verdict(decoder, clusters=mmlu_clusters, fact_clusters=fact_clusters),
+        claims.degradation_verdict(decoder, unigram),
+        claims.baselines_verdict(decoder, baselines, fact_clusters),
+        claims.rq1_verdict(decoder, probes),
+        claims.knowledge_first_verdict(decoder, probes, fact_clusters),
+        claims.decoder_worse_verdict(probes, encoder if encoder is not None else empty),
+        claims.selectivity_verdict(encoder if encoder is not None else empty),
         probes_hide_verdict(decoder, probes, limit=limit),
     ]
 
