@@ -52,13 +52,22 @@ from analysis.geometry.linearity import (
     score_from_stats,
     solve_ridge,
 )
-from analysis.geometry.streams import block_stats, collect, heldout_r2, heldout_scores, visit_blocks
+from analysis.geometry.streams import (
+    SINK_POSITIONS,
+    block_stats,
+    collect,
+    heldout_r2,
+    heldout_scores,
+    heldout_windows,
+    visit_blocks,
+)
 
 __all__ = [
     "MIN_TOKENS_PER_DIM",
     "PCA",
     "RIDGE_LADDER",
     "ROGUE_RATIO",
+    "SINK_POSITIONS",
     "ExitResult",
     "GramStats",
     "LensStats",
@@ -79,6 +88,7 @@ __all__ = [
     "gradient_covariance",
     "heldout_r2",
     "heldout_scores",
+    "heldout_windows",
     "keep_only",
     "lens_stats",
     "linearity_score",
