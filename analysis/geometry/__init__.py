@@ -63,13 +63,22 @@ from analysis.geometry.removal import (
     gromov_block,
     shortgpt_layers,
 )
-from analysis.geometry.streams import block_stats, collect, heldout_r2, heldout_scores, visit_blocks
+from analysis.geometry.streams import (
+    SINK_POSITIONS,
+    block_stats,
+    collect,
+    heldout_r2,
+    heldout_scores,
+    heldout_windows,
+    visit_blocks,
+)
 
 __all__ = [
     "MIN_TOKENS_PER_DIM",
     "PCA",
     "RIDGE_LADDER",
     "ROGUE_RATIO",
+    "SINK_POSITIONS",
     "ExitResult",
     "GramStats",
     "LensStats",
@@ -96,6 +105,7 @@ __all__ = [
     "gromov_block",
     "heldout_r2",
     "heldout_scores",
+    "heldout_windows",
     "keep_only",
     "lens_stats",
     "linearity_score",

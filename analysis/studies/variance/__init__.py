@@ -7,16 +7,16 @@ replacement, rotation quantization and early exit on one model.
   :func:`fits`, :func:`linearity`, :func:`directions`, :func:`ablation`, :func:`replacement`,
   :func:`quantization`, :func:`exits`;
 - :mod:`~analysis.studies.variance.results`: the typed results they return (:class:`Fits`,
-  :class:`Directions`, :class:`Quantization`, :class:`Exits`);
+  :class:`Linearity`, :class:`Directions`, :class:`Quantization`, :class:`Exits`);
 - :mod:`~analysis.studies.variance.verdicts`: one verdict function per claim, and :func:`verdicts`,
-  all seven from the steps' results;
+  every claim's verdict from the steps' results;
 - :mod:`~analysis.studies.variance.plots`: the chapter's figures.
 """
 
 from __future__ import annotations
 
 from analysis.studies.variance.config import CONFIGS, TOKENS_PER_UNKNOWN, VarianceConfig, config_for
-from analysis.studies.variance.results import Directions, Exits, Fits, LensExit, Quantization
+from analysis.studies.variance.results import Directions, Exits, Fits, LensExit, Linearity, Quantization
 from analysis.studies.variance.run import (
     ablation,
     depth_layers,
@@ -29,7 +29,7 @@ from analysis.studies.variance.run import (
     tokens,
 )
 from analysis.studies.variance.seed import ANCHORS, SEED_RESULTS
-from analysis.studies.variance.verdicts import verdicts
+from analysis.studies.variance.verdicts import level_per_block, verdicts
 
 __all__ = [
     "ANCHORS",
@@ -40,6 +40,7 @@ __all__ = [
     "Exits",
     "Fits",
     "LensExit",
+    "Linearity",
     "Quantization",
     "VarianceConfig",
     "ablation",
@@ -48,6 +49,7 @@ __all__ = [
     "directions",
     "exits",
     "fits",
+    "level_per_block",
     "linearity",
     "quantization",
     "replacement",

@@ -26,6 +26,11 @@ class VarianceConfig:
     """Training-split tokens for the gradient covariance (one backward pass each)."""
     eval_tokens: int = field(default=2048, metadata={"size": True})
     """Held-out tokens: R², perplexity of replaced and quantized models, CCA samples."""
+    linearity_tokens: int = field(default=4096, metadata={"size": True, "cache_key": False})
+    """Held-out tokens scoring the block maps (R² per window: the linearity verdicts' units); the
+    linearity step's own key records it."""
+    replace_tokens: int = field(default=4096, metadata={"size": True, "cache_key": False})
+    """Held-out tokens scoring block replacement (perplexity per window); the replacement step's key records it."""
     ablation_tokens: int = field(default=512, metadata={"size": True})
     """Held-out tokens scored per ablation cell."""
     quant_tokens: int = field(default=1024, metadata={"size": True})
@@ -68,6 +73,8 @@ CONFIGS: dict[str, VarianceConfig] = {
         fit_tokens=1024,
         direction_tokens=256,
         eval_tokens=256,
+        linearity_tokens=256,
+        replace_tokens=256,
         ablation_tokens=128,
         quant_tokens=256,
         exit_tokens=256,
@@ -87,6 +94,8 @@ CONFIGS: dict[str, VarianceConfig] = {
         fit_tokens=160_000,
         direction_tokens=16_384,
         eval_tokens=65_536,
+        linearity_tokens=65_536,
+        replace_tokens=65_536,
         ablation_tokens=16_384,
         quant_tokens=16_384,
         exit_tokens=16_384,

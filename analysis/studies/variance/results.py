@@ -100,3 +100,22 @@ class Exits:
     def from_dict(cls, d: dict) -> Exits:
         """From the cached dict (``logit lens``, ``tuned lens``, ``curve``)."""
         return cls(LensExit.from_dict(d["logit lens"]), LensExit.from_dict(d["tuned lens"]), d["curve"])
+
+
+@dataclass(frozen=True, eq=False)
+class Linearity:
+    """Block linearity per position convention (:func:`~analysis.studies.variance.linearity`)."""
+
+    frames: dict[str, pd.DataFrame]
+    """Per convention (``"all positions"``, ``"position 0 left out"``), per block (index ``block``):
+    in-sample scores with and without the residual, the fit's ridge and tokens per unknown, and the
+    pooled held-out ``R² {output, update}, {clean, replaced}``."""
+    windows: pd.DataFrame
+    """One row per (``convention``, ``upstream``, ``block``): per held-out window, the map's squared
+    error (``window sse``) and the squared deviations of the output and of the update from their
+    pooled mean (``window sst output``, ``window sst update``)."""
+
+    def window(self, convention: str, upstream: str, block: int) -> pd.Series:
+        """The row of :attr:`windows` for one convention, upstream and block."""
+        w = self.windows
+        return w[(w["convention"] == convention) & (w["upstream"] == upstream) & (w["block"] == block)].iloc[0]

@@ -3,7 +3,9 @@
 - :func:`fits`: streamed block statistics on training-split text, the block maps (full and at the
   seed's compression), the least-squares tuned lens, in-sample linearity scores and the PCA of
   every layer's residual stream;
-- :func:`linearity`: held-out R² per block, clean and replaced upstream, of the output and the update;
+- :func:`linearity`: block maps refitted per position convention (all positions, or the attention
+  sink left out), in-sample scores, held-out R² per block and per window, clean and replaced upstream,
+  of the output and the update;
 - :func:`directions`: rogue dimensions, variance vs predictive subspaces (principal angles, CCA);
 - :func:`ablation`: loss when top-k variance / gradient / readout / random directions are removed,
   and when only the top-r variance directions are kept;
@@ -36,11 +38,21 @@ from analysis.evaluate import LMScore, lm_score
 from analysis.models import model_key
 from analysis.progress import progress
 from analysis.studies.variance.config import CACHE_VERSION, VarianceConfig
-from analysis.studies.variance.results import Directions, Exits, Fits, Quantization
+from analysis.studies.variance.results import Directions, Exits, Fits, Linearity, Quantization
 
 
-def _cached(name: str, cfg: VarianceConfig, model, compute):
-    return cached(f"variance/{name}", compute, config={"cfg": cfg, "v": CACHE_VERSION}, model=model_key(model))
+def _cached(name: str, cfg: VarianceConfig, model, compute, **key):
+    """``key``: what else this step's result depends on (a step's own version, fields left out of ``cfg``'s key)."""
+    return cached(f"variance/{name}", compute, config={"cfg": cfg, "v": CACHE_VERSION, **key}, model=model_key(model))
+
+
+LINEARITY_VERSION = 2
+"""The linearity step's own version: 2 refits the maps in float64, per position convention, and keeps
+per-window errors (the verdicts' units)."""
+
+CONVENTIONS = {"all positions": 0, "position 0 left out": geometry.SINK_POSITIONS}
+"""The two position conventions of the linearity statistics: every window position, or all but the
+attention sink at position 0 (``skip_first``)."""
 
 
 def tokens(model: HookedTransformer, cfg: VarianceConfig) -> dict[str, torch.Tensor]:
@@ -107,19 +119,54 @@ def fits(model: HookedTransformer, cfg: VarianceConfig) -> Fits:
     return Fits(**_cached("fits", cfg, model, compute))
 
 
-def linearity(model: HookedTransformer, cfg: VarianceConfig, fit: Fits) -> pd.DataFrame:
-    """Per block: in-sample scores and held-out R² of the full map, output and update, clean and replaced upstream."""
+def linearity(model: HookedTransformer, cfg: VarianceConfig) -> Linearity:
+    """Per position convention (:data:`CONVENTIONS`) and block: the full affine map fitted on the fit
+    tokens (training split), its in-sample scores, and its held-out R² of the output and the update,
+    clean and replaced upstream, pooled and window by window, on ``cfg.linearity_tokens`` held-out tokens."""
 
     def compute():
-        ev = tokens(model, cfg)["eval"]
-        out = fit.frame.copy()
-        for upstream in ("clean", "replaced"):
-            sc = geometry.heldout_scores(model, ev, fit.full, cfg.context, cfg.batch_size, upstream)
-            out[f"R² output, {upstream}"] = pd.Series(sc["output"])
-            out[f"R² update, {upstream}"] = pd.Series(sc["update"])
-        return out
+        fit_tok = tokens(model, cfg)["fit"]
+        ev = lm_tokens(model.tokenizer, "eval", n_tokens=cfg.linearity_tokens)
+        st = geometry.block_stats(model, fit_tok, cfg.context, cfg.batch_size, skip_first=geometry.SINK_POSITIONS)
+        d = model.cfg.d_model
+        frames, windows = {}, []
+        for conv, skip in CONVENTIONS.items():
+            block = st["block_skip" if skip else "block"]
+            maps = {l: geometry.fit_map(s) for l, s in enumerate(block)}
+            frame = pd.DataFrame(
+                [
+                    {
+                        "block": l,
+                        "score with residual": geometry.score_from_stats(s),
+                        "score without residual": geometry.score_from_stats(s.update_stats()),
+                        "ridge": maps[l].ridge,
+                        "tokens per dim": s.n / (d + 1),
+                    }
+                    for l, s in enumerate(block)
+                ]
+            ).set_index("block")
+            for upstream in ("clean", "replaced"):
+                w = geometry.heldout_windows(model, ev, maps, cfg.context, cfg.batch_size, upstream, skip)
+                for part in ("output", "update"):
+                    frame[f"R² {part}, {upstream}"] = pd.Series(
+                        {l: float(1 - w["sse"][l].sum() / w[f"sst {part}"][l].sum()) for l in w["sse"]}
+                    )
+                windows += [
+                    {
+                        "convention": conv,
+                        "upstream": upstream,
+                        "block": l,
+                        "window sse": tuple(w["sse"][l].tolist()),
+                        "window sst output": tuple(w["sst output"][l].tolist()),
+                        "window sst update": tuple(w["sst update"][l].tolist()),
+                    }
+                    for l in sorted(w["sse"])
+                ]
+            frames[conv] = frame
+        return {"frames": frames, "windows": pd.DataFrame(windows)}
 
-    return _cached("linearity", cfg, model, compute)
+    key = {"linearity": LINEARITY_VERSION, "tokens": cfg.linearity_tokens}
+    return Linearity(**_cached("linearity", cfg, model, compute, **key))
 
 
 def directions(model: HookedTransformer, cfg: VarianceConfig, fit: Fits) -> Directions:
@@ -223,7 +270,7 @@ def replacement(model: HookedTransformer, cfg: VarianceConfig, fit: Fits) -> pd.
     """Perplexity with the last k blocks replaced (rank maps at the seed's ratio, and full maps)."""
 
     def compute():
-        ev = tokens(model, cfg)["eval"]
+        ev = lm_tokens(model.tokenizer, "eval", n_tokens=cfg.replace_tokens)
         base = _score(model, ev, cfg, "replacement base")
         L = model.cfg.n_layers
         rows = [_row(base, base, blocks=0, map="none", compression=1.0, first=L)]
@@ -237,7 +284,7 @@ def replacement(model: HookedTransformer, cfg: VarianceConfig, fit: Fits) -> pd.
                 rows.append(_row(base, s, blocks=k, map=label, compression=ratio, first=L - k))
         return pd.DataFrame(rows)
 
-    return _cached("replacement", cfg, model, compute)
+    return _cached("replacement", cfg, model, compute, tokens=cfg.replace_tokens)
 
 
 def quantization(model: HookedTransformer, cfg: VarianceConfig) -> Quantization:

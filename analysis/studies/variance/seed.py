@@ -8,12 +8,21 @@ SEED_RESULTS: dict[str, dict] = {
         "seed": "largely uncorrelated (no share given)",
     },
     "r2_gpt2": {
-        "claim": "blocks are conditionally linear: R² about 0.95 (GPT-2) under the correct upstream",
-        "seed": 0.95,
+        "claim": "blocks are conditionally linear: R² about 0.95 (GPT-2) and 0.93 (Mistral block 31) under the "
+        "correct upstream",
+        "seed": "0.95 (GPT-2); 0.93 (Mistral block 31)",
+        "r2_low": 0.93,
+    },
+    "r2_conditional": {
+        "claim": "that linearity is conditional: it holds under the correct upstream, not once the upstream blocks "
+        "are replaced (distribution shift)",
+        "seed": "conditional on the upstream",
     },
     "r2_depth": {
         "claim": "linearity increases with depth: R² 0.17 (Mistral block 0) to 0.93 (block 31)",
         "seed": "0.17 -> 0.93",
+        "first": 0.17,
+        "last": 0.93,
     },
     "direct_beats_factor": {
         "claim": "direct quantization beats factoring then quantizing, because of error amplification",

@@ -144,3 +144,83 @@ def test_replaced_upstream_changes_later_inputs(tiny_model):
     assert repl[0] == pytest.approx(clean[0], rel=1e-9)  # block 0 has no upstream to replace
     assert repl[1] != pytest.approx(clean[1], rel=1e-6)
     assert all(v < 1 for v in clean.values())  # a random block is not linear
+
+
+def test_gram_stats_accumulate_in_float64():
+    """An exactly affine map, streamed from float32 batches with large offsets, scores R² = 1 to ~1e-12
+    (float32 products left it at 1 + 2e-9), and the moments equal a float64 computation."""
+    g = torch.Generator().manual_seed(4)
+    x = (torch.randn(4096, 16, generator=g) * 3 + 50).float()
+    w, b = torch.randn(16, 16, generator=g, dtype=torch.float64), torch.randn(16, dtype=torch.float64)
+    y = (x.double() @ w + b).float()
+    stats = geometry.GramStats()
+    for i in range(0, len(x), 512):
+        stats.add(x[i : i + 512], y[i : i + 512])
+    xd, yd = x.double(), y.double()
+    _, _, cxx, cxy, cyy = stats.moments()
+    ref = torch.cov(torch.cat([xd, yd], 1).T, correction=0)
+    torch.testing.assert_close(cxx, ref[:16, :16], rtol=1e-12, atol=1e-10)
+    torch.testing.assert_close(cxy, ref[:16, 16:], rtol=1e-12, atol=1e-10)
+    torch.testing.assert_close(cyy, ref[16:, 16:], rtol=1e-12, atol=1e-9)
+    m = geometry.fit_map(stats, ridge=0.0)
+    assert geometry.r2_from_stats(m, stats) == pytest.approx(1.0, abs=1e-12)
+    assert geometry.score_from_stats(stats) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_subtracting_a_subset_of_the_tokens():
+    x, y = pair(n=200, d=6)
+    whole = geometry.GramStats().add(x, y)
+    head = geometry.GramStats(shift_x=whole.shift_x, shift_y=whole.shift_y)
+    head.sx, head.sy = torch.zeros(6, dtype=torch.float64), torch.zeros(6, dtype=torch.float64)
+    head.xx, head.xy, head.yy = (torch.zeros(6, 6, dtype=torch.float64) for _ in range(3))
+    head.add(x[:20], y[:20])
+    rest = whole - head
+    ref = geometry.GramStats().add(x[20:], y[20:])
+    assert rest.n == 180
+    for a, b in zip(rest.moments(), ref.moments()):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
+    with pytest.raises(ValueError, match="same shifts"):
+        whole - ref
+
+
+@pytest.mark.parametrize("skip", [0, 1])
+def test_block_stats_positions_against_procrustes_similarity(tiny_model, skip):
+    """Streamed block statistics with and without window position 0 (the attention sink) give
+    LLM-Microscope's score on exactly those positions' states, with and without the residual."""
+    mic = microscope()
+    g = torch.Generator().manual_seed(5)
+    tokens = torch.randint(0, 50, (8 * 32,), generator=g)
+    st = geometry.block_stats(tiny_model, tokens, context=32, batch_size=4, skip_first=skip)
+    _, cache = tiny_model.run_with_cache(tokens.view(8, 32))
+    for layer in range(tiny_model.cfg.n_layers):
+        x = cache[f"blocks.{layer}.hook_resid_pre"][:, skip:].reshape(-1, tiny_model.cfg.d_model).double()
+        y = cache[f"blocks.{layer}.hook_resid_post"][:, skip:].reshape(-1, tiny_model.cfg.d_model).double()
+        s = st["block_skip" if skip else "block"][layer]
+        assert s.n == len(x)
+        assert geometry.score_from_stats(s) == pytest.approx(mic.procrustes_similarity(x, y), rel=1e-6)
+        assert geometry.score_from_stats(s.update_stats()) == pytest.approx(
+            mic.procrustes_similarity(x, y - x), rel=1e-6
+        )
+    assert ("block_skip" in st) == bool(skip)
+
+
+def test_heldout_windows_pool_to_the_pooled_r2(tiny_model):
+    """Per-window errors and deviations sum to the pooled held-out R², for every position convention;
+    leaving position 0 out scores exactly the other positions."""
+    g = torch.Generator().manual_seed(6)
+    calib, held = torch.randint(0, 50, (1024,), generator=g), torch.randint(0, 50, (256,), generator=g)
+    stats = geometry.block_stats(tiny_model, calib, context=32)["block"]
+    maps = {l: geometry.fit_map(s) for l, s in enumerate(stats)}
+    _, cache = tiny_model.run_with_cache(held.view(8, 32))
+    for skip in (0, 1):
+        w = geometry.heldout_windows(tiny_model, held, maps, context=32, batch_size=3, skip_first=skip)
+        assert all(len(v) == 8 for v in w["sse"].values())
+        x = cache["blocks.1.hook_resid_pre"][:, skip:].reshape(-1, 32).double()
+        y = cache["blocks.1.hook_resid_post"][:, skip:].reshape(-1, 32).double()
+        sse = (maps[1](x) - y).square().sum()
+        r2 = 1 - sse / (y - y.mean(0)).square().sum()
+        r2_update = 1 - sse / ((y - x) - (y - x).mean(0)).square().sum()
+        assert 1 - w["sse"][1].sum() / w["sst output"][1].sum() == pytest.approx(float(r2), rel=1e-6)
+        assert 1 - w["sse"][1].sum() / w["sst update"][1].sum() == pytest.approx(float(r2_update), rel=1e-6)
+        sc = geometry.heldout_scores(tiny_model, held, maps, context=32, skip_first=skip)
+        assert sc["update"][1] == pytest.approx(float(r2_update), rel=1e-6)
