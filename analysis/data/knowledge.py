@@ -184,6 +184,16 @@ def _interleave(groups: list[list[dict]]) -> list[dict]:
     return out
 
 
+def balanced(ds: Dataset, column: str = "relation") -> Dataset:
+    """``ds`` reordered round-robin over the values of ``column`` (in order of first appearance,
+    each group keeping its own order), so that every prefix is balanced across them: a screen of
+    known facts keeps easy relations and drops hard ones, and a prefix of it is no longer balanced."""
+    groups: dict = {}
+    for i, value in enumerate(ds[column]):
+        groups.setdefault(value, []).append(i)
+    return ds.select(_interleave(list(groups.values())))
+
+
 @parsed_cache(maxsize=4)
 def _facts(raw: Path) -> Dataset:
     """All facts: each relation capped and shuffled, then interleaved round-robin."""

@@ -158,7 +158,7 @@ class TraceSetup:
     noise_options: dict[str, float]
     """The noise std each source would give (``subjects``: ROME's; ``text``: eval text)."""
     facts: Dataset
-    """The known facts of the ``"score"`` split, in screen order."""
+    """The known facts of the ``"score"`` split, in screen order (or balanced by relation)."""
     n_samples: int = 1
     """Noise samples per corrupted run (set by :meth:`for_model` from the convergence curve)."""
     convergence: pd.DataFrame | None = None
@@ -171,14 +171,23 @@ class TraceSetup:
 
     @classmethod
     def for_model(
-        cls, model: HookedTransformer, recipe: Recipe, require_correct: bool = True, cache: bool = True, **fields: Any
+        cls,
+        model: HookedTransformer,
+        recipe: Recipe,
+        require_correct: bool = True,
+        cache: bool = True,
+        balance: bool = False,
+        **fields: Any,
     ) -> Self:
         """Measure the recipe on ``model``: the ``"score"`` facts of its screen, the noise level
         (ROME's by default), and the number of noise samples chosen from the convergence curve
-        (:meth:`noise_convergence`), capped at ``recipe.max_samples``. ``fields`` fill a subclass's
-        own fields."""
+        (:meth:`noise_convergence`), capped at ``recipe.max_samples``. ``balance`` orders the facts
+        round-robin by relation (:func:`analysis.data.balanced`), so that the first facts, the ones
+        traced exactly, span every relation. ``fields`` fill a subclass's own fields."""
         r = recipe
         facts = r.screen.splits(model)["score"]
+        if balance:
+            facts = data.balanced(facts)
         eval_tokens = data.lm_tokens(model.tokenizer, "eval", n_tokens=r.noise_tokens)
         options = {
             "subjects": noise_scale(model, facts=facts, factor=r.noise_factor),

@@ -70,13 +70,14 @@ class Setup(tracing.TraceSetup):
 
 def setup(model: HookedTransformer, profile: Profile | str | None = None, cache: bool = True) -> Setup:
     """The study's shared inputs for ``model`` under a profile: the ``"score"`` facts of the one
-    known-fact screen, the noise level (ROME's by default), and the number of noise samples chosen
+    known-fact screen, ordered round-robin by relation, the noise level (ROME's by default), and the number of noise samples chosen
     from the convergence curve (:meth:`~analysis.tracing.TraceSetup.noise_convergence`), capped
     at ``cfg.max_samples``."""
     profile = get_profile(profile) if profile is None or isinstance(profile, str) else profile
     cfg = config_for(profile)
     _, screen = data.known_facts(model, cfg.n_screen, cache=cache)
-    return Setup.for_model(model, cfg.recipe, tracing.known_only(profile), cache, cfg=cfg, screen=screen)
+    # balanced by relation: the verdicts resample relations, and a verdict needs MIN_UNITS of them
+    return Setup.for_model(model, cfg.recipe, tracing.known_only(profile), cache, balance=True, cfg=cfg, screen=screen)
 
 
 def heatmap_traces(s: Setup) -> tracing.AIEResult:

@@ -459,3 +459,14 @@ def test_the_all_rule_keeps_every_fact_under_its_own_cache_key(fact_model_for, a
     assert knowledge.known_facts(model, N_SCREEN, rule="greedy")[0]["id"] == greedy["id"]
     with pytest.raises(ValueError, match="Unknown fact screen"):
         knowledge.known_facts(model, N_SCREEN, rule="top5")
+
+
+def test_balanced_puts_every_relation_in_a_short_prefix():
+    from datasets import Dataset
+
+    rel = ["a"] * 6 + ["b"] * 3 + ["c"] * 1  # a screen that kept many easy facts and few hard ones
+    ds = Dataset.from_dict({"id": list(range(10)), "relation": rel})
+    out = knowledge.balanced(ds)
+    assert out["relation"][:3] == ["a", "b", "c"] and sorted(out["id"]) == list(range(10))
+    assert [i for i, r in zip(out["id"], out["relation"]) if r == "a"] == [0, 1, 2, 3, 4, 5]  # order kept inside
+    assert out["relation"] == ["a", "b", "c", "a", "b", "a", "b", "a", "a", "a"]
