@@ -133,7 +133,7 @@ def n_to_settle(estimate: float, lo: float, hi: float, n: int, threshold: float 
     """Roughly how many units would make the interval exclude ``threshold``, assuming its
     half-width shrinks as ``1/sqrt(n)`` and the estimate stays; None when it cannot (estimate at
     the threshold) or already does."""
-    half = (hi - lo) / 2
+    half = (hi - lo) / 2  # a symmetric reading: for an asymmetric interval the answer may lie below n
     gap = abs(estimate - threshold)
     if gap == 0 or not all(map(math.isfinite, (estimate, lo, hi))):
         return None
@@ -173,7 +173,7 @@ def interval_verdict(
         evidence += f"; only {n} {unit}, fewer than the {MIN_UNITS} a verdict needs"
     elif verdict == "inconclusive" and n is not None:
         need = n_to_settle(estimate, lo, hi, n, threshold)
-        if need:
+        if need and need > n:  # an asymmetric interval can ask for fewer units than it has: say nothing
             evidence += f"; about {need} {unit} (now {n}) would settle it if the estimate held"
     return Verdict(
         claim,

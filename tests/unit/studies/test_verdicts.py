@@ -136,3 +136,8 @@ def test_the_paired_interval_rule_keeps_false_reproduced_at_or_below_5_percent(n
         return V.difference_verdict("a > b", stats.paired(rng.standard_t(3, n)))  # heavy tails, true mean 0
 
     assert V.false_reproduced_rate(judge, 1000) <= 0.05
+
+
+def test_an_asymmetric_interval_does_not_ask_for_fewer_units_than_it_has():
+    v = V.interval_verdict("depth < 0.5", 0.2, 0.07, 0.52, 0.5, "<", n=10, unit="relations")
+    assert v.verdict == "inconclusive" and "would settle" not in v.evidence
