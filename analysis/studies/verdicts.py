@@ -12,7 +12,8 @@ below, and its chapter ends with :func:`table` of them. The rules are deliberate
   claims are decided only by an equivalence test (TOST) with a stated margin, never by p ≥ 0.05.
   When even a perfect null estimate at this n could not pass TOST, the status is
   :data:`UNTESTABLE` ("untestable at this n"), with the n that would settle it.
-- :func:`combine`: a claim with several parts is reproduced when all parts are; inconclusive when
+- :func:`combine`: a claim with several parts is reproduced when all parts are (untestable when
+  all parts are); inconclusive when
   any part is inconclusive or untestable and none is not reproduced (an open part cannot be
   outvoted by the others); not reproduced when no part is reproduced and one is not; partly otherwise.
 
@@ -173,7 +174,9 @@ def interval_verdict(
         evidence += f"; only {n} {unit}, fewer than the {MIN_UNITS} a verdict needs"
     elif verdict == "inconclusive" and n is not None:
         need = n_to_settle(estimate, lo, hi, n, threshold)
-        if need and need > n:  # an asymmetric interval can ask for fewer units than it has: say nothing
+        if need and need > 1000 * n:
+            evidence += f"; the estimate sits on {threshold}: no feasible number of {unit} would settle it"
+        elif need and need > n:  # an asymmetric interval can ask for fewer units than it has: say nothing
             evidence += f"; about {need} {unit} (now {n}) would settle it if the estimate held"
     return Verdict(
         claim,
@@ -281,7 +284,8 @@ def mean_equivalence_verdict(
 
 
 COMBINE_RULE = (
-    "reproduced if every part is; inconclusive if a part is inconclusive or untestable and none is not reproduced; "
+    "reproduced if every part is; untestable at this n if every part is; inconclusive if a part is inconclusive "
+    "or untestable and none is not reproduced; "
     "not reproduced if no part is reproduced and one is not; else partly"
 )
 
@@ -293,6 +297,8 @@ def combine(claim: str, parts: Sequence[Verdict], seed=None) -> Verdict:
     kinds = [p.verdict for p in parts]
     if all(k == "reproduced" for k in kinds):
         verdict = "reproduced"
+    elif all(k == UNTESTABLE for k in kinds):
+        verdict = UNTESTABLE
     elif {"inconclusive", UNTESTABLE} & set(kinds) and "not reproduced" not in kinds:
         verdict = "inconclusive"
     elif not {"reproduced", "partly"} & set(kinds):

@@ -141,3 +141,11 @@ def test_the_paired_interval_rule_keeps_false_reproduced_at_or_below_5_percent(n
 def test_an_asymmetric_interval_does_not_ask_for_fewer_units_than_it_has():
     v = V.interval_verdict("depth < 0.5", 0.2, 0.07, 0.52, 0.5, "<", n=10, unit="relations")
     assert v.verdict == "inconclusive" and "would settle" not in v.evidence
+
+
+def test_combine_of_untestable_parts_is_untestable_and_a_zero_estimate_asks_for_no_n():
+    u, r = V.Verdict("u", V.UNTESTABLE, ""), V.Verdict("r", "reproduced", "")
+    assert V.combine("all untestable", [u, u]).verdict == V.UNTESTABLE
+    assert V.combine("one untestable", [r, u]).verdict == "inconclusive"
+    v = V.interval_verdict("x > 0", -4e-18, -0.07, 0.07, n=10, unit="relations")
+    assert v.verdict == "inconclusive" and "no feasible number of relations" in v.evidence
