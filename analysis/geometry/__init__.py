@@ -29,6 +29,7 @@ from analysis.geometry.directions import (
     readout_basis,
     rogue_dimensions,
     top_directions,
+    window_cca,
 )
 from analysis.geometry.lens import (
     ExitResult,
@@ -39,6 +40,7 @@ from analysis.geometry.lens import (
     exit_curve,
     exit_layers,
     lens_stats,
+    window_share,
 )
 from analysis.geometry.linearity import (
     MIN_TOKENS_PER_DIM,
@@ -124,4 +126,6 @@ __all__ = [
     "solve_ridge",
     "top_directions",
     "visit_blocks",
+    "window_cca",
+    "window_share",
 ]

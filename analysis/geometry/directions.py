@@ -195,3 +195,20 @@ def cca(x: Float[Tensor, "n p"], y: Float[Tensor, "n q"], eps: float = 1e-9) -> 
         return z @ (vecs[:, keep] / vals[keep].sqrt())
 
     return torch.linalg.svdvals(whiten(x).T @ whiten(y)).clamp(max=1.0)
+
+
+def window_cca(
+    x: Float[Tensor, "n d"], a: Float[Tensor, "d k"], b: Float[Tensor, "d m"], per_window: int, skip_first: int = 1
+) -> Float[Tensor, " windows"]:
+    """The mean canonical correlation (:func:`cca`) between states ``x`` projected on ``a`` and on
+    ``b``, one value per window: ``x`` holds whole windows of ``per_window`` rows in order (as
+    :func:`analysis.geometry.collect` returns them); the first ``skip_first`` positions of each
+    window (the attention sink, whose massive activations would dominate a window's covariance)
+    are left out. One value per window makes windows the units a verdict resamples."""
+    if x.shape[0] % per_window:
+        raise ValueError(f"{x.shape[0]} rows are not whole windows of {per_window}.")
+    if not 0 <= skip_first <= per_window - 3:
+        raise ValueError(f"skip_first must leave at least 3 positions of {per_window}, got {skip_first}.")
+    w = x.double().reshape(-1, per_window, x.shape[-1])[:, skip_first:]
+    pa, pb = w @ a.double(), w @ b.double()
+    return torch.stack([cca(u, v).mean() for u, v in zip(pa, pb)])

@@ -28,7 +28,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from analysis import hooks
+from analysis import hooks, stats
 from analysis.forward import final_logits, stream, windows
 from analysis.geometry.linearity import LinearMap
 
@@ -151,10 +151,24 @@ def exit_curve(stats: LensStats, thresholds: Sequence[float]) -> list[ExitResult
     return [early_exit(stats, t) for t in thresholds]
 
 
-def easy_share_ci(result: ExitResult, stats: LensStats, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """A 95% bootstrap interval of the easy share, resampling tokens."""
-    L, n = stats.confidence.shape
-    easy = (result.easy_layer < L - 1).numpy()
-    idx = np.random.default_rng(seed).integers(0, n, (n_boot, n))
-    lo, hi = np.quantile(easy[idx].mean(1), [0.025, 0.975])
-    return float(lo), float(hi)
+def window_share(flags, per_window: int, level: float = 0.95) -> tuple[float, float, float, int]:
+    """The share of true ``flags`` (one per scored token, in window order, ``per_window`` tokens a
+    window) with a cluster-robust t interval that treats each window as one unit
+    (:func:`analysis.stats.cluster_t`): tokens of one window share a document and a context, so
+    they are not independent. Returns ``(share, lo, hi, windows)``."""
+    if per_window < 1:
+        raise ValueError(f"per_window must be a positive token count, got {per_window}.")
+    x = np.asarray(flags, dtype=float).ravel()
+    if len(x) == 0:
+        raise ValueError("No scored tokens; pass a non-empty token set.")
+    share, lo, hi, _, g = stats.cluster_t(x, np.arange(len(x)) // per_window, level)
+    return share, lo, hi, g
+
+
+def easy_share_ci(result: ExitResult, stats_: LensStats, per_window: int) -> tuple[float, float, int]:
+    """A 95% interval of the easy share that resamples windows, not tokens (:func:`window_share`;
+    ``per_window``: scored tokens per window, ``context - 1`` for :func:`lens_stats`), and the
+    number of windows it stands on: ``(lo, hi, windows)``."""
+    L = stats_.confidence.shape[0]
+    _, lo, hi, g = window_share((result.easy_layer < L - 1).numpy(), per_window)
+    return lo, hi, g

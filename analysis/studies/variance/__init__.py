@@ -15,6 +15,7 @@ replacement, rotation quantization and early exit on one model.
 
 from __future__ import annotations
 
+from analysis.studies.variance.blocks import level_per_block
 from analysis.studies.variance.config import CONFIGS, TOKENS_PER_UNKNOWN, VarianceConfig, config_for
 from analysis.studies.variance.results import Directions, Exits, Fits, LensExit, Linearity, Quantization
 from analysis.studies.variance.run import (
@@ -29,7 +30,7 @@ from analysis.studies.variance.run import (
     tokens,
 )
 from analysis.studies.variance.seed import ANCHORS, SEED_RESULTS
-from analysis.studies.variance.verdicts import level_per_block, verdicts
+from analysis.studies.variance.verdicts import verdicts
 
 __all__ = [
     "ANCHORS",

@@ -33,10 +33,17 @@ class VarianceConfig:
     """Held-out tokens scoring block replacement (perplexity per window); the replacement step's key records it."""
     ablation_tokens: int = field(default=512, metadata={"size": True})
     """Held-out tokens scored per ablation cell."""
-    quant_tokens: int = field(default=1024, metadata={"size": True})
-    """Held-out tokens scored per quantization cell."""
-    exit_tokens: int = field(default=1024, metadata={"size": True})
-    """Held-out tokens for the lenses and early exit."""
+    quant_tokens: int = field(default=4096, metadata={"size": True})
+    """Held-out tokens scored per quantization cell (16 windows under ``cpu``: the direct-vs-factor
+    verdict resamples windows and needs at least ``MIN_UNITS`` of them)."""
+    exit_tokens: int = field(default=4096, metadata={"size": True})
+    """Held-out tokens for the lenses and early exit (the easy share resamples these windows)."""
+    cca_tokens: int = field(default=4096, metadata={"size": True})
+    """Held-out tokens whose windows each give one canonical correlation per layer (the units of
+    the variance-vs-predictive verdict)."""
+    gap_tokens: int = field(default=4096, metadata={"size": True})
+    """Held-out tokens scored with ``k_overlap`` variance / gradient directions removed at each
+    ablation depth: the causal part of the variance-vs-predictive verdict, per window."""
     context: int = field(default=256, metadata={"size": True})
     batch_size: int = field(default=8, metadata={"size": True})
     ablation_layers: tuple[float, ...] = (0.1, 0.5, 0.9)
@@ -52,8 +59,9 @@ class VarianceConfig:
     quant_bits: tuple[int, ...] = field(default=(2, 3, 4, 8), metadata={"size": True})
     quant_layers: tuple[float, ...] | None = None
     """Depths whose block weights are quantized (None: every block)."""
-    amp_layers: tuple[float, ...] = (0.1, 0.5, 0.9)
-    """Depths whose weights are measured for error amplification."""
+    amp_layers: tuple[float, ...] | None = None
+    """Depths whose weights are measured for error amplification (None: every block; the verdict
+    resamples blocks, so it needs at least ``MIN_UNITS`` of them)."""
     replace_ratio: float = 34.0
     """Compression of a rank-r block map (the seed's 34x)."""
     multi_blocks: tuple[int, ...] = field(default=(1, 2, 4, 8), metadata={"size": True})
@@ -78,6 +86,8 @@ CONFIGS: dict[str, VarianceConfig] = {
         ablation_tokens=128,
         quant_tokens=256,
         exit_tokens=256,
+        cca_tokens=256,
+        gap_tokens=256,
         context=128,
         batch_size=4,
         ablation_layers=(0.5,),
@@ -99,6 +109,8 @@ CONFIGS: dict[str, VarianceConfig] = {
         ablation_tokens=16_384,
         quant_tokens=16_384,
         exit_tokens=16_384,
+        cca_tokens=16_384,
+        gap_tokens=16_384,
         context=1024,
         batch_size=8,
         ablation_layers=(0.0, 0.25, 0.5, 0.75, 0.97),

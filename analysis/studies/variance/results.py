@@ -46,6 +46,15 @@ class Directions:
     """Per layer: the top eigenvectors of the loss-gradient covariance at ``blocks.l.hook_resid_pre``."""
     readout: Float[Tensor, "d k"]
     """The top ``cfg.k_overlap`` left singular vectors of ``diag(w_final) W_U``."""
+    windows: pd.DataFrame | None = None
+    """One row per (``layer``, ``window``) of ``cfg.cca_tokens`` held-out tokens: the mean canonical
+    correlation of the top-k variance subspace with the top-k gradient subspace (``CCA gradient``)
+    and with a random k-subspace drawn afresh for each row (``CCA random``)."""
+    removal: pd.DataFrame | None = None
+    """One row per (``layer``, ``kind``): the per-window ``window nll`` / ``window tokens`` on
+    ``cfg.gap_tokens`` held-out tokens with the top ``cfg.k_overlap`` directions of ``kind``
+    (``variance``, ``gradient``) removed at each ablation depth, and the unablated model
+    (``layer`` -1, ``kind`` ``none``)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,7 +65,8 @@ class Quantization:
     """One row per (scheme, bits), the unquantized model first: loss, perplexity, bits per weight,
     and the per-window ``window nll`` / ``window tokens`` for paired comparisons."""
     amplification: pd.DataFrame
-    """One row per (weight, bits): direct and factor errors and their amplification."""
+    """One row per (weight, bits), with its ``layer``: direct RTN's error and the factors' and product's
+    errors (:func:`analysis.compress.rotation.amplification`)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,14 +82,17 @@ class LensExit:
     easy_share: float
     easy_low: float
     easy_high: float
-    """The easy share and its 95% bootstrap interval over tokens."""
+    """The easy share and its 95% interval, resampling windows (a cluster-robust t interval)."""
     n: int
     """Tokens scored."""
+    windows: int = 0
+    """Windows the interval resamples (0 in results cached before windows were the unit)."""
 
     @classmethod
     def from_dict(cls, d: dict) -> LensExit:
-        """From the cached dict (``kl``, ``exit layers``, ``easy layers``, ``easy``: share, low, high; ``n``)."""
-        return cls(d["kl"], d["exit layers"], d["easy layers"], *d["easy"], d["n"])
+        """From the cached dict (``kl``, ``exit layers``, ``easy layers``, ``easy``: share, low, high;
+        ``n``; ``windows``)."""
+        return cls(d["kl"], d["exit layers"], d["easy layers"], *d["easy"], d["n"], d.get("windows", 0))
 
 
 @dataclass(frozen=True, eq=False)

@@ -6,12 +6,13 @@
 - :func:`linearity`: block maps refitted per position convention (all positions, or the attention
   sink left out), in-sample scores, held-out R² per block and per window, clean and replaced upstream,
   of the output and the update;
-- :func:`directions`: rogue dimensions, variance vs predictive subspaces (principal angles, CCA);
+- :func:`directions`: rogue dimensions, variance vs predictive subspaces (principal angles, CCA),
+  per-window CCA against a random subspace, and the loss of removing either subspace per window;
 - :func:`ablation`: loss when top-k variance / gradient / readout / random directions are removed,
   and when only the top-r variance directions are kept;
 - :func:`replacement`: perplexity with the last block, then the last k blocks, replaced;
-- :func:`quantization`: direct RTN, rotated RTN and factor-then-RTN at matched bits, and the
-  amplification of factor errors;
+- :func:`quantization`: direct RTN, rotated RTN and factor-then-RTN at matched bits, and every
+  block weight's direct and factored errors;
 - :func:`exits`: logit and tuned lens, early exit against the confidence threshold.
 
 The chapter calls these steps one by one, with its text between them. Each returns a typed result
@@ -29,7 +30,7 @@ import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
 
-from analysis import geometry
+from analysis import geometry, hooks
 from analysis.cache import cached
 from analysis.compress import linear_block, rotation
 from analysis.compress.linear import to_linear
@@ -54,6 +55,11 @@ CONVENTIONS = {"all positions": 0, "position 0 left out": geometry.SINK_POSITION
 """The two position conventions of the linearity statistics: every window position, or all but the
 attention sink at position 0 (``skip_first``)."""
 
+STEP_VERSIONS = {"directions": 2, "quantization": 2, "exits": 2}
+"""Steps whose result changed after ``CACHE_VERSION`` 1: ``directions`` gained the per-window CCA
+units and the removal gap, ``quantization`` the per-window scores on ``cfg.quant_tokens`` and every
+block's errors, ``exits`` the easy share's interval over windows."""
+
 
 def tokens(model: HookedTransformer, cfg: VarianceConfig) -> dict[str, torch.Tensor]:
     """``fit`` and ``direction`` tokens (training split) and ``eval`` tokens (held-out split)."""
@@ -62,6 +68,16 @@ def tokens(model: HookedTransformer, cfg: VarianceConfig) -> dict[str, torch.Ten
         "direction": lm_tokens(model.tokenizer, "train", n_tokens=cfg.direction_tokens),
         "eval": lm_tokens(model.tokenizer, "eval", n_tokens=cfg.eval_tokens),
     }
+
+
+def held_out(model: HookedTransformer, n_tokens: int) -> torch.Tensor:
+    """The first ``n_tokens`` tokens of the held-out split: every step that scores reads these, and
+    none of them ever fits, chooses or calibrates anything (that is the training split's, :func:`tokens`)."""
+    return lm_tokens(model.tokenizer, "eval", n_tokens=n_tokens)
+
+
+CHOOSING = ("fit", "direction")
+"""The roles of :func:`tokens` whose text fits maps, lenses and directions; the rest only score."""
 
 
 def depth_layers(model: HookedTransformer, fractions) -> list[int]:
@@ -178,14 +194,16 @@ def directions(model: HookedTransformer, cfg: VarianceConfig, fit: Fits) -> Dire
         grads = geometry.gradient_covariance(model, tok["direction"], list(range(L)), cfg.context, cfg.batch_size)
         readout = geometry.readout_basis(model)[0][:, :k]
         names = [f"blocks.{l}.hook_resid_pre" for l in range(L)]
-        states = geometry.collect(model, tok["eval"], names, cfg.context, cfg.batch_size, max_tokens=cfg.eval_tokens)
-        rows, grad_dirs = [], {}
+        n = max(cfg.eval_tokens, cfg.cca_tokens)
+        states = geometry.collect(model, held_out(model, n), names, cfg.context, cfg.batch_size, max_tokens=n)
+        rows, units, grad_dirs = [], [], {}
         for l in progress(range(L), desc="overlap"):
             var = fit.pca[l].top(k).double()
             grad_dirs[l] = geometry.top_directions(grads[l], max(max(cfg.ks), k)).float()
             g = grad_dirs[l][:, :k].double()
             rnd = geometry.random_subspace(d, k, cfg.seed + l)
-            x = states[names[l]].double()
+            units += _cca_units(states[names[l]], var, g, l, cfg)
+            x = states[names[l]][: (cfg.eval_tokens // cfg.context) * cfg.context].double()
             rogue = geometry.rogue_dimensions(x)
             idx = rogue.rogue()
             cc = geometry.cca(x @ var, x @ g)
@@ -207,9 +225,45 @@ def directions(model: HookedTransformer, cfg: VarianceConfig, fit: Fits) -> Dire
                     ),
                 }
             )
-        return {"frame": pd.DataFrame(rows).set_index("layer"), "gradient": grad_dirs, "readout": readout}
+        return {
+            "frame": pd.DataFrame(rows).set_index("layer"),
+            "gradient": grad_dirs,
+            "readout": readout,
+            "windows": pd.DataFrame(units),
+            "removal": _removal(model, cfg, fit, grad_dirs),
+        }
 
-    return Directions(**_cached("directions", cfg, model, compute))
+    return Directions(**_cached("directions", cfg, model, compute, step=STEP_VERSIONS["directions"]))
+
+
+def _cca_units(x: torch.Tensor, var: torch.Tensor, g: torch.Tensor, layer: int, cfg: VarianceConfig) -> list[dict]:
+    """Per window of ``cfg.cca_tokens`` held-out tokens at one layer: the mean canonical correlation of
+    the variance subspace with the gradient subspace and with a random subspace drawn for that window."""
+    x = x[: (cfg.cca_tokens // cfg.context) * cfg.context]
+    if len(x) == 0:
+        return []
+    grad = geometry.window_cca(x, var, g, cfg.context)
+    d, k = var.shape
+    out = []
+    for w in range(len(grad)):
+        rnd = geometry.random_subspace(d, k, cfg.seed + 100_000 + 1_000 * layer + w)
+        chance = geometry.window_cca(x[w * cfg.context : (w + 1) * cfg.context], var, rnd, cfg.context)
+        out.append({"layer": layer, "window": w, "CCA gradient": float(grad[w]), "CCA random": float(chance[0])})
+    return out
+
+
+def _removal(model: HookedTransformer, cfg: VarianceConfig, fit: Fits, grad_dirs: dict) -> pd.DataFrame:
+    """Per-window loss on ``cfg.gap_tokens`` held-out tokens with the top ``cfg.k_overlap`` variance or
+    gradient directions removed (mean ablation) at each ablation depth, and unablated."""
+    ev, k = held_out(model, cfg.gap_tokens), cfg.k_overlap
+    base = _score(model, ev, cfg, "removal base")
+    rows = [_row(base, base, layer=-1, kind="none", k=0)]
+    for l in depth_layers(model, cfg.ablation_layers):
+        p = fit.pca[l]
+        for kind, basis in (("variance", p.top(k)), ("gradient", grad_dirs[l][:, :k])):
+            with geometry.ablated(model, l, basis.float(), p.mean.float()):
+                rows.append(_row(base, _score(model, ev, cfg, f"remove {kind} k={k}"), layer=l, kind=kind, k=k))
+    return pd.DataFrame(rows)
 
 
 def _score(model, tok, cfg: VarianceConfig, desc: str) -> LMScore:
@@ -291,7 +345,7 @@ def quantization(model: HookedTransformer, cfg: VarianceConfig) -> Quantization:
     """Perplexity per bits for direct, rotated and factor-then-quantize RTN, and amplification per weight."""
 
     def compute():
-        ev = tokens(model, cfg)["eval"][: cfg.quant_tokens]
+        ev = held_out(model, cfg.quant_tokens)
         base = _score(model, ev, cfg, "quantization base")
         rms = model.cfg.normalization_type in ("RMS", "RMSPre")  # rotation needs RMSNorm (see rotation)
         rotated = rotation.rotated_copy(model, cfg.seed) if rms else None
@@ -316,28 +370,31 @@ def quantization(model: HookedTransformer, cfg: VarianceConfig) -> Quantization:
         del rotated
         params = dict(model.named_parameters())
         amp = []
-        for name in rotation.block_weights(model, depth_layers(model, cfg.amp_layers)):
+        layers = None if cfg.amp_layers is None else depth_layers(model, cfg.amp_layers)
+        for name in progress(rotation.block_weights(model, layers), desc="amplification"):
             w = to_linear(name, params[name].detach()).float()
-            r = (w.shape[0] * w.shape[1]) // sum(w.shape)
+            r = min((w.shape[0] * w.shape[1]) // sum(w.shape), *w.shape)
+            ab = rotation.balanced_factors(w, r)
             for bits in cfg.quant_bits:
                 amp.append(
                     {
                         "weight": name,
+                        "layer": hooks.layer_of(name),
                         "bits": bits,
-                        "rank": min(r, *w.shape),
-                        **rotation.amplification(w, min(r, *w.shape), bits),
+                        "rank": r,
+                        **rotation.amplification(w, r, bits, ab),
                     }
                 )
         return {"ppl": pd.DataFrame(rows), "amplification": pd.DataFrame(amp)}
 
-    return Quantization(**_cached("quantization", cfg, model, compute))
+    return Quantization(**_cached("quantization", cfg, model, compute, step=STEP_VERSIONS["quantization"]))
 
 
 def exits(model: HookedTransformer, cfg: VarianceConfig, fit: Fits) -> Exits:
     """Lens statistics (logit and least-squares tuned lens) and early exit per threshold."""
 
     def compute():
-        ev = tokens(model, cfg)["eval"][: cfg.exit_tokens]
+        ev = held_out(model, cfg.exit_tokens)
         out, curves = {}, []
         for lens, tr in (("logit lens", None), ("tuned lens", fit.lens)):
             st = geometry.lens_stats(model, ev, cfg.context, max(1, cfg.batch_size // 2), tr, desc=lens)
@@ -354,14 +411,16 @@ def exits(model: HookedTransformer, cfg: VarianceConfig, fit: Fits) -> Exits:
                     }
                 )
             fixed = geometry.early_exit(st, cfg.exit_threshold)
+            *lo_hi, n_windows = geometry.easy_share_ci(fixed, st, cfg.context - 1)  # lens_stats scores context - 1
             out[lens] = {
                 "kl": st.kl_to_final.mean(1).numpy(),
                 "exit layers": fixed.exit_layer.numpy(),
                 "easy layers": fixed.easy_layer.numpy(),
-                "easy": (fixed.easy_share, *geometry.easy_share_ci(fixed, st)),
+                "easy": (fixed.easy_share, *lo_hi),
                 "n": int(st.confidence.shape[1]),
+                "windows": n_windows,
             }
         out["curve"] = pd.DataFrame(curves)
         return out
 
-    return Exits.from_dict(_cached("exits", cfg, model, compute))
+    return Exits.from_dict(_cached("exits", cfg, model, compute, step=STEP_VERSIONS["exits"]))

@@ -44,3 +44,13 @@ ANCHORS: dict[str, str] = {
     "whipp": "Whipp 2026: an early GPT-2 FFN replaced with 8x fewer parameters for +0.77 perplexity",
 }
 """Other public numbers the chapter cites beside ours."""
+
+
+def claim_of(key: str) -> str:
+    """The seed's claim ``key`` in its own words."""
+    return SEED_RESULTS[key]["claim"]
+
+
+def seed_of(key: str):
+    """The seed's number (or statement) for claim ``key``."""
+    return SEED_RESULTS[key]["seed"]

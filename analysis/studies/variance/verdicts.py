@@ -7,157 +7,152 @@ is known.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from typing import Sequence
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
-from analysis import stats
+from analysis import hooks, stats
+from analysis.studies.variance.blocks import linearity_verdicts, replacement_verdicts
 from analysis.studies.variance.config import VarianceConfig
 from analysis.studies.variance.results import Directions, Exits, Linearity, Quantization
-from analysis.studies.variance.seed import SEED_RESULTS
-from analysis.studies.verdicts import MIN_UNITS, Verdict, combine, difference_verdict, interval_verdict
+from analysis.studies.variance.seed import claim_of, seed_of
+from analysis.studies.verdicts import MIN_UNITS, Verdict, combine, difference_verdict
 
+ONE_SIDED = 0.025
+"""The one-sided level of a bound of a 95% two-sided interval."""
 EASY_BAND = (0.2, 0.4)
 """"About 30%" read as the band 20-40%."""
-R2_LEVEL = SEED_RESULTS["r2_gpt2"]["r2_low"]
-"""The level a block must reach: 0.93, the lower of the seed's two R²s for a linear block (Mistral's last)."""
-SEED_RISE = SEED_RESULTS["r2_depth"]["last"] - SEED_RESULTS["r2_depth"]["first"]
-"""The seed's rise of R² from the first block to the last (0.17 -> 0.93)."""
-SEED_DPPL = SEED_RESULTS["last_block"]["delta_ppl"]
-"""The seed's perplexity cost of one replaced block at 34x (+1.71): what it counts as a replacement that
-works; a multi-block replacement "fails" when it costs more."""
-ALPHA = 0.025
-"""One-sided level of :func:`multi_block`'s tests: the one side of a 95% interval, as the other rules."""
 
 
-def _claim(key: str) -> str:
-    return SEED_RESULTS[key]["claim"]
+def every_setting(
+    claim: str, diffs: Mapping[Any, stats.Difference], what: str, seed=None, setting: str = "setting"
+) -> Verdict:
+    """A claim that must hold at every setting (bit width, ablation depth), each a paired comparison
+    ``diffs[setting]`` (:func:`analysis.stats.paired`) whose estimate must exceed 0.
 
+    Reproduced when the 95% interval lies above 0 at *every* setting (an intersection-union test:
+    each setting at its own level, so no correction is needed and the least favourable setting
+    decides); not reproduced when at some setting the Holm-adjusted (:func:`analysis.stats.holm`)
+    one-sided p of the reverse is below 0.025; else inconclusive, and always when a setting stands
+    on fewer than :data:`MIN_UNITS` units. ``ours`` is the least favourable setting's estimate."""
+    if not diffs:
+        raise ValueError("every_setting needs at least one setting.")
+    items = list(diffs.items())
 
-def _seed(key: str):
-    return SEED_RESULTS[key]["seed"]
+    def low(d: stats.Difference) -> float:
+        return -math.inf if math.isnan(d.low) else d.low
 
-
-def uncorrelated(share_per_layer: Sequence[float], importance_gap: Sequence[float]) -> Verdict:
-    """Variance vs predictive directions. Parts: (a) the share of canonical correlations between the
-    top-k variance and top-k gradient subspaces that are "uncorrelated", one value per layer, is above
-    one half; (b) removing k predictive directions costs more loss than removing k variance ones
-    (``importance_gap``: per-window ΔNLL(predictive) - ΔNLL(variance), pooled over ablation layers)."""
-    share, lo, hi = stats.mean_ci(share_per_layer)
-    a = interval_verdict(
-        "most canonical correlations are low", share, lo, hi, 0.5, ">", len(share_per_layer), what="share"
+    worst_key, worst = min(items, key=lambda kv: low(kv[1]))
+    holm = stats.holm([1.0 if math.isnan(d.p_reverse) else d.p_reverse for _, d in items])
+    few = [k for k, d in items if d.n < MIN_UNITS or math.isnan(d.estimate) or math.isnan(d.low)]
+    if few:
+        verdict = "inconclusive"
+    elif all(d.low > 0 for _, d in items):
+        verdict = "reproduced"
+    elif min(holm) < ONE_SIDED:
+        verdict = "not reproduced"
+    else:
+        verdict = "inconclusive"
+    evidence = "; ".join(
+        f"{setting} {k}: {what} = {d.estimate:.4g} [{d.low:.4g}, {d.high:.4g}] over {d.n} {d.unit}, "
+        f"Holm p(reverse) = {h:.3g}"
+        for (k, d), h in zip(items, holm)
     )
-    b = difference_verdict(
-        "predictive directions matter more than variance ones", stats.paired(importance_gap), what="ΔNLL gap (nats)"
-    )
-    out = combine(_claim("uncorrelated"), [a, b], seed=_seed("uncorrelated"))
-    return Verdict(out.claim, out.verdict, out.criterion, f"{a.evidence}; {b.evidence}", out.seed, share, lo, hi)
-
-
-def window_r2(sse: Sequence[float], sst: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
-    """Pooled held-out R² ``1 - Σ sse / Σ sst`` over windows and its 95% interval: ``(R², lo, hi)``.
-
-    The unexplained share ``U = Σ sse / Σ sst`` is a ratio estimator over windows (standard error
-    from its linearisation, as :func:`analysis.stats.ratio_ci`), and its t interval is taken on the
-    log scale, ``U e^{±t se/U}``: per-window errors are positive and right-skewed, and an interval on
-    the raw scale then calls a high R² too often (6% false "reproduced" at 16 windows in the tests)."""
-    sse, sst = np.asarray(sse, dtype=float), np.asarray(sst, dtype=float)
-    n = len(sse)
-    u = float(sse.sum() / sst.sum())
-    if n < 2 or u <= 0:
-        return 1 - u, float("nan"), float("nan")
-    se = float((sse - u * sst).std(ddof=1) / (math.sqrt(n) * sst.mean()))
-    f = math.exp(sps.t.ppf(0.5 + level / 2, n - 1) * se / u)
-    return 1 - u, 1 - u * f, 1 - u / f
-
-
-def r2_level(sse: Sequence[float], sst: Sequence[float], block: int, note: str = "") -> Verdict:
-    """Held-out R² of the *update* ``y - x`` at ``block`` (the seed names the last one), clean upstream,
-    from per-window squared errors ``sse`` and deviations ``sst`` (:func:`analysis.geometry.heldout_windows`):
-    reproduced if its 95% interval over windows lies above :data:`R2_LEVEL`, not reproduced if below.
-    ``note``: the per-block picture, added to the evidence."""
-    r2, lo, hi = window_r2(sse, sst)
-    v = interval_verdict(
-        _claim("r2_gpt2"),
-        r2,
-        lo,
-        hi,
-        R2_LEVEL,
-        ">",
-        len(sse),
-        _seed("r2_gpt2"),
-        f"R² of the update, block {block}",
-        "windows",
-    )
-    return dataclasses.replace(v, evidence=f"{v.evidence}; {note}" if note else v.evidence)
-
-
-def per_window_r2(sse: Sequence[float], sst: Sequence[float]) -> np.ndarray:
-    """Each window's ``1 - sse / sst`` (``sst`` about the pooled mean, so windows are comparable)."""
-    return 1 - np.asarray(sse, dtype=float) / np.asarray(sst, dtype=float)
-
-
-def r2_conditional(clean: np.ndarray, replaced: np.ndarray, block: int) -> Verdict:
-    """Per-window held-out R² of the update at ``block`` under the clean upstream minus under the
-    replaced upstream (every earlier block replaced by its map; :func:`per_window_r2` of each):
-    reproduced if the 95% t interval over windows lies above 0, not reproduced if below."""
-    d = stats.paired(clean, replaced, unit="windows")
-    return difference_verdict(
-        _claim("r2_conditional"),
-        d,
-        0.0,
-        ">",
-        _seed("r2_conditional"),
-        f"R² clean - R² replaced upstream, block {block}",
+    if few:
+        evidence += f"; fewer than {MIN_UNITS} units at {setting} {', '.join(map(str, few))}"
+    return Verdict(
+        claim,
+        verdict,
+        f"reproduced if the 95% interval lies above 0 at every {setting}; not reproduced if at some {setting} "
+        f"the Holm-adjusted one-sided p of the reverse is below {ONE_SIDED}; else inconclusive (and always "
+        f"with fewer than {MIN_UNITS} units at a {setting})",
+        evidence,
+        seed,
+        worst.estimate,
+        worst.low,
+        worst.high,
     )
 
 
-def r2_depth(first: np.ndarray, last: np.ndarray, rho: float | None = None) -> Verdict:
-    """Per-window held-out R² of the update at the last block minus the first (:func:`per_window_r2`).
-    Parts: (a) it rises (interval above 0); (b) it rises by at least the seed's 0.17 -> 0.93
-    (:data:`SEED_RISE`; interval above it). Combined (:func:`combine`): both -> reproduced, a rise
-    smaller than the seed's -> partly. ``rho``: Spearman ρ over all blocks, for the evidence only."""
-    d = stats.paired(last, first, unit="windows")
-    what = "R² last block - R² first block"
-    a = difference_verdict("R² rises from the first block to the last", d, 0.0, ">", what=what)
-    b = difference_verdict(f"it rises by at least the seed's {SEED_RISE:.2f}", d, SEED_RISE, ">", what=what)
-    out = combine(_claim("r2_depth"), [a, b], seed=_seed("r2_depth"))
-    evidence = f"{a.evidence}; (a) {a.verdict}, (b) above {SEED_RISE:.2f}: {b.verdict}"
-    if rho is not None:
-        evidence += f"; Spearman ρ(depth, R²) over blocks {rho:.2f} (descriptive)"
-    crit = f"(a) the 95% interval over windows lies above 0; (b) above {SEED_RISE:.2f}; {out.criterion}"
-    return Verdict(out.claim, out.verdict, crit, evidence, out.seed, d.estimate, d.low, d.high)
+def uncorrelated(cca_gap: stats.Difference, removal: Mapping[int, stats.Difference]) -> Verdict:
+    """Variance vs predictive directions, two parts.
 
-
-def direct_beats_factor(window_gap: stats.Difference, amplification: Sequence[float]) -> Verdict:
-    """Parts: (a) per-window NLL of factor-then-quantize minus direct quantization at matched bits
-    (``window_gap``, :func:`analysis.stats.paired`) is above 0; (b) the mean amplification (product
-    error over factor error) is above 1."""
-    a = difference_verdict("direct has lower NLL", window_gap, what="NLL gap (nats)")
-    m, alo, ahi = stats.mean_ci(amplification)
-    b = interval_verdict("errors are amplified", m, alo, ahi, 1.0, ">", len(amplification), what="amplification")
-    out = combine(_claim("direct_beats_factor"), [a, b], seed=_seed("direct_beats_factor"))
+    (a) Against the random-subspace baseline: per (layer, window) of held-out text, the mean canonical
+    correlation of the top-k variance subspace with a random k-subspace minus that with the top-k
+    gradient subspace (``cca_gap``: :func:`analysis.stats.paired` clustered by window) lies above 0:
+    predictive directions are *less* correlated with the variance directions than chance. The seed
+    gives no share and no margin, so "as uncorrelated as chance" cannot be concluded by equivalence:
+    only a clear difference decides; one the other way (more correlated than chance) is "not reproduced".
+    (b) Removing k predictive directions costs more loss than removing k variance ones, per window,
+    at every ablation depth (:func:`every_setting`; ``removal``: ``{layer: ΔNLL(gradient) - ΔNLL(variance)}``)."""
+    a = difference_verdict(
+        "the variance subspace is less correlated with the gradient subspace than with a random one",
+        cca_gap,
+        what="mean canonical correlation, random minus gradient",
+    )
+    b = every_setting(
+        "removing predictive directions costs more than removing variance ones",
+        removal,
+        "ΔNLL gap (nats/token)",
+        setting="layer",
+    )
+    out = combine(claim_of("uncorrelated"), [a, b], seed=seed_of("uncorrelated"))
     return Verdict(
         out.claim,
         out.verdict,
-        out.criterion,
-        f"{a.evidence}; {b.evidence}",
+        f"(a) {a.criterion}; (b) {b.criterion}; {out.criterion}",
+        f"(a) {a.verdict}: {a.evidence}; (b) {b.verdict}: {b.evidence}",
         out.seed,
-        window_gap.estimate,
-        window_gap.low,
-        window_gap.high,
+        cca_gap.estimate,
+        cca_gap.low,
+        cca_gap.high,
     )
 
 
-def easy_tokens(share: float, lo: float, hi: float, n: int, threshold: float) -> Verdict:
-    """The easy share at a fixed threshold: reproduced if its interval lies inside 20-40%, not
-    reproduced if it misses the band entirely, else inconclusive."""
+def direct_beats_factor(
+    window_gap: Mapping[int, stats.Difference],
+    weight_gap: Mapping[int, stats.Difference],
+    quant_gap: Mapping[int, stats.Difference],
+) -> Verdict:
+    """Direct RTN against factor-then-quantize at matched bits, at every bit width (:func:`every_setting`):
+
+    (a) ``window_gap[bits]``: per held-out window, the NLL per token of factor-then-quantize minus direct;
+    (b) ``weight_gap[bits]``: per block weight (clustered by block), the product's relative error
+        against ``W`` minus direct RTN's;
+    (c) ``quant_gap[bits]``: per block weight (clustered by block), the product's own quantization error
+        (against ``A B``, the truncation taken out) minus direct RTN's: the amplification the seed
+        names as the cause. A ratio to the factors' own errors is not judged: it is about √2 by
+        construction (:func:`analysis.compress.rotation.amplification`)."""
+    a = every_setting("direct RTN has the lower held-out NLL", window_gap, "NLL gap (nats/token)", setting="bits")
+    b = every_setting(
+        "the factored product is further from W than direct RTN", weight_gap, "error gap vs W", setting="bits"
+    )
+    c = every_setting(
+        "quantizing the factors adds more error than quantizing W", quant_gap, "quantization error gap", setting="bits"
+    )
+    out = combine(claim_of("direct_beats_factor"), [a, b, c], seed=seed_of("direct_beats_factor"))
+    return Verdict(
+        out.claim,
+        out.verdict,
+        f"each part: {a.criterion}; {out.criterion}",
+        f"(a) {a.claim}: {a.verdict}: {a.evidence}; (b) {b.claim}: {b.verdict}: {b.evidence}; "
+        f"(c) {c.claim}: {c.verdict}: {c.evidence}",
+        out.seed,
+        a.ours,
+        a.ci_low,
+        a.ci_high,
+    )
+
+
+def easy_tokens(share: float, lo: float, hi: float, n: int, threshold: float, windows: int) -> Verdict:
+    """The easy share at a fixed threshold, its interval resampling ``windows`` (not tokens):
+    reproduced if the interval lies inside 20-40%, not reproduced if it misses the band entirely,
+    else inconclusive (and always with fewer than :data:`MIN_UNITS` windows)."""
     band_lo, band_hi = EASY_BAND
-    if any(math.isnan(v) for v in (share, lo, hi)):
+    few = windows < MIN_UNITS
+    if few or any(math.isnan(v) for v in (share, lo, hi)):
         verdict = "inconclusive"
     elif band_lo <= lo and hi <= band_hi:
         verdict = "reproduced"
@@ -165,97 +160,66 @@ def easy_tokens(share: float, lo: float, hi: float, n: int, threshold: float) ->
         verdict = "not reproduced"
     else:
         verdict = "inconclusive"
+    evidence = (
+        f"easy share {share:.3f} at confidence ≥ {threshold} over {n} tokens in {windows} windows, "
+        f"95% interval [{lo:.3f}, {hi:.3f}] resampling windows"
+    )
+    if few:
+        evidence += f"; only {windows} windows, fewer than the {MIN_UNITS} a verdict needs"
     return Verdict(
-        _claim("easy_tokens"),
+        claim_of("easy_tokens"),
         verdict,
-        f"reproduced if the 95% interval lies inside [{band_lo}, {band_hi}]; not reproduced if it misses that "
-        "band; else inconclusive",
-        f"easy share {share:.3f} at confidence ≥ {threshold} over {n} tokens, 95% interval [{lo:.3f}, {hi:.3f}]",
-        _seed("easy_tokens"),
+        f"reproduced if the 95% interval (windows resampled) lies inside [{band_lo}, {band_hi}]; not reproduced "
+        f"if it misses that band; else inconclusive (and always with fewer than {MIN_UNITS} windows)",
+        evidence,
+        seed_of("easy_tokens"),
         share,
         lo,
         hi,
     )
 
 
-def last_block(delta: stats.Difference, ratio: float) -> Verdict:
-    """Perplexity increase (absolute, :func:`delta_ppl`) with the last block replaced at the seed's
-    ratio: reproduced if its interval lies below the seed's +1.71, not reproduced if above."""
-    return difference_verdict(
-        _claim("last_block"), delta, SEED_DPPL, "<", seed=_seed("last_block"), what=f"ΔPPL at {ratio:.0f}x"
-    )
-
-
-def multi_block(deltas: dict[int, stats.Difference], p_fail: dict[int, float]) -> Verdict:
-    """Several last blocks replaced together (``deltas``: :func:`delta_ppl` per ``k >= 2``; ``p_fail``:
-    :func:`p_above` of ``ΔPPL > 1.71`` per ``k``). "Fails" means it costs more than the seed's
-    successful single block (+1.71). Reproduced if it fails at *every* k, each Holm-adjusted p below
-    :data:`ALPHA` (with at least :data:`~analysis.studies.verdicts.MIN_UNITS` windows); not reproduced if at
-    some k the interval lies wholly below +1.71 (several blocks replaced cheaply); else inconclusive."""
-    ks = sorted(deltas)
-    adj = dict(zip(ks, stats.holm([p_fail[k] for k in ks]))) if ks else {}
-    n = min((deltas[k].n for k in ks), default=0)
-    cheap = [k for k in ks if deltas[k].high < SEED_DPPL]
-    if not ks or n < MIN_UNITS or any(math.isnan(deltas[k].estimate) for k in ks):
-        verdict = "inconclusive"
-    elif cheap:
-        verdict = "not reproduced"
-    elif all(adj[k] < ALPHA for k in ks):
-        verdict = "reproduced"
-    else:
-        verdict = "inconclusive"
-    evidence = "; ".join(
-        f"k = {k}: ΔPPL {deltas[k].estimate:.3g} [{deltas[k].low:.3g}, {deltas[k].high:.3g}], Holm p {adj[k]:.2g}"
-        for k in ks
-    )
-    evidence += f" (over {n} windows)"
-    worst = min(ks, key=lambda k: deltas[k].estimate) if ks else None
-    w = deltas[worst] if worst is not None else stats.Difference(*(float("nan"),) * 4, 0)
-    return Verdict(
-        _claim("multi_block"),
-        verdict,
-        f"reproduced if ΔPPL > {SEED_DPPL} (the seed's single-block cost) at every k ≥ 2, Holm-adjusted one-sided "
-        f"p < {ALPHA} each; not reproduced if some k's 95% interval lies below {SEED_DPPL}; else inconclusive "
-        f"(and always with fewer than {MIN_UNITS} windows)",
-        evidence,
-        _seed("multi_block"),
-        w.estimate,
-        w.low,
-        w.high,
-    )
-
-
-def relative_ppl(base_nll: Sequence[float], new_nll: Sequence[float], tokens: Sequence[float]) -> stats.Difference:
-    """``PPL_new / PPL_base - 1`` and its 95% interval, resampling windows (paired)."""
-    return stats.paired(new_nll, base_nll, "windows", weights=tokens, transform=lambda x: np.exp(x) - 1)
-
-
-def delta_ppl(base_nll: Sequence[float], new_nll: Sequence[float], tokens: Sequence[float]) -> stats.Difference:
-    """``PPL_new - PPL_base`` and its 95% interval over windows: the studentized interval of the NLL
-    gap per token (:func:`analysis.stats.paired` with ``weights``), mapped through
-    ``PPL_base (e^Δ - 1)`` with the base perplexity held at its estimate."""
-    base = float(np.exp(np.sum(base_nll) / np.sum(tokens)))
-    return stats.paired(new_nll, base_nll, "windows", weights=tokens, transform=lambda x: base * (np.exp(x) - 1))
-
-
-def p_above(base_nll: Sequence[float], new_nll: Sequence[float], tokens: Sequence[float], threshold: float) -> float:
-    """One-sided p-value that ``PPL_new - PPL_base > threshold``: a t test over windows of
-    ``(new - base) - r0 · tokens``, ``r0`` the NLL gap per token at which the increase equals ``threshold``
-    (the linearisation :func:`delta_ppl`'s interval uses)."""
-    new, old, tok = (np.asarray(v, dtype=float) for v in (new_nll, base_nll, tokens))
-    r0 = math.log1p(threshold / math.exp(old.sum() / tok.sum()))
-    z = (new - old) - r0 * tok
-    if len(z) < 2:
-        return float("nan")
-    if np.ptp(z) == 0:
-        return float(z[0] <= 0)
-    return float(sps.ttest_1samp(z, 0.0, alternative="greater").pvalue)
-
-
 def paired_gap(a: pd.Series, b: pd.Series) -> np.ndarray:
     """Per-window mean NLL of ``a`` minus ``b`` (rows with ``window nll``/``window tokens`` tuples)."""
     na, nb, t = (np.asarray(x, dtype=float) for x in (a["window nll"], b["window nll"], a["window tokens"]))
     return (na - nb) / t
+
+
+NO_UNITS = stats.Difference(math.nan, math.nan, math.nan, math.nan, 0, "units")
+"""What a part stands on when its measurement is missing (a result cached before it existed)."""
+
+
+def direction_inputs(dirs: Directions) -> tuple[stats.Difference, dict[int, stats.Difference]]:
+    """:func:`uncorrelated`'s inputs from :func:`~analysis.studies.variance.directions`: the CCA gap
+    (random minus gradient) over (layer, window) units clustered by window, and per ablation depth
+    the per-window ΔNLL of removing the gradient directions minus the variance ones."""
+    if dirs.windows is None or dirs.removal is None:
+        return NO_UNITS, {-1: NO_UNITS}
+    u = dirs.windows
+    cca_gap = stats.paired(u["CCA random"], u["CCA gradient"], unit="windows", cluster=u["window"])
+    r = dirs.removal
+    removal = {}
+    for layer in sorted(set(r["layer"]) - {-1}):
+        at = r[r["layer"] == layer].set_index("kind")
+        removal[int(layer)] = stats.paired(paired_gap(at.loc["gradient"], at.loc["variance"]), unit="windows")
+    return cca_gap, removal
+
+
+def quantization_inputs(quant: Quantization) -> tuple[dict[int, stats.Difference], ...]:
+    """:func:`direct_beats_factor`'s inputs per bit width from
+    :func:`~analysis.studies.variance.quantization`: factor minus direct NLL per window; per block
+    weight (clustered by block) the product's error against ``W``, and against ``A B``, minus direct's."""
+    ppl, amp = quant.ppl, quant.amplification
+    windows, vs_w, own = {}, {}, {}
+    for bits in sorted(set(ppl["bits"]) - {32}):
+        at = ppl[ppl["bits"] == bits].set_index("scheme")
+        windows[int(bits)] = stats.paired(paired_gap(at.loc["factor"], at.loc["direct"]), unit="windows")
+    for bits in sorted(set(amp["bits"])):
+        a = amp[amp["bits"] == bits]
+        block = a["weight"].map(hooks.layer_of)
+        vs_w[int(bits)] = stats.paired(a["product vs W"], a["direct"], unit="blocks", cluster=block)
+        own[int(bits)] = stats.paired(a["product"], a["direct"], unit="blocks", cluster=block)
+    return windows, vs_w, own
 
 
 def verdicts(
@@ -268,96 +232,15 @@ def verdicts(
     ex: Exits,
 ) -> list[Verdict]:
     """Every verdict, in the seed's order, from the runners' results (``lin``: :func:`linearity`,
-    ``abl``: :func:`ablation`, ``rep``: :func:`replacement` of :mod:`~analysis.studies.variance.run`)."""
-    k = cfg.k_overlap
-    gaps = []
-    for layer in sorted(set(abl["layer"]) - {-1}):
-        at = abl[(abl["layer"] == layer) & (abl["k"] == k)].set_index("kind")
-        if {"gradient", "variance"} <= set(at.index):
-            gaps.append(paired_gap(at.loc["gradient"], at.loc["variance"]))
-    out = [uncorrelated(dirs.frame["CCA uncorrelated share"], np.concatenate(gaps) if gaps else [np.nan])]
+    ``abl``: :func:`ablation`, ``rep``: :func:`replacement` of :mod:`~analysis.studies.variance.run`).
+    ``abl`` is the chapter's grid on few windows; the variance-vs-predictive verdict reads the same
+    removal scored on more windows (``dirs.removal``)."""
+    out = [uncorrelated(*direction_inputs(dirs))]
     out += linearity_verdicts(lin)
-    ppl = quant.ppl
-    mid = 4 if 4 in set(ppl["bits"]) else sorted(set(ppl["bits"]) - {32})[0]
-    at = ppl[ppl["bits"] == mid].set_index("scheme")
-    amp = quant.amplification
-    gap = stats.paired(paired_gap(at.loc["factor"], at.loc["direct"]))
-    out.append(direct_beats_factor(gap, amp[amp["bits"] == mid]["amplification"]))
+    out.append(direct_beats_factor(*quantization_inputs(quant)))
     logit = ex.logit
-    out.append(easy_tokens(logit.easy_share, logit.easy_low, logit.easy_high, logit.n, cfg.exit_threshold))
+    out.append(
+        easy_tokens(logit.easy_share, logit.easy_low, logit.easy_high, logit.n, cfg.exit_threshold, logit.windows)
+    )
     out += replacement_verdicts(rep)
-    return out
-
-
-SEED_CONVENTION = "all positions"
-"""The position convention the seed's linearity claims are judged under. LLM-Microscope's notebook
-(github.com/AIRI-Institute/LLM-Microscope, ``get_embeddings``) stacks every position of every
-tokenized chunk, BOS included, before ``procrustes_similarity``; so does its package (0.0.7): the
-first position stays in. The other convention (``"position 0 left out"``) is shown beside it."""
-
-
-def level_per_block(lin: Linearity, convention: str = SEED_CONVENTION) -> pd.DataFrame:
-    """Per block: held-out R² of the update (clean upstream) with its 95% interval over windows, and
-    where that interval lies against :data:`R2_LEVEL` (above, below, spans)."""
-    rows = []
-    for block in sorted(lin.frames[convention].index):
-        w = lin.window(convention, "clean", block)
-        r2, lo, hi = window_r2(w["window sse"], w["window sst update"])
-        side = "above" if lo > R2_LEVEL else "below" if hi < R2_LEVEL else "spans"
-        rows.append({"block": block, "R² update": r2, "low": lo, "high": hi, f"vs {R2_LEVEL}": side})
-    return pd.DataFrame(rows).set_index("block")
-
-
-def _linearity_rows(lin: Linearity, convention: str) -> list[Verdict]:
-    blocks = sorted(lin.frames[convention].index)
-    first, last = blocks[0], blocks[-1]
-    clean = {b: lin.window(convention, "clean", b) for b in (first, last)}
-    per = level_per_block(lin, convention)
-    side = per[f"vs {R2_LEVEL}"].value_counts()
-    note = (
-        f"{convention}: {side.get('above', 0)} of {len(per)} blocks above {R2_LEVEL}, "
-        f"{side.get('below', 0)} below, {side.get('spans', 0)} undecided"
-    )
-    level = r2_level(clean[last]["window sse"], clean[last]["window sst update"], last, note)
-    repl = lin.window(convention, "replaced", last)
-    cond = r2_conditional(
-        per_window_r2(clean[last]["window sse"], clean[last]["window sst update"]),
-        per_window_r2(repl["window sse"], repl["window sst update"]),
-        last,
-    )
-    rho = stats.spearman(per.index, per["R² update"])
-    depth = r2_depth(
-        per_window_r2(clean[first]["window sse"], clean[first]["window sst update"]),
-        per_window_r2(clean[last]["window sse"], clean[last]["window sst update"]),
-        rho,
-    )
-    return [level, cond, depth]
-
-
-def linearity_verdicts(lin: Linearity, convention: str = SEED_CONVENTION) -> list[Verdict]:
-    """The level, the conditional part and the depth trend (:func:`r2_level`, :func:`r2_conditional`,
-    :func:`r2_depth`) under ``convention``; each row's evidence adds the other convention's result."""
-    ours = _linearity_rows(lin, convention)
-    others = [c for c in lin.frames if c != convention]
-    if not others:
-        return ours
-    alt = _linearity_rows(lin, others[0])
-    return [
-        dataclasses.replace(v, evidence=f"{v.evidence}. With {others[0]}: {a.summary()}") for v, a in zip(ours, alt)
-    ]
-
-
-def replacement_verdicts(rep: pd.DataFrame) -> list[Verdict]:
-    """The last block (rank map at the seed's ratio, :func:`last_block`) and the last ``k >= 2`` blocks
-    together (:func:`multi_block`), from :func:`~analysis.studies.variance.replacement`'s table."""
-    base = rep[rep["blocks"] == 0].iloc[0]
-    ranked = rep[rep["map"].str.startswith("rank")].set_index("blocks")
-    args = (base["window nll"],)
-    tok = base["window tokens"]
-    one = ranked.loc[1]
-    out = [last_block(delta_ppl(*args, one["window nll"], tok), one["compression"])]
-    ks = [k for k in ranked.index if k >= 2]
-    deltas = {k: delta_ppl(*args, ranked.loc[k, "window nll"], tok) for k in ks}
-    p = {k: p_above(*args, ranked.loc[k, "window nll"], tok, SEED_DPPL) for k in ks}
-    out.append(multi_block(deltas, p))
     return out

@@ -81,10 +81,22 @@ def test_amplification():
     w = torch.randn(128, 96, generator=g) @ torch.diag(torch.logspace(0, -2, 96))
     out = rotation.amplification(w, 96, 4)
     assert out["amplification"] > 1  # a factor's noise is multiplied by the other factor
+    assert out["product"] > out["direct"]  # at full rank, factoring adds error to what direct RTN makes
     full = rotation.amplification(w, 96, 16)
     assert full["product vs W"] < 1e-3  # full rank at 16 bits reproduces W
+    half = rotation.amplification(w, 48, 16)
+    assert half["product"] < 1e-3 < half["product vs W"]  # "product vs W" carries the truncation, "product" not
     with pytest.raises(ValueError, match="rank must be"):
         rotation.amplification(w, 0, 4)
+
+
+def test_amplification_reuses_given_factors():
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(64, 48, generator=g)
+    ab = rotation.balanced_factors(w, 20)
+    assert rotation.amplification(w, 20, 3, ab) == rotation.amplification(w, 20, 3)
+    wrong = (ab[0] * 2, ab[1])
+    assert rotation.amplification(w, 20, 3, wrong)["product vs W"] > rotation.amplification(w, 20, 3)["product vs W"]
 
 
 def test_quantize_blocks_accounts_bits(gqa_model):

@@ -66,3 +66,18 @@ def test_readout_basis_is_orthonormal(gqa_model):
     u, s = geometry.readout_basis(gqa_model)
     torch.testing.assert_close(u.T @ u, torch.eye(u.shape[1], dtype=torch.float64), rtol=0, atol=1e-10)
     assert (s[:-1] >= s[1:]).all()
+
+
+def test_window_cca_gives_one_value_per_window():
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(4 * 50, 6, generator=g, dtype=torch.float64)
+    e = torch.eye(6, dtype=torch.float64)
+    same = geometry.window_cca(x, e[:, :2], e[:, :2] @ torch.tensor([[1.0, 2.0], [0.5, -1.0]], dtype=torch.float64), 50)
+    assert same.shape == (4,) and torch.allclose(same, torch.ones(4, dtype=torch.float64))
+    apart = geometry.window_cca(x, e[:, :2], e[:, 2:4], 50)
+    assert apart.max() < 0.5  # independent coordinates: sampling noise only
+    x[::50] += 1e4 * torch.randn(4, 6, generator=g, dtype=torch.float64)  # a sink at each window's first position
+    assert geometry.window_cca(x, e[:, :2], e[:, 2:4], 50).max() < 0.5  # left out by default
+    assert geometry.window_cca(x, e[:, :2], e[:, 2:4], 50, skip_first=0).max() > 0.5
+    with pytest.raises(ValueError, match="whole windows"):
+        geometry.window_cca(x[:-1], e[:, :2], e[:, 2:4], 50)

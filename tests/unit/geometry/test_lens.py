@@ -43,3 +43,19 @@ def test_logit_lens_last_layer_is_the_model(gqa_model):
     torch.testing.assert_close(s.logp_target[-1], ref, rtol=1e-4, atol=1e-5)
     assert torch.all(s.kl_to_final[-1].abs() < 1e-5)
     assert s.confidence.shape == (gqa_model.cfg.n_layers, 62)
+
+
+def test_easy_share_interval_resamples_windows():
+    """Every token of a window agrees with the others: the interval stands on 4 windows, not 8 tokens."""
+    L, per = 3, 2
+    easy = torch.tensor([0, 0, 2, 2, 0, 0, 2, 2])  # windows 0 and 2 easy, 1 and 3 not
+    stats = geometry.LensStats(
+        torch.zeros(L, 8), torch.zeros(L, 8, dtype=torch.long), torch.zeros(L, 8), torch.zeros(L, 8)
+    )
+    result = geometry.ExitResult(0.9, 0.5, 0.5, 0.0, 0.0, 0.0, easy, easy)
+    lo, hi, windows = geometry.easy_share_ci(result, stats, per)
+    assert windows == 4 and lo < 0 < 1 < hi  # t on 3 df over 4 windows that are 0 or 1
+    share, lo2, hi2, g = geometry.window_share(easy < L - 1, per)
+    assert share == 0.5 and (lo2, hi2, g) == (lo, hi, 4)
+    with pytest.raises(ValueError, match="per_window"):
+        geometry.window_share(easy < L - 1, 0)
