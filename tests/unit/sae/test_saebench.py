@@ -27,19 +27,14 @@ def _saes(d):
     return {"adaptive": ac, "topk": topk}
 
 
-@pytest.mark.parametrize("kind", ["adaptive", "topk"])
-def test_metrics_equal_sae_lens_evals_on_the_same_sae_and_tokens(tiny_model, kind):
+def _reference_metrics(sae, model, seqs):
+    """sae-lens's own sparsity and variance metrics of ``sae`` on ``seqs`` in one batch, BOS ignored."""
     from sae_lens.evals import get_sparsity_and_variance_metrics
     from sae_lens.training.activation_scaler import ActivationScaler
 
-    seqs = _seqs()
-    sae = _saes(tiny_model.cfg.d_model)[kind]
-    sae.cfg.metadata.hook_name = "blocks.1.hook_resid_post"
-    acts = activations.collect_resid(tiny_model, seqs, [1], bos=BOS)[1]
-    ours = saebench.sparsity_and_variance(sae, acts, batch=7, legacy_batch=len(acts))
-    ref, feats = get_sparsity_and_variance_metrics(
+    return get_sparsity_and_variance_metrics(
         sae,
-        tiny_model,
+        model,
         saebench.TokenBatches(seqs),
         ActivationScaler(),
         n_batches=1,
@@ -51,6 +46,16 @@ def test_metrics_equal_sae_lens_evals_on_the_same_sae_and_tokens(tiny_model, kin
         model_kwargs={},
         ignore_tokens=[BOS],
     )
+
+
+@pytest.mark.parametrize("kind", ["adaptive", "topk"])
+def test_metrics_equal_sae_lens_evals_on_the_same_sae_and_tokens(tiny_model, kind):
+    seqs = _seqs()
+    sae = _saes(tiny_model.cfg.d_model)[kind]
+    sae.cfg.metadata.hook_name = "blocks.1.hook_resid_post"
+    acts = activations.collect_resid(tiny_model, seqs, [1], bos=BOS)[1]
+    ours = saebench.sparsity_and_variance(sae, acts, batch=7, legacy_batch=len(acts))
+    ref, feats = _reference_metrics(sae, tiny_model, seqs)
     assert ours["tokens"] == len(seqs) * 11
     for a, b in [
         ("L0", "l0"),
@@ -135,8 +140,6 @@ def test_top_k_needs_both_classes():
 def test_latent_stats_count_signed_codes_as_sae_lens_does(tiny_model):
     """A latent is active when non-zero (sae-lens), not only when positive: on a signed code the old count
     gave about half the L0 and extra dead latents."""
-    from sae_lens.evals import get_sparsity_and_variance_metrics
-    from sae_lens.training.activation_scaler import ActivationScaler
 
     from analysis import sae as sae_mod
 
@@ -149,20 +152,7 @@ def test_latent_stats_count_signed_codes_as_sae_lens_does(tiny_model):
     seqs = _seqs(n=5)
     key = sae_mod.sae_key(0)
     ours = sae_mod.latent_stats(tiny_model, {key: signed}, {"all": seqs.flatten()}, context=seqs.shape[1])
-    ref, feats = get_sparsity_and_variance_metrics(
-        signed,
-        tiny_model,
-        saebench.TokenBatches(seqs),
-        ActivationScaler(),
-        n_batches=1,
-        compute_l2_norms=False,
-        compute_sparsity_metrics=True,
-        compute_variance_metrics=True,
-        compute_featurewise_density_statistics=True,
-        eval_batch_size_prompts=len(seqs),
-        model_kwargs={},
-        ignore_tokens=[BOS],
-    )
+    ref, feats = _reference_metrics(signed, tiny_model, seqs)
     density = torch.tensor(feats["feature_density"], dtype=torch.float64)
     assert ours.l0(key) == pytest.approx(ref["l0"], rel=1e-5)
     assert torch.equal(ours.alive(key), density > 0)
