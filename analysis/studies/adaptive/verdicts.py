@@ -40,6 +40,11 @@ QUESTION = "adaptive retention beats TopK at equal L0"
 """Our question, the opening words of the claims :func:`retention_vs_topk` judges."""
 
 
+LAYER_CLUSTERS = "layers (seeds of one layer clustered)"
+"""The unit of the SAE-metric verdicts: a layer's seeds share its activations, and the as-specified
+SAE's seeds can give the very same numbers (L0 = 0), so seeds are not independent replicates."""
+
+
 def metric_summary(metrics: pd.DataFrame, columns: Sequence[str] = CORE) -> pd.DataFrame:
     """Per SAE: the mean of each metric over layers and seeds, and ``[lo, hi]`` of its 95% interval."""
     rows = {}
@@ -202,11 +207,13 @@ def blocking_verdict(metrics: pd.DataFrame) -> Verdict:
 
 
 def variance_verdict(metrics: pd.DataFrame) -> Verdict:
-    """ "Negative explained variance (-0.785)": the interval over layers x seeds below 0."""
-    ev = metrics.loc[metrics["sae"] == SEED_VARIANT, "explained variance"].to_numpy(float)
+    """ "Negative explained variance (-0.785)": the interval below 0, clustered by layer (the seeds of
+    one layer share its activations, and the as-specified SAE's seeds can coincide exactly)."""
+    rows = metrics.loc[metrics["sae"] == SEED_VARIANT]
+    ev = rows["explained variance"].to_numpy(float)
     return difference_verdict(
         "negative explained variance",
-        stats.paired(ev, unit="SAEs (layers x seeds)"),
+        stats.paired(ev, cluster=rows["layer"].to_numpy(), unit=LAYER_CLUSTERS),
         0.0,
         "<",
         seed=SEED_RESULTS["explained variance"],
@@ -214,23 +221,23 @@ def variance_verdict(metrics: pd.DataFrame) -> Verdict:
     )
 
 
-def _log_ratio(metrics: pd.DataFrame, column: str, a: str, b: str) -> np.ndarray:
-    """Per (layer, seed) where both have it: ``log(column(a) / column(b))``."""
+def _log_ratio(metrics: pd.DataFrame, column: str, a: str, b: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per (layer, seed) where both have it: ``log(column(a) / column(b))``, and each value's layer."""
     x = metrics[metrics["sae"] == a].set_index(["layer", "seed"])[column]
     y = metrics[metrics["sae"] == b].set_index(["layer", "seed"])[column]
     r = (x / y).dropna()
     r = r[r > 0]
-    return np.log(r.to_numpy(float))
+    return np.log(r.to_numpy(float)), r.index.get_level_values("layer").to_numpy()
 
 
 def mse_verdict(metrics: pd.DataFrame, baseline: str = "standard") -> Verdict:
     """ "MSE reduction from 52.3 to 47.25": the as-specified SAE's MSE below the baseline SAE's on the
     same layer and seed, as ``log(MSE / MSE_baseline) < 0`` over layers x seeds (a ratio, since MSE is in
     each model's own units; the seed's is ``log(47.25 / 52.3)``)."""
-    d = _log_ratio(metrics, "MSE", SEED_VARIANT, baseline)
+    d, layers = _log_ratio(metrics, "MSE", SEED_VARIANT, baseline)
     v = difference_verdict(
         "MSE reduction (52.3 -> 47.25)",
-        stats.paired(d, unit="layer x seed pairs"),
+        stats.paired(d, cluster=layers, unit=LAYER_CLUSTERS),
         0.0,
         "<",
         seed=f"log(47.25 / 52.3) = {math.log(47.25 / 52.3):.3f}",
@@ -247,7 +254,8 @@ def kl_verdict(metrics: pd.DataFrame, baseline: str = "standard") -> Verdict:
     """ "KL divergence of 15.375 shows substantial changes": splicing in the as-specified SAE shifts the
     next-token distribution more than the baseline SAE does, ``log(KL / KL_baseline) > 0`` over the SAEs
     that have KL (the first seed of each layer)."""
-    d = _log_ratio(metrics, "kl_div_with_sae", SEED_VARIANT, baseline) if "kl_div_with_sae" in metrics else np.array([])
+    have = "kl_div_with_sae" in metrics
+    d, _ = _log_ratio(metrics, "kl_div_with_sae", SEED_VARIANT, baseline) if have else (np.array([]), None)
     v = difference_verdict(
         f"KL divergence shows substantial distribution shift (KL = {SEED_RESULTS['KL']})",
         stats.paired(d, unit="layers (KL on the first seed only)"),
@@ -309,10 +317,11 @@ def retention_vs_topk(metrics: pd.DataFrame, probes: pd.DataFrame) -> list[Verdi
     L0? Explained variance paired by layer and seed, and top-1 probing paired by problem, clustered by task."""
     a = metrics[metrics["sae"] == CORRECTED].set_index(["layer", "seed"])
     b = metrics[metrics["sae"] == "topk"].set_index(["layer", "seed"])
-    d = (a["explained variance"] - b["explained variance"]).dropna().to_numpy(float)
+    gap = (a["explained variance"] - b["explained variance"]).dropna()
+    d = gap.to_numpy(float)
     ev = difference_verdict(
         f"{QUESTION} (ours, not the seed's): explained variance",
-        stats.paired(d, unit="layer x seed pairs"),
+        stats.paired(d, cluster=gap.index.get_level_values("layer").to_numpy(), unit=LAYER_CLUSTERS),
         0.0,
         ">",
         what=f"EV(corrected) - EV(TopK) over {len(d)} layer x seed pairs",
