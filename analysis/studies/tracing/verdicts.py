@@ -137,8 +137,7 @@ def location_verdict(
         ("the 95% bootstrap interval of the margin by which its peak exceeds other roles' > 0, and " if compete else "")
         + f"that of the peak depth {BANDS[band]} {BAND_EDGE} ({band}){scope}, resampling "
         + (f"{UNIT} (at least {shared.MIN_UNITS})" if relations is not None else "facts")
-        + "; reproduced if every part is, inconclusive if a part is and none fails, not reproduced "
-        "if none is, else partly"
+        + f"; {shared.COMBINE_RULE}"
     )
     if layers is not None and not list(layers):
         why = "no restoration window leaves out layer 0's MLP at this window and depth; nothing to judge"
