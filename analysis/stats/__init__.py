@@ -37,6 +37,7 @@ from analysis.stats.correlation import (
 )
 from analysis.stats.means import (
     Difference,
+    cluster_se,
     cluster_t,
     mcnemar_greater,
     mean_ci,
@@ -62,6 +63,7 @@ __all__ = [
     "layer_share",
     "t_interval",
     "mean_ci",
+    "cluster_se",
     "cluster_t",
     "ratio_ci",
     "proportion_ci",

@@ -41,11 +41,9 @@ def mean_ci(x, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[
     return float(x.mean()), lo, hi
 
 
-def cluster_t(x, clusters, level: float = 0.95) -> tuple[float, float, float, float, int]:
-    """The mean of ``x`` over units with a cluster-robust (CR1) standard error and a t interval on
-    ``G - 1`` degrees of freedom, ``G`` the number of clusters: units of one cluster (facts of one
-    relation, problems of one task) are not independent. Returns ``(mean, lo, hi, p_greater, G)``,
-    ``p_greater`` the one-sided p-value that the mean exceeds 0. NaN interval for fewer than 2 clusters."""
+def cluster_se(x, clusters) -> tuple[float, float, int]:
+    """The mean of ``x`` over units (NaNs dropped) and its cluster-robust (CR1) standard error,
+    ``sqrt(G/(G-1) · Σ_g (Σ_{i∈g} (x_i - mean))²) / n``: ``(mean, se, G)``. NaN se for fewer than 2 clusters."""
     x = np.asarray(x, dtype=float).ravel()
     clusters = np.asarray(clusters).ravel()
     if x.shape != clusters.shape:
@@ -55,12 +53,22 @@ def cluster_t(x, clusters, level: float = 0.95) -> tuple[float, float, float, fl
     labels = np.unique(clusters)
     g, n = len(labels), len(x)
     if n == 0:
-        return float("nan"), float("nan"), float("nan"), float("nan"), 0
+        return float("nan"), float("nan"), 0
     mean = float(x.mean())
     if g < 2:
-        return mean, float("nan"), float("nan"), float("nan"), g
+        return mean, float("nan"), g
     sums = np.array([(x[clusters == c] - mean).sum() for c in labels])
-    se = math.sqrt(g / (g - 1) * float((sums**2).sum())) / n
+    return mean, math.sqrt(g / (g - 1) * float((sums**2).sum())) / n, g
+
+
+def cluster_t(x, clusters, level: float = 0.95) -> tuple[float, float, float, float, int]:
+    """The mean of ``x`` over units with its cluster-robust standard error (:func:`cluster_se`) and a t
+    interval on ``G - 1`` degrees of freedom, ``G`` the number of clusters: units of one cluster (facts of
+    one relation, problems of one task) are not independent. Returns ``(mean, lo, hi, p_greater, G)``,
+    ``p_greater`` the one-sided p-value that the mean exceeds 0. NaN interval for fewer than 2 clusters."""
+    mean, se, g = cluster_se(x, clusters)
+    if g < 2:
+        return mean, float("nan"), float("nan"), float("nan"), g
     if se == 0:
         return mean, mean, mean, float(mean <= 0), g
     half = sps.t.ppf(0.5 + level / 2, g - 1) * se

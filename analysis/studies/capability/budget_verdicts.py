@@ -158,14 +158,11 @@ def versus_random(cap, rand, relations: Sequence[str] | None = None, level: floa
     the relations (the clusters). NaN interval for ``R < 2`` or ``G < 2``."""
     cap, rand = np.asarray(cap, float), np.atleast_2d(np.asarray(rand, float))
     d = cap - rand.mean(0)
-    labels = _clusters(relations, len(d))
-    est = float(d.mean())
-    groups = np.unique(labels)
-    g, r = len(groups), len(rand)
+    est, se_facts, g = stats.cluster_se(d, _clusters(relations, len(d)))
+    r = len(rand)
     if g < 2 or r < 2:
         return stats.Difference(est, float("nan"), float("nan"), float("nan"), g, "relations", level)
-    sums = np.array([(d[labels == c] - est).sum() for c in groups])
-    v_facts = g / (g - 1) * float((sums**2).sum()) / len(d) ** 2
+    v_facts = se_facts**2
     v_draws = float(rand.mean(1).var(ddof=1)) / r
     se = math.sqrt(v_facts + v_draws)
     if se == 0:

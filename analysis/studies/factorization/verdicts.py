@@ -269,8 +269,7 @@ def probes_hide_verdict(
             for t in grid[a]:
                 gm, cl = group_means(item_hits(grid[b][t]) - item_hits(grid[a][t]), groups[t])  # > 0: probe prefers b
                 est, lo, hi, p, g = stats.cluster_t(gm, cl)
-                t_q = sps.t.ppf(0.975, g - 1) if g > 1 else float("nan")
-                se = (hi - lo) / (2 * t_q) if g > 1 else float("nan")
+                se = stats.cluster_se(gm, cl)[1]
                 tests.append(
                     {
                         "pair": f"{t}: {labels[a]} {a[1]:.0%} (lower perplexity) vs {labels[b]} {b[1]:.0%}",

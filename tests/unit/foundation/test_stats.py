@@ -162,6 +162,7 @@ def test_cluster_t_matches_the_cr1_sandwich_and_counts_clusters():
     meat = sum(e[g == c].sum() ** 2 for c in range(5))
     se = np.sqrt(5 / 4 * meat) / len(x)
     assert n == 5 and mean == pytest.approx(x.mean(), rel=1e-12)
+    assert stats.cluster_se(x, g) == pytest.approx((x.mean(), se, 5), rel=1e-12)
     assert (hi - lo) / 2 == pytest.approx(sps.t.ppf(0.975, 4) * se, rel=1e-9)
     assert p == pytest.approx(sps.t.sf(x.mean() / se, 4), rel=1e-9)
     assert np.isnan(stats.cluster_t([1.0, 2.0], [0, 0])[1])  # one cluster: no interval
