@@ -42,6 +42,10 @@ from analysis.forward import windows
 UNTESTABLE = "untestable at this n"
 VERDICTS = ("reproduced", "partly", "not reproduced", "inconclusive", UNTESTABLE)
 
+ONE_SIDED = 0.025
+"""The one-sided level of either bound of a 95% two-sided interval: a directional test that should
+agree with the interval rule uses it."""
+
 MIN_UNITS = 8
 """Below this many independent units an interval verdict is "inconclusive" whatever its interval
 says: a t interval is exact only for normal data, and at 4–6 skewed units it is not."""

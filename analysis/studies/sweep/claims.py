@@ -41,7 +41,7 @@ from analysis.studies.sweep.seed import SEED_RESULTS
 
 ALPHA = 0.05
 """The level of equivalence (TOST: two one-sided tests at ``ALPHA``, a 90% interval inside the margin)."""
-ONE_SIDED = ALPHA / 2
+ONE_SIDED = verdicts.ONE_SIDED
 """The level of a directional test after Holm: a 95% interval's one side, as every interval verdict."""
 SCORES = ("causal tracing", "weight magnitude", "gradient magnitude")
 CLAIMS = SEED_RESULTS["claims"]

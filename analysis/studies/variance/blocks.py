@@ -20,7 +20,7 @@ from scipy import stats as sps
 from analysis import stats
 from analysis.studies.variance.results import Linearity
 from analysis.studies.variance.seed import SEED_RESULTS, claim_of, seed_of
-from analysis.studies.verdicts import MIN_UNITS, Verdict, combine, difference_verdict, interval_verdict
+from analysis.studies.verdicts import MIN_UNITS, ONE_SIDED, Verdict, combine, difference_verdict, interval_verdict
 
 R2_LEVEL = SEED_RESULTS["r2_gpt2"]["r2_low"]
 """The level a block must reach: 0.93, the lower of the seed's two R²s for a linear block (Mistral's last)."""
@@ -29,8 +29,6 @@ SEED_RISE = SEED_RESULTS["r2_depth"]["last"] - SEED_RESULTS["r2_depth"]["first"]
 SEED_DPPL = SEED_RESULTS["last_block"]["delta_ppl"]
 """The seed's perplexity cost of one replaced block at 34x (+1.71): what it counts as a replacement that
 works; a multi-block replacement "fails" when it costs more."""
-ALPHA = 0.025
-"""One-sided level of :func:`multi_block`'s tests: the one side of a 95% interval, as the other rules."""
 
 
 def window_r2(sse: Sequence[float], sst: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
@@ -120,7 +118,7 @@ def multi_block(deltas: dict[int, stats.Difference], p_fail: dict[int, float]) -
     """Several last blocks replaced together (``deltas``: :func:`delta_ppl` per ``k >= 2``; ``p_fail``:
     :func:`p_above` of ``ΔPPL > 1.71`` per ``k``). "Fails" means it costs more than the seed's
     successful single block (+1.71). Reproduced if it fails at *every* k, each Holm-adjusted p below
-    :data:`ALPHA` (with at least :data:`~analysis.studies.verdicts.MIN_UNITS` windows); not reproduced if at
+    :data:`ONE_SIDED` (with at least :data:`~analysis.studies.verdicts.MIN_UNITS` windows); not reproduced if at
     some k the interval lies wholly below +1.71 (several blocks replaced cheaply); else inconclusive."""
     ks = sorted(deltas)
     adj = dict(zip(ks, stats.holm([p_fail[k] for k in ks]))) if ks else {}
@@ -130,7 +128,7 @@ def multi_block(deltas: dict[int, stats.Difference], p_fail: dict[int, float]) -
         verdict = "inconclusive"
     elif cheap:
         verdict = "not reproduced"
-    elif all(adj[k] < ALPHA for k in ks):
+    elif all(adj[k] < ONE_SIDED for k in ks):
         verdict = "reproduced"
     else:
         verdict = "inconclusive"
@@ -145,7 +143,7 @@ def multi_block(deltas: dict[int, stats.Difference], p_fail: dict[int, float]) -
         claim_of("multi_block"),
         verdict,
         f"reproduced if ΔPPL > {SEED_DPPL} (the seed's single-block cost) at every k ≥ 2, Holm-adjusted one-sided "
-        f"p < {ALPHA} each; not reproduced if some k's 95% interval lies below {SEED_DPPL}; else inconclusive "
+        f"p < {ONE_SIDED} each; not reproduced if some k's 95% interval lies below {SEED_DPPL}; else inconclusive "
         f"(and always with fewer than {MIN_UNITS} windows)",
         evidence,
         seed_of("multi_block"),

@@ -18,10 +18,8 @@ from analysis.studies.variance.blocks import linearity_verdicts, replacement_ver
 from analysis.studies.variance.config import VarianceConfig
 from analysis.studies.variance.results import Directions, Exits, Linearity, Quantization
 from analysis.studies.variance.seed import claim_of, seed_of
-from analysis.studies.verdicts import MIN_UNITS, Verdict, combine, difference_verdict
+from analysis.studies.verdicts import MIN_UNITS, ONE_SIDED, Verdict, combine, difference_verdict
 
-ONE_SIDED = 0.025
-"""The one-sided level of a bound of a 95% two-sided interval."""
 EASY_BAND = (0.2, 0.4)
 """"About 30%" read as the band 20-40%."""
 
