@@ -19,6 +19,8 @@ The inputs are read where :func:`analysis.hooks.input_hook` says: ``ln1.hook_nor
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
@@ -31,16 +33,25 @@ from analysis.forward import stream, windows
 
 @torch.no_grad()
 def input_norms(
-    model: HookedTransformer, tokens: Int[Tensor, " n"], context: int = 128, batch_size: int = 8
+    model: HookedTransformer,
+    tokens: Int[Tensor, " n"],
+    context: int = 128,
+    batch_size: int = 8,
+    weights: Sequence[str] | None = None,
 ) -> dict[str, Float[Tensor, " d_in"]]:
-    """``‖X_i‖₂`` of every input feature of the attention weights over calibration tokens,
-    keyed by :func:`analysis.hooks.input_hook` (``ln1.hook_normalized`` and ``attn.hook_z``).
+    """``‖X_i‖₂`` of every input feature of ``weights`` over calibration tokens, keyed by
+    :func:`analysis.hooks.input_hook` of each weight.
 
-    ``ln1.hook_normalized`` sits *before* the norm's weight (and bias), so the norm's affine map
-    is applied here: ``X`` is what ``W_Q``, ``W_K`` and ``W_V`` really multiply.
+    ``weights``: TransformerLens weight names (``"blocks.0.mlp.W_in"``); by default every layer's
+    attention weights (keys ``ln1.hook_normalized`` and ``attn.hook_z``). ``ln*.hook_normalized``
+    sits *before* the norm's weight (and bias), so the norm's affine map is applied here: ``X`` is
+    what ``W_Q``, ``W_K``, ``W_V`` (and ``W_in``, ``W_gate``) really multiply. ``attn.hook_z`` is
+    flattened to ``[n_heads * d_head]`` (heads concatenated), the input of ``W_O``'s linear view.
     """
+    if weights is None:
+        weights = [f"blocks.{l}.attn.{w}" for l in range(model.cfg.n_layers) for w in ("W_Q", "W_O")]
+    names = list(dict.fromkeys(hooks.input_hook(w, model) for w in weights))
     seqs = windows(tokens, context)
-    names = [hooks.input_hook(f"blocks.{l}.attn.{w}", model) for l in range(model.cfg.n_layers) for w in ("W_Q", "W_O")]
     sq: dict[str, Tensor] = {}
 
     for batch in stream(model, seqs, names, batch_size, "Wanda norms"):

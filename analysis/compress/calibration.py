@@ -9,7 +9,10 @@ hundred windows of calibration text. Three statistics cover the methods of
 - ``absmean:{hook}``: the mean absolute input ``E|x|`` ``[d_in]`` (ASVD's channel scales);
 - ``grad2:{weight}``: the per-example squared gradient of the loss, summed over the input
   dimension and averaged over examples, per output channel ``[d_out]`` (FWSVD's row-summed
-  Fisher information, Hsu et al. 2022).
+  Fisher information, Hsu et al. 2022);
+- ``xnorm:{hook}``: ``||X_i||₂`` of every input feature over the calibration tokens ``[d_in]``
+  (Wanda's input norms, Sun et al. 2023; :func:`wanda_calibration`, read by
+  :class:`~analysis.compress.prune.WandaPrune` and ``HeadSparsity(criterion="wanda")``).
 
 The inputs come from one forward pass with TransformerLens hooks at
 :func:`analysis.hooks.input_hook` (after the norm's own weight, :func:`analysis.hooks.norm_output`);
@@ -25,12 +28,13 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedEncoder, HookedTransformer
 
-from analysis.components import parameter_name
+from analysis.components import components, parameter_name, weights_of
 from analysis.compress.linear import to_linear
 from analysis.compress.plan import Calibration
 from analysis.forward import windows as cut_windows
 from analysis.hooks import input_hook, norm_output
 from analysis.models import is_encoder
+from analysis.wanda import input_norms
 
 STAT_KINDS = ("xtx", "absmean", "grad2")
 """Calibration statistics: ``xtx:{hook}`` mean ``x x^T`` [d_in, d_in] (SVD-LLM), ``absmean:{hook}``
@@ -241,3 +245,15 @@ def calibration_prefixes(
         for w in windows:
             per[w].update(got["prefix"].get(w) or {k: v for k, v in got.items() if k != "prefix"})
     return {w: Calibration(model=model, stats=per[w]) for w in windows}
+
+
+def wanda_calibration(
+    model: HookedTransformer, tokens: Int[Tensor, " n_tokens"], context: int = 128, batch_size: int = 8
+) -> Calibration:
+    """``xnorm:{hook}`` (``||X_i||₂`` ``[d_in]``, :func:`analysis.wanda.input_norms`) at the input hook of
+    every attention and MLP weight of ``model`` (``W_O``'s: ``hook_z`` with heads concatenated), on
+    ``tokens`` cut into windows of ``context``: what :class:`~analysis.compress.prune.WandaPrune` and
+    ``HeadSparsity(criterion="wanda")`` read."""
+    weights = [w for c in components(model) for w in weights_of(model, c)]
+    norms = input_norms(model, tokens, context, batch_size, weights=weights)
+    return Calibration(model=model, stats={f"xnorm:{hook}": v for hook, v in norms.items()})

@@ -14,7 +14,7 @@ PACKAGE = ROOT / "analysis"
 LAYERS = {  # a module may import its own layer and the layers below it, never above
     0: ("config", "progress", "cache", "models", "components", "hooks", "forward", "evaluate", "stats", "memory"),
     1: ("data",),
-    2: ("tracing", "sae", "probing", "scores", "wanda", "geometry"),
+    2: ("tracing", "sae", "probing", "scores", "wanda", "saliency", "geometry"),
     3: ("compress",),
     4: ("studies",),
     5: ("plots", "book"),  # what chapters call to show results
