@@ -138,5 +138,114 @@ def test_bad_inputs_are_explained(model):
         oracle.OracleCell("blocks.0.head", "prune")
     with pytest.raises(ValueError, match="3 layers"):
         oracle.measure(model, torch.zeros(2, 8, dtype=torch.long), ["blocks.5.attn"], cache=False)
+    with pytest.raises(ValueError, match="prompt is empty"):
+        oracle.measure(model, torch.zeros(2, 8, dtype=torch.long), facts=(["a", " "], ["b", "c"]), cache=False)
+    with pytest.raises(ValueError, match="pair up"):
+        oracle.measure(model, torch.zeros(2, 8, dtype=torch.long), facts=(["a"], ["b", "c"]), cache=False)
     with pytest.raises(ValueError, match="windows must be"):
         oracle.measure(model, torch.zeros(8, dtype=torch.long), cache=False)
+
+
+WORDS = (
+    "the capital of france is paris city river germany berlin who wrote hamlet shakespeare what colour sky "
+    "blue red green question A B C D Answer: a an one two three"
+).split()
+PROMPTS = [
+    "the capital of france is",
+    "who wrote",
+    "the river of the city of germany is the",
+    "what colour is the sky",
+    "capital",
+    "the city of berlin is in",
+    "one two",
+    "who wrote hamlet and who wrote the",
+]
+QUESTIONS = [
+    "question what colour is the sky A blue B red C green D paris Answer:",
+    "question who wrote hamlet Answer:",
+    "the capital of germany is A paris B berlin C the D river Answer:",
+    "question one two three A one B two C three D an Answer:",
+    "Answer:",
+]
+
+
+@pytest.fixture(scope="module")
+def worded(tiny_cfg, word_tokenizer):
+    """A 3-layer random model over WORDS; fact targets and MMLU answers half its dense top-1 (so the
+    dense hits are mixed), and windows of its tokens."""
+    from analysis.data.mmlu_scoring import letter_logits
+    from analysis.forward import next_token_predictions
+
+    tok = word_tokenizer(WORDS)
+    m = HookedTransformer(tiny_cfg(n_layers=3, initializer_range=0.3, d_vocab=len(tok.get_vocab())), tokenizer=tok)
+    m.eval()
+    top = next_token_predictions(m, PROMPTS).argmax(-1).tolist()
+    targets = [" " + (tok.convert_ids_to_tokens(t) if i % 2 == 0 else "paris") for i, t in enumerate(top)]
+    items = [{"prompt": q, "answer": 0, "id": f"q{i}"} for i, q in enumerate(QUESTIONS)]
+    best = letter_logits(m, items).argmax(-1).tolist()
+    items = [{**it, "answer": best[i] if i % 2 == 0 else (best[i] + 1) % 4} for i, it in enumerate(items)]
+    w = cut(torch.randint(0, m.cfg.d_vocab, (64,), generator=torch.Generator().manual_seed(1)), 16)
+    return m, (PROMPTS, targets), items, w
+
+
+def test_fact_and_mmlu_hits_match_the_plain_way(worded):
+    """Per cell, the held-stream hits over right-padded, length-sorted batches equal fact_recall and
+    mmlu_correct of the model with the cell applied, each prompt run alone (no padding)."""
+    from analysis.data.mmlu_scoring import mmlu_correct
+    from analysis.evaluate import fact_recall
+
+    m, facts, items, w = worded
+    result = oracle.measure(m, w, oracle.units(m, blocks=True), batch_size=3, cache=False, facts=facts, mmlu=items)
+    assert result.fact_hits.shape == (27, len(PROMPTS)) and result.mmlu_hits.shape == (27, len(QUESTIONS))
+    assert torch.equal(result.base_fact_hits, fact_recall(m, *facts, batch_size=1))
+    assert result.base_mmlu_hits.tolist() == mmlu_correct(m, items, batch_size=1)
+    assert 0 < result.base_fact_hits.sum() < len(PROMPTS) and 0 < result.base_mmlu_hits.sum() < len(QUESTIONS)
+    for i, cell in enumerate(result.cells):
+        with oracle.applied(m, cell, oracle.OPERATIONS[cell.operation]):
+            assert torch.equal(result.fact_hits[i], fact_recall(m, *facts, batch_size=1)), cell
+            assert result.mmlu_hits[i].tolist() == mmlu_correct(m, items, batch_size=1), cell
+    assert (result.fact_hits != result.base_fact_hits).any() and (result.mmlu_hits != result.base_mmlu_hits).any()
+    naive = torch.stack([oracle.naive_cell_nll(m, w, c, oracle.OPERATIONS[c.operation]) for c in result.cells])
+    torch.testing.assert_close(result.window_nll, naive, rtol=1e-5, atol=1e-6)  # the windows are unchanged
+
+    i = result.index("blocks.1", "remove")
+    base, cell = result.base_fact_hits.numpy(), result.fact_hits[i].numpy()
+    d, ref = result.fact_recall_drop("blocks.1", "remove"), stats.paired(base, cell, unit="facts")
+    assert (d.estimate, d.low, d.high, d.p, d.n) == pytest.approx((ref.estimate, ref.low, ref.high, ref.p, 8))
+    assert d.estimate == pytest.approx(base.mean() - cell.mean())
+    q = result.mmlu_drop("blocks.1", "remove")
+    assert q.estimate == pytest.approx(result.base_mmlu_hits.double().mean() - result.mmlu_hits[i].double().mean())
+    s = result.scores("remove", blocks=True, metric="facts")
+    assert s.samples.shape == (8, 3, 2) and torch.equal(
+        s.samples[:, 1, 1], torch.tensor(base, dtype=torch.float64) - torch.tensor(cell, dtype=torch.float64)
+    )
+    k = result.scores("prune", metric="mmlu")
+    j = result.index("blocks.2.attn", "prune")
+    torch.testing.assert_close(k.values[2, 0], (result.base_mmlu_hits.double() - result.mmlu_hits[j].double()).mean())
+    frame = result.frame().set_index(["unit", "operation"])
+    assert frame.loc[("blocks.1", "remove"), "fact drop"] == pytest.approx(d.estimate)
+    assert frame.loc[("blocks.1", "remove"), "mmlu drop"] == pytest.approx(q.estimate)
+
+
+def test_facts_and_questions_are_part_of_the_cache_key(worded, tmp_path, monkeypatch):
+    m, facts, items, w = worded
+    store = DiskCache(tmp_path)
+    unit = ["blocks.1.mlp"]
+    first = oracle.measure(m, w, unit, store=store, facts=facts, mmlu=items)
+    calls = []
+    original = oracle.applied
+    monkeypatch.setattr(oracle, "applied", lambda mm, cell, ops: calls.append(cell) or original(mm, cell, ops))
+    again = oracle.measure(m, w, unit, store=store, facts=facts, mmlu=items)
+    assert calls == []
+    for f in ("window_nll", "base_nll", "fact_hits", "base_fact_hits", "mmlu_hits", "base_mmlu_hits"):
+        assert torch.equal(getattr(again, f), getattr(first, f)), f
+    other = (facts[0][:-1] + ["who wrote hamlet"], facts[1])
+    changed = oracle.measure(m, w, unit, store=store, facts=other, mmlu=items)
+    assert len(calls) == 3 and changed.fact_hits.shape == first.fact_hits.shape
+    oracle.measure(m, w, unit, store=store, facts=facts, mmlu=[{**it, "id": it["id"] + "x"} for it in items])
+    assert len(calls) == 6
+    plain = oracle.measure(m, w, unit, store=store)
+    assert len(calls) == 9 and plain.fact_hits.shape == (3, 0) and torch.equal(plain.window_nll, first.window_nll)
+    with pytest.raises(ValueError, match="measured no facts"):
+        plain.fact_recall_drop("blocks.1.mlp", "remove")
+    assert plain.frame()["fact drop"].isna().all()

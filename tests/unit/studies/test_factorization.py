@@ -255,57 +255,14 @@ def test_first_ratio_changes_and_seed_tables():
     )
 
 
-def _fake_mmlu(monkeypatch, per_subject: dict[str, int]):
-    """Replace ``analysis.data.benchmarks.mmlu`` by ``per_subject`` questions per subject (answer k % 4)."""
-    from datasets import Dataset
+def test_mmlu_scoring_is_the_data_layers():
+    """The MMLU helpers moved to analysis.data.mmlu_scoring (tested in tests/unit/data/test_mmlu.py); the
+    study's names are the same functions."""
+    from analysis.data import mmlu_scoring as mmlu
+    from analysis.studies.factorization import evaluation
 
-    from analysis.data import benchmarks
-
-    rows = [
-        {"question": f"{s} question {k}?", "subject": s, "choices": [f"c{j}" for j in range(4)], "answer": k % 4,
-         "id": f"test/{s}/{k}"}
-        for s, n in per_subject.items()
-        for k in range(n)
-    ]  # fmt: skip
-    monkeypatch.setattr(benchmarks, "mmlu", lambda split="test", subjects=None: Dataset.from_list(rows))
-
-
-def test_mmlu_items_are_a_fixed_subject_stratified_sample(monkeypatch):
-    _fake_mmlu(monkeypatch, {"anatomy": 10, "astronomy": 10, "virology": 3})
-    items = factorization.mmlu_items(7)
-    counts = pd.Series([it["subject"] for it in items]).value_counts()
-    assert (
-        len(items) == 7
-        and counts.max() - counts.min() <= 1
-        and set(counts.index) == {"anatomy", "astronomy", "virology"}
-    )
-    assert items == factorization.mmlu_items(7)  # deterministic
-    assert [it["id"] for it in items] != [it["id"] for it in factorization.mmlu_items(7, seed=1)]
-    assert all(it["prompt"].endswith("Answer:") and it["answer"] == int(it["id"].split("/")[-1]) % 4 for it in items)
-    assert len(factorization.mmlu_items(None)) == 23
-    with pytest.raises(ValueError, match="too few"):
-        factorization.mmlu_items(12)  # virology has 3, but 12 asks for 4 per subject
-
-
-def test_letter_logits_pick_the_letters_after_the_prompt(tiny_model):
-    """Right-padded batches give each prompt's last-position logits of the letters exactly as alone."""
-
-    def to_tokens(text, prepend_bos=True):
-        ids = [1 + ord(c) % 40 for c in text]
-        return torch.tensor([[0] * prepend_bos + ids])
-
-    tiny_model.to_tokens = to_tokens
-    ids = factorization.letter_ids(tiny_model)  # " A" is two characters here: the bare letter is used
-    assert ids == [1 + ord(c) % 40 for c in "ABCD"]
-    items = [{"prompt": "Q: sky?\nAnswer:", "answer": 1}, {"prompt": "Q: a longer one here?\nAnswer:", "answer": 3}]
-    got = factorization.letter_logits(tiny_model, items, batch_size=2)
-    for i, it in enumerate(items):
-        with torch.no_grad():
-            ref = tiny_model(to_tokens(it["prompt"]))[0, -1, ids]
-        torch.testing.assert_close(got[i], ref, atol=1e-4, rtol=1e-4)
-    hits = factorization.mmlu_correct(tiny_model, items)
-    assert hits == [int(got[i].argmax()) == it["answer"] for i, it in enumerate(items)]
-    assert factorization.mmlu_correct(tiny_model, []) == []
+    for name in ("mmlu_items", "letter_ids", "letter_logits", "mmlu_correct"):
+        assert getattr(factorization, name) is getattr(mmlu, name) is getattr(evaluation, name)
 
 
 def test_rank_table_matches_the_factor_sizes(tiny_model):
