@@ -15,7 +15,8 @@ either the old entry or none. An entry that cannot be read (a crash in an older 
 disk error) is reported with a warning and recomputed. A sweep caches each cell separately
 (:func:`cached_map`), so an interrupted sweep resumes at the first missing cell.
 
-Every call is logged in :data:`RUNS`: a hit, or a computed entry with its seconds and the peak
+Every call is logged in :data:`RUNS`: a hit (with the record of the run that computed it, kept
+in a ``<key>.run.json`` file beside the entry), or a computed entry with its seconds and the peak
 memory it reached (:func:`analysis.memory.measure`: what the process holds on the host, and CUDA's allocations
 when CUDA is in use), which the book's build appendix shows per computation.
 """
@@ -53,6 +54,9 @@ class Run:
     hit: bool
     seconds: float = 0.0
     peaks: tuple[memory.Peak, ...] = ()
+    recorded: "Run | None" = None
+    """For a hit: the run that computed the entry (its seconds and peaks, from the record written
+    beside the entry), or None where the entry has no record (written by an older version)."""
 
 
 RUNS: list[Run] = []
@@ -189,6 +193,23 @@ class DiskCache:
     def path(self, name: str, key: str) -> Path:
         return self.root / name / f"{key}.pt"
 
+    def record_path(self, name: str, key: str) -> Path:
+        """The JSON record beside an entry: the seconds and peak memory its computation took."""
+        return self.root / name / f"{key}.run.json"
+
+    def save_record(self, name: str, key: str, run: Run) -> None:
+        payload = {"seconds": run.seconds, "peaks": [dataclasses.astuple(p) for p in run.peaks]}
+        atomic_write(self.record_path(name, key), lambda p: p.write_text(json.dumps(payload)))
+
+    def load_record(self, name: str, key: str) -> Run | None:
+        """The computing :class:`Run` of an entry, or None when it has no readable record."""
+        try:
+            payload = json.loads(self.record_path(name, key).read_text())
+            peaks = tuple(memory.Peak(*p) for p in payload["peaks"])
+            return Run(name, hit=False, seconds=float(payload["seconds"]), peaks=peaks)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
     def load(self, name: str, key: str) -> tuple[bool, Any]:
         """``(True, value)`` for a readable entry, ``(False, None)`` when missing or corrupt."""
         path = self.path(name, key)
@@ -211,6 +232,8 @@ class DiskCache:
         files = list(folder.rglob("*.pt")) if folder.exists() else []
         for f in files:
             f.unlink()
+        for f in folder.rglob("*.run.json") if folder.exists() else []:
+            f.unlink()
         return len(files)
 
 
@@ -230,14 +253,16 @@ def cached(
     if not refresh:
         hit, value = cache.load(name, key)
         if hit:
-            RUNS.append(Run(name, hit=True))
+            RUNS.append(Run(name, hit=True, recorded=cache.load_record(name, key)))
             return value
     cache.check_writable()  # fail before, not after, an hour of work
     t0 = clock()
     with memory.measure() as meter:
         value = compute()
-    RUNS.append(Run(name, hit=False, seconds=clock() - t0, peaks=meter.peaks))
+    run = Run(name, hit=False, seconds=clock() - t0, peaks=meter.peaks)
+    RUNS.append(run)
     cache.save(name, key, value)
+    cache.save_record(name, key, run)
     return value
 
 

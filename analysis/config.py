@@ -138,7 +138,7 @@ def get_profile(name: str | None = None) -> Profile:
     return _replace(profile, changes, f"{OVERRIDES_ENV}: {name}")
 
 
-STUDY_KEYS: tuple[str, ...] = ("adaptive", "capability", "factorization", "sweep", "tracing", "variance")
+STUDY_KEYS: tuple[str, ...] = ("adaptive", "capability", "factorization", "sweep", "synthesis", "tracing", "variance")
 """The keys of ``Profile.extra``: one per study that reads its sizes through :func:`study_config`."""
 
 

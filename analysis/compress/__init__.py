@@ -37,7 +37,8 @@ One module per operation family:
 - :mod:`~analysis.compress.plan`: :class:`CompressionPlan`, :class:`Stored`, :class:`Calibration`,
   :class:`SizeReport` and the memo of compressed weights;
 - :mod:`~analysis.compress.linear`: the linear view and the head slices inside it;
-- :mod:`~analysis.compress.prune`: :class:`Prune` (unstructured magnitude pruning);
+- :mod:`~analysis.compress.prune`: :class:`Prune` (unstructured magnitude pruning), :class:`WandaPrune`
+  (Wanda's ``|w| ‖x‖`` per output);
 - :mod:`~analysis.compress.quantize`: :class:`Quantize` (uniform round-to-nearest);
 - :mod:`~analysis.compress.heads`: :class:`PruneHeads`, :class:`HeadSparsity`;
 - :mod:`~analysis.compress.lowrank`: :class:`SVD`, :class:`FWSVD`, :class:`ASVD`,
@@ -61,7 +62,7 @@ from analysis.components import (
     weights_of,
 )
 from analysis.compress import linear_block, oracle, rotation
-from analysis.compress.calibration import STAT_KINDS, calibration_stats
+from analysis.compress.calibration import STAT_KINDS, calibration_stats, wanda_calibration
 from analysis.compress.heads import HeadSparsity, PruneHeads
 from analysis.compress.linear import from_linear, to_linear
 from analysis.compress.lowrank import (
@@ -91,7 +92,7 @@ from analysis.compress.plan import (
     uniform_plan,
     weight_hash,
 )
-from analysis.compress.prune import Prune
+from analysis.compress.prune import Prune, WandaPrune
 from analysis.compress.quantize import Quantize
 
 __all__ = [
@@ -114,11 +115,13 @@ __all__ = [
     "HeadSparsity",
     "Operation",
     "Prune",
+    "WandaPrune",
     "PruneHeads",
     "Quantize",
     "SizeReport",
     "Stored",
     "calibration_stats",
+    "wanda_calibration",
     "component",
     "components",
     "factor_params",

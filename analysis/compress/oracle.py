@@ -48,7 +48,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from analysis import stats
+from analysis import hooks, stats
 from analysis.cache import DiskCache, cache_key, tensors_hash
 from analysis.components import KINDS, component
 from analysis.compress.dense_stream import DenseStream, summed_nll
@@ -75,7 +75,7 @@ OPERATIONS: dict[str, tuple[Operation, ...] | None] = {
 """The default operations: name -> compression operations on every weight of the unit, or ``None``
 for removal (the unit's output is zero)."""
 
-_UNIT = re.compile(r"^blocks\.(\d+)(?:\.(attn|mlp))?$")
+_UNIT = re.compile(r"^blocks\.(\d+)(?:\.(attn|mlp)(?:\.(\d+))?)?$")
 
 
 def block(layer: int) -> str:
@@ -83,10 +83,20 @@ def block(layer: int) -> str:
     return f"blocks.{layer}"
 
 
+def head(layer: int, index: int) -> str:
+    """The unit name of one attention head: ``"blocks.{layer}.attn.{index}"`` (removal only)."""
+    return f"blocks.{layer}.attn.{index}"
+
+
 def units(model: HookedTransformer, kinds: Sequence[str] = KINDS, blocks: bool = False) -> list[str]:
     """Every layer's ``kinds`` components, and each whole block with ``blocks``, layer by layer."""
     per_layer = [[component(l, k) for k in kinds] + ([block(l)] if blocks else []) for l in range(model.cfg.n_layers)]
     return [u for us in per_layer for u in us]
+
+
+def head_units(model: HookedTransformer, layers: Sequence[int]) -> list[str]:
+    """Every attention head of ``layers``, layer by layer."""
+    return [head(l, h) for l in layers for h in range(model.cfg.n_heads)]
 
 
 @dataclass(frozen=True)
@@ -97,8 +107,18 @@ class OracleCell:
     operation: str
 
     def __post_init__(self):
-        if _UNIT.match(self.unit) is None:
-            raise ValueError(f"Unknown unit {self.unit!r}; use 'blocks.<l>.attn', 'blocks.<l>.mlp' or 'blocks.<l>'.")
+        m = _UNIT.match(self.unit)
+        if m is None or (m.group(3) is not None and m.group(2) != "attn"):
+            raise ValueError(
+                f"Unknown unit {self.unit!r}; use 'blocks.<l>.attn', 'blocks.<l>.mlp', 'blocks.<l>' or a head "
+                "'blocks.<l>.attn.<h>'."
+            )
+
+    @property
+    def head(self) -> int | None:
+        """The head index of a head unit, else None."""
+        h = _UNIT.match(self.unit).group(3)
+        return None if h is None else int(h)
 
     @property
     def layer(self) -> int:
@@ -108,14 +128,26 @@ class OracleCell:
     def components(self) -> list[str]:
         """The components the cell touches: the unit's one, or both of a block."""
         kind = _UNIT.match(self.unit).group(2)
-        return [self.unit] if kind else [component(self.layer, k) for k in KINDS]
+        return [component(self.layer, kind)] if kind else [component(self.layer, k) for k in KINDS]
 
 
 @contextlib.contextmanager
 def applied(model: HookedTransformer, cell: OracleCell, ops: Sequence[Operation] | None) -> Iterator[None]:
     """``model`` with the cell's unit compressed by ``ops`` (reversibly), or removed (``ops=None``:
-    hooks set its attention and/or MLP output to zero)."""
-    if ops is None:
+    hooks set its attention and/or MLP output to zero; a head's ``hook_z`` slice is set to zero)."""
+    if cell.head is not None:
+        if ops is not None:
+            raise ValueError(f"{cell.unit}: a single head can only be removed (ops=None), not compressed.")
+        h = cell.head
+
+        def zero_head(z: Tensor, hook) -> Tensor:
+            z = z.clone()
+            z[:, :, h] = 0
+            return z
+
+        with model.hooks(fwd_hooks=[(hooks.z(cell.layer), zero_head)]):
+            yield
+    elif ops is None:
         names = [act_name(c.rsplit(".", 1)[1], cell.layer) for c in cell.components]
         with model.hooks(fwd_hooks=[(n, lambda act, hook: torch.zeros_like(act)) for n in names]):
             yield
@@ -230,6 +262,16 @@ class Oracle:
         label = {"ppl": "", "facts": ", fact recall", "mmlu": ", MMLU"}[metric]
         name = f"oracle: {operation}{label}" + (" (block)" if blocks else "")
         return ComponentScores(name, samples.mean(0), samples=samples)
+
+    def head_scores(self, metric: Metric = "ppl") -> Float[Tensor, "layer head"]:
+        """The cost of removing each measured head, ``[n_layers, n_heads]`` (NaN for heads not measured)."""
+        heads = [c for c in self.cells if c.head is not None and c.operation == REMOVE]
+        if not heads:
+            raise ValueError("No head was measured: pass head units (head_units) with the removal operation.")
+        out = torch.full((1 + max(c.layer for c in self.cells), 1 + max(c.head for c in heads)), float("nan"))
+        for c in heads:
+            out[c.layer, c.head] = float(self.drop(c.unit, REMOVE, metric).double().mean())
+        return out
 
     def frame(self) -> pd.DataFrame:
         """A row per cell: unit, layer, operation, Δ log-perplexity (``low``, ``high``: its interval),

@@ -1,4 +1,4 @@
-"""One registry of the six studies: each study's key, chapter and package, under one naming scheme.
+"""One registry of the seven studies: each study's key, chapter and package, under one naming scheme.
 
 Every study package has the same files (``config.py``, ``run.py``, ``results.py``, ``verdicts.py``,
 ``plots.py``, ``seed.py``) and the same three entry points, so a reader (or a test) reaches any of
@@ -26,7 +26,7 @@ from types import ModuleType
 from typing import Any, Callable
 
 from analysis.config import Profile
-from analysis.studies import adaptive, capability, factorization, sweep, tracing, variance
+from analysis.studies import adaptive, capability, factorization, sweep, synthesis, tracing, variance
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,7 @@ STUDIES: dict[str, Study] = {
         Study("capability", "capability_density", capability),
         Study("adaptive", "adaptive_compress", adaptive),
         Study("variance", "variance_vs_importance", variance),
+        Study("synthesis", "synthesis", synthesis),
     )
 }
 """The studies in book order, by key."""

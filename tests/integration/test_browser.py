@@ -24,6 +24,7 @@ STUDY_CHAPTERS = (
     "capability_density",
     "adaptive_compress",
     "variance_vs_importance",
+    "synthesis",
 )
 BUILD = ROOT / "_build" / "smoke"  # its own jupyter cache: smoke outputs never reach the cpu book
 SHOTS = ROOT / "_build" / "screenshots"

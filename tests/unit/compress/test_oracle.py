@@ -249,3 +249,63 @@ def test_facts_and_questions_are_part_of_the_cache_key(worded, tmp_path, monkeyp
     with pytest.raises(ValueError, match="measured no facts"):
         plain.fact_recall_drop("blocks.1.mlp", "remove")
     assert plain.frame()["fact drop"].isna().all()
+
+
+def test_removing_a_head_equals_zeroing_its_output_rows_and_maps_to_a_layer_head_table(tiny_model):
+    """Zeroing head h's ``hook_z`` is zeroing its rows of W_O (an independent route to the same model)."""
+    import copy
+
+    x = torch.randint(0, tiny_model.cfg.d_vocab, (3, 10))
+    cell = oracle.OracleCell(oracle.head(1, 2), oracle.REMOVE)
+    assert cell.head == 2 and cell.layer == 1 and cell.components == ["blocks.1.attn"]
+    with torch.no_grad(), oracle.applied(tiny_model, cell, None):
+        got = tiny_model(x)
+    ref = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        ref.blocks[1].attn.W_O[2] = 0
+        want = ref(x)
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="only be removed"):
+        with oracle.applied(tiny_model, cell, oracle.OPERATIONS["prune"]):
+            pass
+    with pytest.raises(ValueError, match="Unknown unit"):
+        oracle.OracleCell("blocks.1.mlp.2", oracle.REMOVE)
+    wins = torch.randint(0, tiny_model.cfg.d_vocab, (2, 8))
+    heads = oracle.head_units(tiny_model, [1])
+    o = oracle.measure(tiny_model, wins, heads, {oracle.REMOVE: None}, cache=False)
+    table = o.head_scores()
+    assert table.shape == (2, tiny_model.cfg.n_heads) and torch.isnan(table[0]).all()
+    naive = oracle.naive_cell_nll(tiny_model, wins, cell)
+    base = oracle.naive_cell_nll(tiny_model, wins, None)
+    assert table[1, 2] == pytest.approx(float((naive - base).mean() / 7), rel=1e-4)
+
+
+def test_contiguous_layer_chunks_cover_every_unit_once():
+    from analysis.compress import oracle_pool
+
+    units = [f"blocks.{l}.{k}" for l in range(7) for k in ("attn", "mlp")] + ["blocks.3"]
+    parts = oracle_pool.chunks(units, 3)
+    assert sorted(u for p in parts for u in p) == sorted(units) and len(parts) == 3
+    layers = [{oracle.OracleCell(u, oracle.REMOVE).layer for u in p} for p in parts]
+    assert all(max(a) < min(b) for a, b in zip(layers, layers[1:]))  # contiguous, in order
+    assert oracle_pool.chunks(units[:2], 5) == [units[:2]]
+
+
+def test_worker_processes_fill_the_cache_with_the_serial_oracle(tmp_path, monkeypatch, save_tiny):
+    """Two spawned workers load the model by folder and measure their layers; the result equals the
+    serial oracle's, cell for cell."""
+    from analysis import cache
+    from analysis.compress import oracle_pool
+    from analysis.models import load_model
+
+    folder, _ = save_tiny(tmp_path / "ckpt", "llama")
+    monkeypatch.setenv("ANALYSIS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(cache, "CACHE_DIR", tmp_path / "cache")
+    model = load_model(str(folder))
+    wins = torch.randint(0, model.cfg.d_vocab, (2, 8), generator=torch.Generator().manual_seed(0))
+    units = oracle.units(model)
+    par = oracle_pool.measure(model, str(folder), wins, units, n_procs=2)
+    ser = oracle.measure(model, wins, units, cache=False)
+    assert par.cells == ser.cells
+    assert torch.allclose(par.window_nll, ser.window_nll, rtol=1e-5)
+    assert len(list((tmp_path / "cache" / "oracle" / "cell").glob("*.pt"))) == len(units) * 3 + 1
