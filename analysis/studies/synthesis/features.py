@@ -77,3 +77,33 @@ def survival_table(
                 }
             )
     return pd.DataFrame(rows)
+
+
+def beside_anchors(table: pd.DataFrame, dense_perplexity: float, anchors: dict) -> pd.DataFrame:
+    """Our uniform INT6 and INT7 rows beside the anchors of arXiv 2606.03002: the surviving share at
+    6 bits, the degraded share and the perplexity change at 7 bits (ours: the mean over the SAEs, and
+    the range across them)."""
+    rows = []
+    for bits, what, col in ((6, "surviving", "share"), (7, "degraded", "degraded")):
+        sub = table[table["model"] == f"uniform {bits} bits"]
+        if sub.empty:
+            continue
+        theirs = {k: v for k, v in anchors.items() if f"INT{bits}" in k and what in k}
+        rows.append(
+            {
+                "measure": f"INT{bits}: share of active features {what}",
+                "ours (mean over SAEs)": sub[col].mean(),
+                "ours (range)": f"{sub[col].min():.3f} to {sub[col].max():.3f}",
+                "theirs": "; ".join(f"{k.split(':')[0]} {v}" for k, v in theirs.items()),
+            }
+        )
+        if bits == 7:
+            rows.append(
+                {
+                    "measure": "INT7: perplexity change (compressed / dense - 1)",
+                    "ours (mean over SAEs)": sub["perplexity"].iloc[0] / dense_perplexity - 1,
+                    "ours (range)": "",
+                    "theirs": "; ".join(f"{k.split(':')[0]} {v}" for k, v in anchors.items() if "perplexity" in k),
+                }
+            )
+    return pd.DataFrame(rows).set_index("measure")

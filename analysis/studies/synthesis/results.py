@@ -85,7 +85,8 @@ def answer(result: SynthesisResult, prediction: pd.DataFrame) -> list[str]:
     predicts it best and the cheapest signal whose interval reaches that best estimate; per operation,
     the allocation of lowest mean Δ log-perplexity over the budgets beside uniform's and the oracle's."""
     lines = []
-    seconds = {k: s.cost.seconds for k, s in result.signals.items()}
+    # a cost only partly recorded (an entry computed before records were kept) cannot be the cheapest
+    seconds = {k: s.cost.seconds if s.cost.complete else float("inf") for k, s in result.signals.items()}
     for oracle, rows in prediction.groupby("oracle", sort=False):
         rows = rows.set_index("signal")
         best = rows["spearman"].idxmax()
@@ -94,7 +95,7 @@ def answer(result: SynthesisResult, prediction: pd.DataFrame) -> list[str]:
         lines.append(
             f"oracle {oracle}: best {best} (ρ = {rows.loc[best, 'spearman']:.2f} "
             f"[{rows.loc[best, 'spearman low']:.2f}, {rows.loc[best, 'spearman high']:.2f}], "
-            f"{seconds.get(best, float('nan')):.3g} s); cheapest within reach {cheap} "
+            f"{seconds.get(best, float('nan')):.3g} s); cheapest within reach (cost recorded) {cheap} "
             f"(ρ = {rows.loc[cheap, 'spearman']:.2f}, {seconds.get(cheap, float('nan')):.3g} s)"
         )
     board = result.frame()

@@ -54,8 +54,11 @@ def test_a_measured_peak_grows_with_the_work(tmp_path):
         added[k] = host(run.peaks).added
     assert added[1] == pytest.approx(UNIT, rel=0.25)
     assert added[2] - added[1] == pytest.approx(UNIT, rel=0.25)  # twice the work, one unit more
+    first = cache.RUNS[-2]
     cache.cached("demo/hold1", lambda: hold(UNIT), cache=store)
-    assert cache.RUNS[-1] == cache.Run("demo/hold1", hit=True)  # a hit ran nothing: no seconds, no peak
+    hit = cache.RUNS[-1]
+    assert (hit.name, hit.hit, hit.seconds, hit.peaks) == ("demo/hold1", True, 0.0, ())  # a hit ran nothing
+    assert hit.recorded.seconds == pytest.approx(first.seconds) and hit.recorded.peaks == first.peaks  # its record
 
 
 @needs_proc

@@ -328,3 +328,20 @@ def test_the_study_verdicts_read_the_leaderboard():
         fake_result(0.1), synthesis.agreement.prediction(fake_result(0.1).signals, fake_result(0.1).oracles, 50)
     )
     assert any(line.startswith("prune: best signal allocation good") for line in lines)
+
+
+def test_survival_beside_the_anchors_reads_the_uniform_rows():
+    import pandas as pd
+
+    t = pd.DataFrame(
+        {
+            "model": ["uniform 6 bits"] * 2 + ["uniform 7 bits"] * 2 + ["best: x"],
+            "share": [0.4, 0.6, 0.8, 0.9, 0.1],
+            "degraded": [0.6, 0.4, 0.2, 0.1, 0.9],
+            "perplexity": [11.0, 11.0, 10.5, 10.5, 30.0],
+        }
+    )
+    got = synthesis.features.beside_anchors(t, 10.0, synthesis.SURVIVAL_ANCHORS)
+    assert got.iloc[0, 0] == pytest.approx(0.5) and "0.624" in got.iloc[0, 2] and "0.513" in got.iloc[0, 2]
+    assert got.iloc[1, 0] == pytest.approx(0.15) and "0.187" in got.iloc[1, 2]
+    assert got.iloc[2, 0] == pytest.approx(0.05)
