@@ -13,17 +13,20 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from analysis import stats
 from analysis.cache import cached, tensors_hash
 from analysis.models import model_key
 from analysis.progress import progress
-from analysis.sae import survival
+from analysis.sae import density, survival
 from analysis.studies.synthesis.allocate import Allocation
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+"""2: the per-feature active and survived masks are kept."""
 
 
 def _sae_hash(sae: Any) -> str:
@@ -63,7 +66,11 @@ def survival_table(
                 dense = encoded(model, saes, tokens, batch_size, bos)
             with a.applied(model):
                 comp = encoded(model, saes, tokens, batch_size, bos)
-            return {h: survival.survival(dense[h], comp[h]).summary() for h in saes}
+            out = {}
+            for h in saes:
+                sv = survival.survival(dense[h], comp[h])
+                out[h] = {**sv.summary(), "active mask": sv.active.numpy(), "survived mask": sv.survived.numpy()}
+            return out
 
         found = cached("synthesis/survival", compute, {**base_key, "allocation": a.key()}, model_key(model))
         for hook, summ in found.items():
@@ -77,6 +84,46 @@ def survival_table(
                 }
             )
     return pd.DataFrame(rows)
+
+
+def deaths_by_head(table: pd.DataFrame, saes: Mapping[str, Any], model_row: str, n_heads: int) -> pd.DataFrame:
+    """Per attention head: how many of the active features it writes survive under ``model_row``.
+
+    An attention-output (``hook_z``) SAE feature belongs to the head whose slice of its decoder
+    direction is longest (:func:`analysis.sae.density.effective_decoder`, ``[feature, n_heads x d_head]``)."""
+    rows = []
+    for _, r in table[table["model"] == model_row].iterrows():
+        dec = density.effective_decoder(saes[r["SAE hook"]]).detach().float()
+        owner = dec.view(dec.shape[0], n_heads, -1).norm(dim=-1).argmax(1).numpy()
+        active, survived = np.asarray(r["active mask"]), np.asarray(r["survived mask"])
+        for h in range(n_heads):
+            mine = active & (owner == h)
+            share = survived[mine].mean() if mine.any() else float("nan")
+            rows.append({"layer": r["SAE layer"], "head": h, "active": int(mine.sum()), "surviving": share})
+    return pd.DataFrame(rows)
+
+
+def death_prediction(
+    deaths: pd.DataFrame, maps: Mapping[str, Any], min_active: int = 5, n_boot: int = 1000
+) -> pd.DataFrame:
+    """Per head signal: Spearman ρ between its value and the head's surviving share, over heads with at
+    least ``min_active`` active features, with a bootstrap interval over heads (heads of one layer are
+    not independent, so it is descriptive)."""
+    d = deaths[deaths["active"] >= min_active]
+    rows = []
+    for name, m in maps.items():
+        x = np.asarray(m, dtype=float)[d["layer"].to_numpy(), d["head"].to_numpy()]
+        y = d["surviving"].to_numpy(dtype=float)
+        lo, hi = stats.bootstrap_ci((x, y), stats.spearman_stat, n_boot) if len(d) >= 4 else (np.nan, np.nan)
+        rows.append({"signal": name, "heads": len(d), "spearman": stats.spearman(x, y), "low": lo, "high": hi})
+    return pd.DataFrame(rows).set_index("signal")
+
+
+def most_informative(table: pd.DataFrame, bits: Sequence[int]) -> str | None:
+    """The uniform bit width whose mean surviving share lies nearest one half (where deaths discriminate most)."""
+    shares = {b: table.loc[table["model"] == f"uniform {b} bits", "share"].mean() for b in bits}
+    shares = {b: v for b, v in shares.items() if not np.isnan(v)}
+    return f"uniform {min(shares, key=lambda b: abs(shares[b] - 0.5))} bits" if shares else None
 
 
 def beside_anchors(table: pd.DataFrame, dense_perplexity: float, anchors: dict) -> pd.DataFrame:
@@ -106,4 +153,5 @@ def beside_anchors(table: pd.DataFrame, dense_perplexity: float, anchors: dict) 
                     "theirs": "; ".join(f"{k.split(':')[0]} {v}" for k, v in anchors.items() if "perplexity" in k),
                 }
             )
-    return pd.DataFrame(rows).set_index("measure")
+    columns = ["measure", "ours (mean over SAEs)", "ours (range)", "theirs"]
+    return pd.DataFrame(rows, columns=columns).set_index("measure")  # empty without 6- or 7-bit rows

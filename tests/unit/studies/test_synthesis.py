@@ -345,3 +345,33 @@ def test_survival_beside_the_anchors_reads_the_uniform_rows():
     assert got.iloc[0, 0] == pytest.approx(0.5) and "0.624" in got.iloc[0, 2] and "0.513" in got.iloc[0, 2]
     assert got.iloc[1, 0] == pytest.approx(0.15) and "0.187" in got.iloc[1, 2]
     assert got.iloc[2, 0] == pytest.approx(0.05)
+
+
+def test_feature_deaths_are_credited_to_the_head_that_writes_the_feature():
+    import pandas as pd
+
+    n_heads, d_head, d_sae = 3, 2, 6
+    w = torch.zeros(d_sae, n_heads * d_head)
+    for f in range(d_sae):  # feature f is written by head f % 3
+        w[f, (f % n_heads) * d_head] = 1.0
+    sae = SimpleNamespace(cfg=SimpleNamespace(d_sae=d_sae), W_dec=w, decode=lambda a: a @ w)
+    active = np.array([True] * 6)
+    survived = np.array([True, True, False, True, False, False])  # heads 0: 2/2, 1: 1/2, 2: 0/2
+    table = pd.DataFrame(
+        [
+            {
+                "model": "uniform 6 bits",
+                "SAE hook": "blocks.1.attn.hook_z",
+                "SAE layer": 1,
+                "share": 0.5,
+                "active mask": active,
+                "survived mask": survived,
+            }
+        ]
+    )
+    deaths = synthesis.features.deaths_by_head(table, {"blocks.1.attn.hook_z": sae}, "uniform 6 bits", n_heads)
+    assert deaths["surviving"].tolist() == [1.0, 0.5, 0.0] and deaths["active"].tolist() == [2, 2, 2]
+    maps = {"good": torch.tensor([[0.0, 0.0, 0.0], [3.0, 2.0, 1.0]]), "bad": torch.tensor([[0.0] * 3, [1.0, 2.0, 3.0]])}
+    got = synthesis.features.death_prediction(deaths, maps, min_active=1, n_boot=50)
+    assert got.loc["good", "spearman"] == pytest.approx(1.0) and got.loc["bad", "spearman"] == pytest.approx(-1.0)
+    assert synthesis.features.most_informative(table.assign(share=[0.45]), [6]) == "uniform 6 bits"
