@@ -98,6 +98,10 @@ def test_page_in_a_browser(driver, html, page):
     path = html / "book" / f"{page}.html"
     assert path.exists(), f"{path} was not built"
     driver.get(path.as_uri())
+    # the theme keeps its light/dark mode in localStorage, shared by every file:// page of the run; after
+    # many pages headless Chromium has handed it an empty mode ("Got invalid theme mode: ."): start each
+    # page from the theme's own default so that its console speaks only of this page
+    driver.execute_script("localStorage.setItem('mode', 'auto'); localStorage.setItem('theme', 'auto');")
     driver.get_log("browser")  # the log holds this page's messages from here on
     driver.refresh()
     SHOTS.mkdir(parents=True, exist_ok=True)
