@@ -116,7 +116,8 @@ def by_signal(signal: Signal, op: str, budget: float, spread: float = 0.2, name:
     check_budget(op, budget, n)
     name = name or signal.name
     if op == "remove":
-        order = sorted(range(n), key=lambda l: (signal.block_values()[l], l))
+        values = signal.block_values()
+        order = sorted(range(n), key=lambda l: (values[l], l))
         return Allocation(name, op, budget, removed=tuple(sorted(order[: int(budget)])))
     levels = _all_levels(n)
     ranks = s.rank()

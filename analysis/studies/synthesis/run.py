@@ -196,16 +196,23 @@ def feature_tokens(s: Setup) -> Tensor:
     return wins[cfg.oracle_windows + cfg.eval_windows :]
 
 
+def _middle(result, op: str):
+    """``(budget, the signals' scores ranked by perplexity, best first)`` at ``op``'s middle budget, or None."""
+    bs = result.budgets(op)
+    if not bs:
+        return None
+    b = bs[len(bs) // 2]
+    return b, sorted((sc for n in result.signals if (sc := result.score(n, op, b))), key=lambda sc: sc.log_ppl)
+
+
 def headline(result) -> list[Score]:
     """At each operation's middle budget: the best signal's allocation by perplexity, uniform (where
     it exists) and the oracle's: the rows scored on MMLU too."""
     out = []
     for op in OPS:
-        bs = result.budgets(op)
-        if not bs:
+        if (mid := _middle(result, op)) is None:
             continue
-        b = bs[len(bs) // 2]
-        mine = sorted((sc for n in result.signals if (sc := result.score(n, op, b))), key=lambda sc: sc.log_ppl)
+        b, mine = mid
         out += mine[:1]
         out += [sc for n in (allocate.UNIFORM, allocate.ORACLE) if (sc := result.score(n, op, b))]
     return out
@@ -215,11 +222,9 @@ def survival_models(result, bits: Sequence[int]) -> list[Allocation]:
     """What the feature-survival section measures: the best and the worst signal's quantization at the
     middle bit budget, and uniform quantization at each of ``bits``."""
     L = next(iter(result.signals.values())).scores.values.shape[0]
-    bs = result.budgets("quantize")
     picked = []
-    if bs:
-        b = bs[len(bs) // 2]
-        mine = sorted((sc for n in result.signals if (sc := result.score(n, "quantize", b))), key=lambda sc: sc.log_ppl)
+    if (mid := _middle(result, "quantize")) is not None:
+        b, mine = mid
         if mine:
             best, worst = mine[0].allocation, mine[-1].allocation
             picked += [
